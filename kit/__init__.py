@@ -1,0 +1,1 @@
+"""kit: a Kaggle kit for Facial Keypoints Detection."""

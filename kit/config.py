@@ -1,0 +1,180 @@
+"""Every knob of a run, as frozen dataclasses with named presets; saved beside every run."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from kit.errors import KitError
+
+COMPETITION = "facial-keypoints-detection"
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Per-batch augmentation drawn on the device; strengths are maxima of uniform draws."""
+
+    flip_prob: float = 0.5
+    affine_prob: float = 0.9
+    rotate_degrees: float = 12.0
+    scale: float = 0.08  # zoom factor drawn from [1 - scale, 1 + scale]
+    shift_pixels: float = 6.0
+    brightness: float = 0.15  # added to pixels in [0, 1]
+    contrast: float = 0.25  # factor drawn from [1 - contrast, 1 + contrast]
+    noise_std: float = 0.02
+    fill: float = 0.0  # pixel value outside the frame after a warp
+    max_redraws: int = 4  # warps that push a keypoint out of frame are redrawn, then masked
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network: `seed` is the student report's CNN, `resnet` a batch-norm residual net."""
+
+    kind: str = "resnet"  # "seed" | "resnet"
+    widths: tuple[int, ...] = (24, 48, 96, 160)
+    blocks_per_stage: int = 1
+    dense: int = 256
+    dropout: float = 0.0
+    input_size: int = 96  # images are resized to this before the network
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimiser, the schedule and early stopping."""
+
+    epochs: int = 40
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    optimizer: str = "adamw"  # "adamw" | "sgd" (the report's plain SGD)
+    schedule: str = "onecycle"  # "onecycle" | "constant"
+    loss: str = "mse"  # "mse" | "l1" | "wing"
+    patience: int = 12  # epochs without a better validation RMSE before stopping
+    eval_batch_size: int = 256
+
+
+@dataclass(frozen=True)
+class Config:
+    """One CV run: what to train, on which subsets, with how many folds."""
+
+    preset: str = "default"
+    seed: int = 0
+    folds: int = 5
+    grouped_folds: bool = True  # near-duplicate frames stay on one side of a split
+    subsets: tuple[str, ...] = ("15", "4")
+    flip_tta: bool = True
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+def _seed() -> Config:
+    # The student report: conv-pool-conv-pool-dense, MSE, batch 32, lr 0.01, targets in [0, 1].
+    return Config(
+        preset="seed",
+        flip_tta=False,
+        grouped_folds=False,
+        model=ModelConfig(kind="seed", widths=(32, 64), dense=500, dropout=0.0),
+        train=TrainConfig(
+            epochs=30, batch_size=32, learning_rate=0.01, weight_decay=0.0,
+            optimizer="sgd", schedule="constant", loss="mse", patience=8,
+        ),
+    )
+
+
+def _default() -> Config:
+    return Config()
+
+
+def _quick() -> Config:
+    # A smoke run: seconds on tiny data; used by tests and `make demo`.
+    return Config(
+        preset="quick",
+        folds=2,
+        model=ModelConfig(kind="resnet", widths=(8, 16), dense=32, input_size=48),
+        train=TrainConfig(epochs=2, batch_size=32, learning_rate=3e-3, patience=5),
+    )
+
+
+PRESETS: dict[str, typing.Callable[[], Config]] = {
+    "seed": _seed,
+    "default": _default,
+    "quick": _quick,
+}
+
+
+def preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise KitError(f"unknown preset {name!r}: expected one of {', '.join(PRESETS)}")
+    return PRESETS[name]()
+
+
+def _coerce(text: str, kind: Any, key: str) -> Any:
+    origin = typing.get_origin(kind)
+    try:
+        if kind is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if origin is tuple:
+            item = typing.get_args(kind)[0]
+            return tuple(_coerce(part, item, key) for part in text.split(",") if part)
+        return kind(text)
+    except ValueError:
+        raise KitError(f"override {key}={text!r}: expected a value of type {kind}") from None
+
+
+def override(config: Any, assignments: list[str]) -> Any:
+    """Apply `a.b=value` strings (for example `train.epochs=3`) to a frozen config."""
+    for assignment in assignments:
+        if "=" not in assignment:
+            raise KitError(f"override {assignment!r}: expected KEY=VALUE, e.g. train.epochs=3")
+        key, text = assignment.split("=", 1)
+        config = _set(config, key.strip().split("."), text.strip(), key)
+    return config
+
+
+def _set(node: Any, path: list[str], text: str, key: str) -> Any:
+    hints = typing.get_type_hints(type(node))
+    name = path[0]
+    if name not in hints:
+        known = ", ".join(f.name for f in fields(node))
+        raise KitError(f"override {key!r}: {type(node).__name__} has no field {name!r} ({known})")
+    if len(path) == 1:
+        return replace(node, **{name: _coerce(text, hints[name], key)})
+    return replace(node, **{name: _set(getattr(node, name), path[1:], text, key)})
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    def build(cls: Any, values: dict[str, Any]) -> Any:
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for f in fields(cls):
+            if f.name not in values:
+                continue
+            value = values[f.name]
+            kind = hints[f.name]
+            if dataclasses.is_dataclass(kind):
+                value = build(kind, value)
+            elif typing.get_origin(kind) is tuple:
+                value = tuple(value)
+            kwargs[f.name] = value
+        return cls(**kwargs)
+
+    return build(Config, data)
+
+
+def load(path: Path) -> Config:
+    try:
+        return from_dict(json.loads(Path(path).read_text()))
+    except (OSError, ValueError, TypeError) as error:
+        raise KitError(f"{path}: not a readable run config ({error})") from None
