@@ -1,0 +1,133 @@
+"""Unpacking the competition zip (with training.zip and test.zip inside) into data/, safely.
+
+A member is written to a temporary name and renamed only once it is complete and its CRC
+checked, so an interrupted unpack never leaves a CSV that looks valid.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+import zlib
+from pathlib import Path, PurePosixPath
+
+from kit import fileio
+from kit.data import LOOKUP_CSV, SAMPLE_CSV, TEST_CSV, TRAINING_CSV
+from kit.errors import KitError
+
+# Kaggle's zip: two nested zips and two CSVs. Each unpacked file comes from one member.
+NESTED = {"training.zip": TRAINING_CSV, "test.zip": TEST_CSV}
+PLAIN = (LOOKUP_CSV, SAMPLE_CSV)
+MAX_MEMBER_BYTES = 2 << 30  # Kaggle's training.csv is 240 MB; 2 GB is absurd
+MAX_RATIO = 100  # CSV of digits compresses about 4:1; a bomb compresses thousands to one
+MARKER = ".unpacked.json"
+
+
+def _open_zip(source: bytes | Path, name: str) -> zipfile.ZipFile:
+    data = source if isinstance(source, bytes) else None
+    try:
+        handle = io.BytesIO(data) if data is not None else open(source, "rb")
+    except FileNotFoundError:
+        raise KitError(f"{name}: file not found") from None
+    head = handle.read(64)
+    handle.seek(0)
+    try:
+        return zipfile.ZipFile(handle)
+    except zipfile.BadZipFile:
+        handle.close()
+        hint = ""
+        if head.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html")):
+            hint = " (it is an HTML page: a login or error page saved instead of the data)"
+        elif not head:
+            hint = " (it is empty)"
+        raise KitError(f"{name}: not a valid zip archive{hint}; download it again") from None
+
+
+def _check_member(info: zipfile.ZipInfo, archive: str) -> None:
+    path = PurePosixPath(info.filename.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts or info.filename.startswith(("/", "\\")) or (
+        len(info.filename) > 1 and info.filename[1] == ":"
+    ):
+        raise KitError(f"{archive}: member {info.filename!r} would be written outside the "
+                       "target folder; refusing to unpack")
+    if info.file_size > MAX_MEMBER_BYTES:
+        raise KitError(f"{archive}: member {info.filename!r} unpacks to {info.file_size} bytes; "
+                       f"expected at most {MAX_MEMBER_BYTES}")
+    if info.compress_size and info.file_size / info.compress_size > MAX_RATIO:
+        raise KitError(f"{archive}: member {info.filename!r} compresses {info.file_size} bytes "
+                       f"into {info.compress_size} (a zip bomb?); refusing to unpack")
+
+
+def _members(zf: zipfile.ZipFile, archive: str, expected: tuple[str, ...]) -> dict:
+    infos = {}
+    for info in zf.infolist():
+        _check_member(info, archive)
+        if not info.is_dir():
+            infos[PurePosixPath(info.filename).name] = info
+    missing = [name for name in expected if name not in infos]
+    if missing:
+        found = ", ".join(sorted(infos)) or "nothing"
+        raise KitError(f"{archive}: missing member {', '.join(missing)} (it holds {found}); "
+                       "expected Kaggle's facial-keypoints-detection archive")
+    return infos
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, archive: str) -> bytes:
+    """The member's bytes, read with a hard size limit (a header can lie about the size)."""
+    try:
+        with zf.open(info) as f:
+            data = f.read(MAX_MEMBER_BYTES + 1)
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as error:
+        raise KitError(f"{archive}: member {info.filename!r} is damaged ({error}); "
+                       "download it again") from None
+    if len(data) > MAX_MEMBER_BYTES:
+        raise KitError(f"{archive}: member {info.filename!r} unpacks to more than "
+                       f"{MAX_MEMBER_BYTES} bytes; refusing to unpack")
+    return data
+
+
+def unpack(archive: Path, data_dir: Path) -> dict[str, Path]:
+    """Kaggle's zip into data_dir/*.csv; validates the layout before writing anything."""
+    archive, data_dir = Path(archive), Path(data_dir)
+    name = str(archive)
+    outer = _open_zip(archive, name)
+    with outer:
+        members = _members(outer, name, tuple(NESTED) + PLAIN)
+        contents: dict[str, bytes] = {}
+        for nested, csv_name in NESTED.items():
+            inner_name = f"{name}:{nested}"
+            inner = _open_zip(_read_member(outer, members[nested], name), inner_name)
+            with inner:
+                inner_members = _members(inner, inner_name, (csv_name,))
+                contents[csv_name] = _read_member(inner, inner_members[csv_name], inner_name)
+        for csv_name in PLAIN:
+            contents[csv_name] = _read_member(outer, members[csv_name], name)
+    written = {}
+    for csv_name, data in contents.items():
+        written[csv_name] = fileio.write_bytes(data_dir / csv_name, data)
+    fileio.write_json(data_dir / MARKER, {
+        "archive_sha256": file_sha256(archive),
+        "sizes": {csv_name: len(data) for csv_name, data in contents.items()},
+    })
+    return written
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def is_unpacked(archive: Path, data_dir: Path) -> bool:
+    """True when data_dir holds this archive's CSVs, unchanged in size, from an earlier unpack."""
+    try:
+        marker = json.loads((Path(data_dir) / MARKER).read_text())
+        sizes = marker["sizes"]
+        if any((Path(data_dir) / n).stat().st_size != size for n, size in sizes.items()):
+            return False
+        return marker["archive_sha256"] == file_sha256(archive)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False

@@ -1,0 +1,69 @@
+"""`make download`: the competition zip (from Kaggle or a local copy) to validated, cached data.
+
+Everything is unpacked and validated in a staging folder first and moved into data/ only when
+all four files parse, so a bad archive leaves the previous data untouched.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from kit import archive as archive_io
+from kit import data
+from kit.config import COMPETITION
+from kit.errors import KitError
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    source: Path
+    data_dir: Path
+    fetched: bool  # a new zip came from Kaggle
+    unpacked: bool  # the CSVs were (re)written; False means all was already in place
+    counts: dict
+
+
+def raw_archive_path(data_dir: Path) -> Path:
+    return Path(data_dir) / "raw" / f"{COMPETITION}.zip"
+
+
+def download(data_dir: Path, archive: Path | None = None, force: bool = False) -> DownloadResult:
+    """Fetch (or take `archive`), unpack, validate and cache; a no-op when already done."""
+    data_dir = Path(data_dir)
+    fetched = False
+    if archive is not None:
+        source = Path(archive)
+        if not source.is_file():
+            raise KitError(f"{source}: archive not found; expected a copy of {COMPETITION}.zip")
+    else:
+        source = raw_archive_path(data_dir)
+        if force or not source.is_file():
+            from kit import kaggle_io  # only here does the kit need the network
+
+            source = kaggle_io.download_competition(source.parent, force=True)
+            fetched = True
+    if not force and not fetched and archive_io.is_unpacked(source, data_dir):
+        return DownloadResult(source, data_dir, fetched, False, data.validate_all(data_dir))
+    staging = data_dir / ".staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        archive_io.unpack(source, staging)
+        counts = data.validate_all(staging)
+        _move_into_place(staging, data_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return DownloadResult(source, data_dir, fetched, True, counts)
+
+
+def _move_into_place(staging: Path, data_dir: Path) -> None:
+    (data_dir / "cache").mkdir(parents=True, exist_ok=True)
+    for stale in (data_dir / "cache").glob("*"):
+        stale.unlink()
+    for cached in (staging / "cache").glob("*"):
+        os.replace(cached, data_dir / "cache" / cached.name)
+    for name in data.CSV_FILES:
+        os.replace(staging / name, data_dir / name)
+    # The marker goes last: it is what says "this folder is complete".
+    os.replace(staging / archive_io.MARKER, data_dir / archive_io.MARKER)
