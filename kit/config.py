@@ -64,6 +64,7 @@ class Config:
     seed: int = 0
     folds: int = 5
     grouped_folds: bool = True  # near-duplicate frames stay on one side of a split
+    group_similarity: float = 0.85  # thumbnail cosine similarity that links two frames
     subsets: tuple[str, ...] = ("15", "4")
     flip_tta: bool = True
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -1,0 +1,69 @@
+# kit: `make demo` (or `make download cv submit` with Kaggle credentials) and `make test`.
+# Every target first makes .venv from pyproject.toml; a second call costs nothing.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+KIT := $(PY) -m kit
+
+# Make variables, also accepted as CLI flags (python -m kit cv --help).
+PRESET ?= default
+FOLDS ?=
+SEED ?=
+EPOCHS ?=
+RESUME ?= 1
+RUN ?=
+MESSAGE ?=
+DRY_RUN ?=
+ARCHIVE ?=
+FORCE ?=
+REFRESH ?=
+DEMO_DIR ?= demo
+
+.PHONY: env download data cv submit submissions test bench demo lint clean
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+download: $(STAMP)
+	$(KIT) download $(if $(ARCHIVE),--archive "$(ARCHIVE)") $(if $(FORCE),--force)
+
+data: $(STAMP)
+	$(KIT) data
+
+CV_FLAGS = --preset $(PRESET) $(if $(FOLDS),--folds $(FOLDS)) $(if $(SEED),--seed $(SEED)) \
+	$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(filter 0,$(RESUME)),--no-resume)
+
+cv: $(STAMP)
+	$(KIT) cv $(CV_FLAGS)
+
+submit: $(STAMP)
+	$(KIT) submit $(RUN) $(if $(MESSAGE),--message "$(MESSAGE)") $(if $(DRY_RUN),--dry-run)
+
+submissions: $(STAMP)
+	$(KIT) submissions $(if $(REFRESH),--refresh)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+lint: $(STAMP)
+	$(PY) -m ruff check kit tests bench
+
+# The whole path on a synthetic competition: no Kaggle account, a few minutes on a laptop.
+demo: $(STAMP)
+	$(KIT) synth $(DEMO_DIR)/competition
+	$(KIT) --data $(DEMO_DIR)/data --runs $(DEMO_DIR)/cv download --archive $(DEMO_DIR)/competition/facial-keypoints-detection.zip
+	$(KIT) --data $(DEMO_DIR)/data --runs $(DEMO_DIR)/cv cv --preset demo
+	$(KIT) --data $(DEMO_DIR)/data --runs $(DEMO_DIR)/cv submit --dry-run --out $(DEMO_DIR)/submissions
+	$(PY) -m kit.score $(DEMO_DIR)/submissions/latest.csv $(DEMO_DIR)/competition/solution.csv
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache
