@@ -26,7 +26,7 @@ class AugmentConfig:
     contrast: float = 0.25  # factor drawn from [1 - contrast, 1 + contrast]
     noise_std: float = 0.02
     fill: float = 0.0  # pixel value outside the frame after a warp
-    max_redraws: int = 4  # warps that push a keypoint out of frame are redrawn, then masked
+    max_redraws: int = 4  # a warp that pushes a keypoint out of frame is redrawn; then none
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,8 @@ class ModelConfig:
     """The network: `seed` is the student report's CNN, `resnet` a batch-norm residual net."""
 
     kind: str = "resnet"  # "seed" | "resnet"
-    widths: tuple[int, ...] = (24, 48, 96, 160)
+    stem_width: int = 16
+    widths: tuple[int, ...] = (32, 64, 128)
     blocks_per_stage: int = 1
     dense: int = 256
     dropout: float = 0.0
@@ -95,7 +96,7 @@ def _quick() -> Config:
     return Config(
         preset="quick",
         folds=2,
-        model=ModelConfig(kind="resnet", widths=(8, 16), dense=32, input_size=48),
+        model=ModelConfig(kind="resnet", stem_width=8, widths=(8, 16), dense=32, input_size=48),
         train=TrainConfig(epochs=2, batch_size=32, learning_rate=3e-3, patience=5),
     )
 

@@ -9,6 +9,7 @@ A run lives in cv/<run-id>/:
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -22,7 +23,7 @@ import pandas as pd
 
 from kit import config as config_io
 from kit import fileio, folds, models, train
-from kit.config import Config
+from kit.config import Config, ModelConfig
 from kit.data import TrainingSet, subset_indices
 from kit.errors import KitError
 from kit.keypoints import COLUMN_INDEX, SUBSET_COLUMNS
@@ -275,13 +276,17 @@ def load_fold_models(run_dir: Path, subset: str) -> list[FoldModel]:
 def predict_images(config: Config, task: train.Task, fold_models: list[FoldModel],
                    images: np.ndarray) -> np.ndarray:
     """The ensemble's pixel keypoints: the mean over fold models (and flips, if configured)."""
-    net = models.build(config.model, task.outputs)
-    predict = train.make_predict(net, task, config.flip_tta)
+    predict = _predictor(config.model, task, config.flip_tta)
     outputs = [
         train.predict_batched(predict, m.params, m.net_state, images, config.train.eval_batch_size)
         for m in fold_models
     ]
     return np.mean(outputs, axis=0)
+
+
+@functools.lru_cache(maxsize=8)
+def _predictor(model: ModelConfig, task: train.Task, flip_tta: bool):
+    return train.make_predict(models.build(model, task.outputs), task, flip_tta)
 
 
 def predict_run(run_dir: Path, subset: str, images: np.ndarray,

@@ -5,6 +5,7 @@ augmentation runs inside the step, on the device. Every random choice comes from
 """
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -224,6 +225,17 @@ class EpochReport:
     seconds: float
 
 
+@functools.lru_cache(maxsize=8)
+def compiled(config: Config, task: Task, total_steps: int):
+    """The network, optimiser and jitted functions, built once for all folds alike: a fresh
+    closure per fold would make XLA compile the same step again."""
+    net = models.build(config.model, task.outputs)
+    optimizer = make_optimizer(config.train, total_steps)
+    train_step = make_train_step(net, optimizer, config, task)
+    predict = make_predict(net, task, flip_tta=False)
+    return net, optimizer, train_step, predict
+
+
 def init_state(net, optimizer, config: Config, task: Task, fold_seed: int) -> TrainState:
     key = jax.random.PRNGKey(config.seed)
     key = jax.random.fold_in(jax.random.fold_in(key, fold_seed), int(task.subset))
@@ -251,12 +263,10 @@ def fit(
     the last one: same seeds, same batches, so the result equals an uninterrupted run's.
     """
     train_config = config.train
-    net = models.build(config.model, task.outputs)
     steps_per_epoch = max(len(train_images) // train_config.batch_size, 1)
-    optimizer = make_optimizer(train_config, steps_per_epoch * train_config.epochs)
+    net, optimizer, train_step, predict = compiled(config, task,
+                                                   steps_per_epoch * train_config.epochs)
     state = init_state(net, optimizer, config, task, fold_seed)
-    train_step = make_train_step(net, optimizer, config, task)
-    predict = make_predict(net, task, flip_tta=False)
 
     history: list[dict] = []
     best = {"epoch": -1, "val_rmse": float("inf"), "bad_epochs": 0}
