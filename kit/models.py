@@ -30,7 +30,7 @@ def seed_net(config: ModelConfig, outputs: int):
         x = images[..., None]
         for width in config.widths:
             x = jax.nn.relu(hk.Conv2D(width, 3)(x))
-            x = hk.max_pool(x, window_shape=2, strides=2, padding="VALID")
+            x = hk.max_pool(x, window_shape=(1, 2, 2, 1), strides=(1, 2, 2, 1), padding="VALID")
         x = hk.Flatten()(x)
         x = jax.nn.relu(hk.Linear(config.dense)(x))
         if is_training and config.dropout > 0:

@@ -1,0 +1,178 @@
+"""CV of the Haiku networks on tiny synthetic data: the run folder, OOF, report, reload."""
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+from kit import config as config_io
+from kit import cv, models, report, synth, train
+from kit.data import TrainingSet, subset_indices
+from kit.keypoints import CORE_COLUMN_INDICES
+
+QUICK = ["folds=2", "train.epochs=2", "grouped_folds=0"]
+
+
+def tiny_training(n_full: int = 24, n_core: int = 24, seed: int = 0) -> TrainingSet:
+    full_images, full_points = synth.make_faces(n_full, seed=seed, source="full")
+    core_images, core_points = synth.make_faces(n_core, seed=seed + 1, source="core")
+    core_only = np.full_like(core_points, np.nan)
+    core_only[:, CORE_COLUMN_INDICES] = core_points[:, CORE_COLUMN_INDICES]
+    return TrainingSet(
+        images=np.concatenate([full_images, core_images]),
+        keypoints=np.concatenate([full_points, core_only]).astype(np.float32),
+    )
+
+
+@pytest.fixture(scope="module")
+def training() -> TrainingSet:
+    return tiny_training()
+
+
+@pytest.fixture(scope="module")
+def quick_config():
+    return config_io.override(config_io.preset("quick"), QUICK)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, training, quick_config):
+    root = tmp_path_factory.mktemp("cv")
+    return cv.run_cv(quick_config, training, root)
+
+
+def test_run_folder_holds_config_models_histories_and_oof(run_dir, quick_config):
+    assert config_io.load(run_dir / "config.json") == quick_config
+    for subset in ("15", "4"):
+        for fold in range(2):
+            folder = cv.fold_dir(run_dir, subset, fold)
+            assert (folder / "model.npz").exists()
+            history = json.loads((folder / "history.json").read_text())["history"]
+            assert [h["epoch"] for h in history] == [1, 2]
+            assert not (folder / train.CHECKPOINT).exists()
+    assert (run_dir.parent / "latest").resolve() == run_dir
+
+
+def test_oof_has_one_prediction_per_row_and_value_of_each_subset(run_dir, training):
+    oof = report.read_oof(run_dir)
+    for subset, width in (("15", 30), ("4", 8)):
+        part = oof[oof["subset"] == subset]
+        rows = subset_indices(training.keypoints, subset)
+        assert sorted(part["row"].unique()) == sorted(rows)
+        assert len(part) == len(rows) * width
+        assert not part.duplicated(["row", "column"]).any()
+        assert set(part["fold"]) == {0, 1}
+    truth = training.keypoints[oof["row"], oof["column"]]
+    np.testing.assert_allclose(oof["truth"], truth, atol=1e-4)
+
+
+def test_report_rmse_equals_a_direct_computation_from_oof_csv(run_dir, training):
+    written = report.write(run_dir, training, lookup=None)
+    raw = pd.read_csv(run_dir / "oof.csv")
+    error = raw["prediction"] - raw["truth"]
+    assert written["overall_rmse"] == pytest.approx(np.sqrt(np.mean(error**2)), rel=1e-9)
+    for subset in (15, 4):
+        part = raw[raw["subset"] == subset]
+        direct = np.sqrt(np.mean((part["prediction"] - part["truth"]) ** 2))
+        assert written["subsets"][str(subset)]["rmse"] == pytest.approx(direct, rel=1e-9)
+        fold0 = part[part["fold"] == 0]
+        assert written["subsets"][str(subset)]["per_fold"][0] == pytest.approx(
+            np.sqrt(np.mean((fold0["prediction"] - fold0["truth"]) ** 2)), rel=1e-9)
+    stored = json.loads((run_dir / "report.json").read_text())
+    assert stored["overall_rmse"] == pytest.approx(written["overall_rmse"])
+    assert "leaderboard estimate" in (run_dir / "report.md").read_text()
+
+
+def test_saved_fold_model_reloads_and_predicts_its_oof_values(run_dir, training, quick_config):
+    oof = report.read_oof(run_dir)
+    part = oof[(oof["subset"] == "4") & (oof["fold"] == 1)]
+    rows = np.sort(part["row"].unique())
+    model = cv.load_fold_models(run_dir, "4")[1]
+    predicted = cv.predict_images(quick_config, cv.task_for("4"), [model], training.images[rows])
+    expected = np.full((len(rows), 8), np.nan)
+    position = {c: i for i, c in enumerate(CORE_COLUMN_INDICES)}
+    for _, line in part.iterrows():
+        expected[np.searchsorted(rows, line["row"]), position[line["column"]]] = line["prediction"]
+    np.testing.assert_allclose(predicted, expected, atol=2e-4)
+
+
+def test_ensemble_is_the_mean_of_the_fold_models(run_dir, training, quick_config):
+    images = training.images[:5]
+    fold_models = cv.load_fold_models(run_dir, "15")
+    each = [cv.predict_images(quick_config, cv.task_for("15"), [m], images) for m in fold_models]
+    ensemble = cv.predict_run(run_dir, "15", images)
+    np.testing.assert_allclose(ensemble, np.mean(each, axis=0), atol=1e-5)
+    assert ensemble.shape == (5, 30)
+
+
+def test_same_config_same_numbers(tmp_path, training, quick_config, run_dir):
+    again = cv.run_cv(quick_config, training, tmp_path)
+    pd.testing.assert_frame_equal(report.read_oof(again), report.read_oof(run_dir))
+
+
+def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, training, quick_config, run_dir):
+    class StopAfterFirstEpochOfSecondFold(cv.Listener):
+        def epoch(self, subset, fold, epoch_report):
+            if (subset, fold, epoch_report.epoch) == ("15", 1, 1):
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cv.run_cv(quick_config, training, tmp_path, listener=StopAfterFirstEpochOfSecondFold())
+    interrupted = cv.fold_dir(next(tmp_path.glob("*-quick")), "15", 1)
+    assert (interrupted / train.CHECKPOINT).exists()
+    resumed = cv.run_cv(quick_config, training, tmp_path)
+    assert resumed.parent == tmp_path and len(list(tmp_path.glob("*-quick"))) == 1
+    pd.testing.assert_frame_equal(report.read_oof(resumed), report.read_oof(run_dir))
+
+
+def test_the_loss_falls_when_training_on_a_batch(training, quick_config):
+    config = config_io.override(quick_config, ["augment.affine_prob=0", "augment.flip_prob=0",
+                                               "augment.noise_std=0", "augment.brightness=0",
+                                               "augment.contrast=0"])
+    task = cv.task_for("15")
+    net, optimizer, train_step, _ = train.compiled(config, task, 100)
+    state = train.init_state(net, optimizer, config, task, 0)
+    rows = subset_indices(training.keypoints, "15")[:32]
+    batch = train.batch_of(training.images, training.keypoints, rows)
+    losses = []
+    for _ in range(40):
+        state, metrics = train_step(state, batch)
+        losses.append(float(metrics["loss"]))
+    assert losses[-1] < 0.3 * losses[0]
+
+
+def test_seed_preset_is_the_reports_network_and_takes_a_step(training):
+    config = config_io.preset("seed")
+    assert (config.train.batch_size, config.train.learning_rate) == (32, 0.01)
+    net = models.build(config.model, 30)
+    params, _ = net.init(jax.random.PRNGKey(0), np.zeros((1, 96, 96), np.float32), True)
+    names = sorted(params)
+    assert [n.split("/")[-1] for n in names] == ["conv2_d", "conv2_d_1", "linear", "linear_1"]
+    # conv 3x3 1->32, conv 3x3 32->64, dense 24*24*64 -> 500, dense 500 -> 30 (with biases).
+    expected = (9 * 32 + 32) + (9 * 32 * 64 + 64) + (24 * 24 * 64 * 500 + 500) + (500 * 30 + 30)
+    assert models.parameter_count(params) == expected
+    task = cv.task_for("15")
+    net, optimizer, train_step, _ = train.compiled(config, task, 10)
+    state = train.init_state(net, optimizer, config, task, 0)
+    batch = train.batch_of(training.images, training.keypoints, np.arange(32) % 24)
+    new_state, metrics = train_step(state, batch)
+    assert np.isfinite(float(metrics["loss"]))
+    changed = jax.tree_util.tree_map(lambda a, b: bool(np.any(a != b)), state.params,
+                                     new_state.params)
+    assert all(jax.tree_util.tree_leaves(changed))
+
+
+def test_predicting_a_subset_the_run_lacks_is_a_clear_error(run_dir, training):
+    from kit.errors import KitError
+
+    config = json.loads((run_dir / "config.json").read_text())
+    config["subsets"] = ["4"]
+    (run_dir / "config.json").write_text(json.dumps(config))
+    try:
+        with pytest.raises(KitError, match="no 15-key models"):
+            cv.predict_run(run_dir, "15", training.images[:2])
+    finally:
+        config["subsets"] = ["15", "4"]
+        (run_dir / "config.json").write_text(json.dumps(config))
