@@ -19,6 +19,7 @@ DRY_RUN ?=
 ARCHIVE ?=
 FORCE ?=
 REFRESH ?=
+SOLUTION ?=
 DEMO_DIR ?= demo
 
 .PHONY: env download data cv submit submissions test bench demo lint clean
@@ -43,7 +44,8 @@ cv: $(STAMP)
 	$(KIT) cv $(CV_FLAGS)
 
 submit: $(STAMP)
-	$(KIT) submit $(RUN) $(if $(MESSAGE),--message "$(MESSAGE)") $(if $(DRY_RUN),--dry-run)
+	$(KIT) submit $(RUN) $(if $(MESSAGE),--message "$(MESSAGE)") $(if $(DRY_RUN),--dry-run) \
+		$(if $(SOLUTION),--solution "$(SOLUTION)")
 
 submissions: $(STAMP)
 	$(KIT) submissions $(if $(REFRESH),--refresh)
@@ -51,7 +53,13 @@ submissions: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.installed-bench-stamp
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(PY) -m bench
 
 lint: $(STAMP)
@@ -62,8 +70,7 @@ demo: $(STAMP)
 	$(KIT) synth $(DEMO_DIR)/competition
 	$(KIT) --data $(DEMO_DIR)/data --runs $(DEMO_DIR)/cv download --archive $(DEMO_DIR)/competition/facial-keypoints-detection.zip
 	$(KIT) --data $(DEMO_DIR)/data --runs $(DEMO_DIR)/cv cv --preset demo
-	$(KIT) --data $(DEMO_DIR)/data --runs $(DEMO_DIR)/cv submit --dry-run --out $(DEMO_DIR)/submissions
-	$(PY) -m kit.score $(DEMO_DIR)/submissions/latest.csv $(DEMO_DIR)/competition/solution.csv
+	$(KIT) --data $(DEMO_DIR)/data --runs $(DEMO_DIR)/cv submit --dry-run --out $(DEMO_DIR)/submissions --solution $(DEMO_DIR)/competition/solution.csv
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

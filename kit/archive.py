@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import struct
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
@@ -25,17 +26,24 @@ MARKER = ".unpacked.json"
 
 
 def _open_zip(source: bytes | Path, name: str) -> zipfile.ZipFile:
-    data = source if isinstance(source, bytes) else None
+    head = b""
     try:
-        handle = io.BytesIO(data) if data is not None else open(source, "rb")
+        if isinstance(source, bytes):
+            head = source[:64]
+            return zipfile.ZipFile(io.BytesIO(source))
+        with open(source, "rb") as f:
+            head = f.read(64)
+        # Opened by path, the ZipFile owns the file and closes it with itself.
+        return zipfile.ZipFile(source)
     except FileNotFoundError:
         raise KitError(f"{name}: file not found") from None
-    head = handle.read(64)
-    handle.seek(0)
-    try:
-        return zipfile.ZipFile(handle)
-    except zipfile.BadZipFile:
-        handle.close()
+    except IsADirectoryError:
+        raise KitError(f"{name}: is a folder; expected a zip file") from None
+    except PermissionError:
+        raise KitError(f"{name}: cannot read it (permission denied)") from None
+    # A damaged directory can surface as any of these, not only as BadZipFile.
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, struct.error, UnicodeError,
+            NotImplementedError):  # e.g. "zip file version 13.7" from a garbled header
         hint = ""
         if head.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html")):
             hint = " (it is an HTML page: a login or error page saved instead of the data)"
@@ -45,6 +53,9 @@ def _open_zip(source: bytes | Path, name: str) -> zipfile.ZipFile:
 
 
 def _check_member(info: zipfile.ZipInfo, archive: str) -> None:
+    if not info.filename:
+        raise KitError(f"{archive}: a member has an empty name (a damaged directory); "
+                       "download it again")
     path = PurePosixPath(info.filename.replace("\\", "/"))
     if path.is_absolute() or ".." in path.parts or info.filename.startswith(("/", "\\")) or (
         len(info.filename) > 1 and info.filename[1] == ":"
@@ -78,9 +89,16 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, archive: str) -> by
     try:
         with zf.open(info) as f:
             data = f.read(MAX_MEMBER_BYTES + 1)
-    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as error:
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, zlib.error) as error:
         raise KitError(f"{archive}: member {info.filename!r} is damaged ({error}); "
                        "download it again") from None
+    except NotImplementedError:  # a subclass of RuntimeError: first
+        raise KitError(f"{archive}: member {info.filename!r} uses compression method "
+                       f"{info.compress_type}, which this Python cannot read; expected deflate "
+                       "or stored") from None
+    except RuntimeError:  # what zipfile raises for an encrypted member
+        raise KitError(f"{archive}: member {info.filename!r} is encrypted; expected Kaggle's "
+                       "unencrypted archive") from None
     if len(data) > MAX_MEMBER_BYTES:
         raise KitError(f"{archive}: member {info.filename!r} unpacks to more than "
                        f"{MAX_MEMBER_BYTES} bytes; refusing to unpack")

@@ -16,8 +16,9 @@ from rich.table import Table
 
 from kit.errors import KitError
 
-console = Console(highlight=False)
-error_console = Console(stderr=True, highlight=False)
+# soft_wrap: a long line stays one line (a log or a test reads it whole).
+console = Console(highlight=False, soft_wrap=True)
+error_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------- verbs
@@ -177,7 +178,7 @@ def print_report(result: dict) -> None:
     summary.add_row("OOF, all values", _value(result["overall_rmse"]))
     for subset, entry in result["subsets"].items():
         summary.add_row(f"OOF, {subset}-key model ({entry['rows']} rows)", _value(entry["rmse"]))
-        summary.add_row(f"  per fold, mean ± spread",
+        summary.add_row("  per fold, mean ± spread",
                         f"{entry['fold_mean']:.4f} ± {entry['fold_std']:.4f}")
     summary.add_row("[bold]leaderboard estimate[/]",
                     f"[bold]{_value(result['leaderboard_estimate'].get('rmse'))}[/]")
@@ -230,7 +231,7 @@ def cmd_augment_preview(args) -> None:
     import jax
     import numpy as np
 
-    from kit import augment, config as config_io, data, plots
+    from kit import augment, data, plots
     from kit.keypoints import COLUMNS, flip_permutation
 
     cfg = make_config(args).augment
@@ -256,21 +257,23 @@ def cmd_augment_preview(args) -> None:
 
 
 def cmd_submit(args) -> None:
-    from kit import submission
+    from kit import cv, submission
 
+    run_dir = cv.resolve_run(args.runs, args.run)
     with console.status("predicting the test images with the run's fold ensembles"):
-        from kit import cv
-
-        run_dir = cv.resolve_run(args.runs, args.run)
         result = submission.write_submission(run_dir, args.data, args.out)
-    console.print(f"[green]wrote[/] {result.csv} ({result.rows} rows, validated) and "
-                  f"{result.manifest.name}")
+    console.print(f"[green]wrote[/] {result.csv_path} ({result.rows} rows, validated) and "
+                  f"{result.manifest_path.name}")
+    if args.solution:
+        rmse = submission.score(result.csv_path, args.solution)
+        console.print(f"[bold]score against {args.solution}: {rmse:.4f}[/] "
+                      f"(CV {_value(result.cv_rmse)}, LB estimate {_value(result.lb_estimate)})")
     if args.dry_run:
         console.print("dry run: not uploaded")
         return
-    message = args.message or f"{result.run} cv {_value(result.cv_rmse)}"
+    message = args.message or f"{result.run_id} cv {_value(result.cv_rmse)}"
     with console.status("uploading and waiting for Kaggle's score"):
-        outcome = submission.upload(result, message, args.out / "ledger.csv",
+        outcome = submission.upload(result, message, submission.ledger_path(args.out),
                                     timeout=args.timeout)
     public, private = outcome.get("public_score"), outcome.get("private_score")
     if outcome.get("status") == "COMPLETE":
@@ -283,10 +286,16 @@ def cmd_submit(args) -> None:
                       "`make submissions REFRESH=1` reads the score later")
 
 
+def cmd_score(args) -> None:
+    from kit import submission
+
+    console.print(f"{submission.score(args.submission, args.solution):.4f}")
+
+
 def cmd_submissions(args) -> None:
     from kit import submission
 
-    ledger_path = args.out / "ledger.csv"
+    ledger_path = submission.ledger_path(args.out)
     if args.refresh:
         with console.status("reading scores from Kaggle"):
             ledger = submission.refresh_ledger(ledger_path)
@@ -374,7 +383,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="write and validate, do not upload")
     p.add_argument("--timeout", type=float, default=300, help="seconds to wait for the score")
     p.add_argument("--out", type=Path, default=Path("submissions"))
+    p.add_argument("--solution", type=Path,
+                   help="score the file against this solution (practice or synthetic data)")
     p.set_defaults(handler=cmd_submit)
+
+    p = verbs.add_parser("score", help="RMSE of a submission against a solution file")
+    p.add_argument("submission", type=Path)
+    p.add_argument("solution", type=Path)
+    p.set_defaults(handler=cmd_score)
 
     p = verbs.add_parser("submissions", help="the ledger of submissions and scores")
     p.add_argument("--refresh", action="store_true", help="read pending scores from Kaggle")
@@ -390,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     except KitError as error:
         if args.debug:
             raise
-        error_console.print(f"[red]error:[/] {error}", soft_wrap=True)
+        error_console.print(f"[red]error:[/] {error}")
         return 1
     except KeyboardInterrupt:
         error_console.print("[yellow]interrupted[/]: `make cv` resumes from the last epoch")

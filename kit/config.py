@@ -101,10 +101,16 @@ def _quick() -> Config:
     )
 
 
+def _demo() -> Config:
+    # `make demo`: the default network on a small synthetic competition, in a few minutes.
+    return Config(preset="demo", folds=3, grouped_folds=False, train=TrainConfig(epochs=10))
+
+
 PRESETS: dict[str, typing.Callable[[], Config]] = {
     "seed": _seed,
     "default": _default,
     "quick": _quick,
+    "demo": _demo,
 }
 
 

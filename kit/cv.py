@@ -221,9 +221,8 @@ def _train_fold(config, training, run_dir, subset, fold, train_rows, val_rows,
         })
         predictions = predict_images(config, task, [FoldModel(result.params, result.net_state)],
                                      training.images[val_rows])
-        with fileio.atomic_path(done) as temporary:
-            with open(temporary, "wb") as f:
-                np.savez(f, rows=val_rows, predictions=predictions)
+        with fileio.atomic_path(done) as temporary, open(temporary, "wb") as f:
+            np.savez(f, rows=val_rows, predictions=predictions)
         (folder / train.CHECKPOINT).unlink(missing_ok=True)
         listener.fold_finished(subset, fold, result.best_val_rmse, skipped=False)
     else:

@@ -32,7 +32,7 @@ class CVDisplay(Listener):
         self.label = ""
         self.fold_steps_left = 0
 
-    def __enter__(self) -> CVDisplay:
+    def __enter__(self):
         self.progress.__enter__()
         return self
 

@@ -58,6 +58,9 @@ def download(data_dir: Path, archive: Path | None = None, force: bool = False) -
 
 
 def _move_into_place(staging: Path, data_dir: Path) -> None:
+    # The old marker goes first: a move cut short must not leave a folder of mixed files that
+    # still says it is complete.
+    (data_dir / archive_io.MARKER).unlink(missing_ok=True)
     (data_dir / "cache").mkdir(parents=True, exist_ok=True)
     for stale in (data_dir / "cache").glob("*"):
         stale.unlink()

@@ -16,7 +16,7 @@ from kit.errors import KitError
 def thumbnails(images: np.ndarray, size: int = 24) -> np.ndarray:
     """Unit-norm, zero-mean (N, size*size) thumbnails: cosine similarity is a dot product, and
     brightness or contrast changes between frames do not matter."""
-    n, height, width = images.shape
+    n, height, _ = images.shape
     factor = height // size
     small = images.astype(np.float32).reshape(n, size, factor, size, factor).mean(axis=(2, 4))
     flat = small.reshape(n, -1)

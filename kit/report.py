@@ -206,10 +206,10 @@ def _fmt(value) -> str:
 def markdown(report: dict) -> str:
     lines = [f"# CV run {report['run']}", ""]
     config = report["config"]
+    split = "grouped by near-duplicate faces" if config["grouped_folds"] else "plain K-fold"
     lines += [
-        f"Preset `{config['preset']}`, {config['folds']} folds "
-        f"({'grouped by near-duplicate faces' if config['grouped_folds'] else 'plain K-fold'}), "
-        f"seed {config['seed']}, flip TTA {'on' if config['flip_tta'] else 'off'}.",
+        (f"Preset `{config['preset']}`, {config['folds']} folds ({split}), "
+         f"seed {config['seed']}, flip TTA {'on' if config['flip_tta'] else 'off'}."),
         "",
         "| measure | RMSE (pixels) |",
         "|---|---|",
@@ -242,9 +242,9 @@ def markdown(report: dict) -> str:
     lines += ["", "## Leaderboard estimate", "", __doc__.split("Leaderboard estimate.")[1]
               .strip().replace("\n\n    ", "\n\n    ")]
     if estimate.get("rmse") is not None:
-        lines += ["", f"Lookup rows: {estimate['lookup_rows']} "
-                  f"({estimate['rows_by_block']['full']} of fully-asked images, "
-                  f"{estimate['rows_by_block']['core']} of core-only images)."]
+        blocks = estimate["rows_by_block"]
+        lines += ["", (f"Lookup rows: {estimate['lookup_rows']} ({blocks['full']} of "
+                       f"fully-asked images, {blocks['core']} of core-only images).")]
     else:
         lines += ["", f"Not computed: {estimate.get('reason')}."]
     lines += ["", "## Pictures", ""]

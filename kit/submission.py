@@ -595,3 +595,22 @@ def refresh_ledger(ledger_path: Path, competition: str = COMPETITION) -> pd.Data
             updates[submission["file_name"]] = update
     update_ledger_scores(ledger_path, updates)
     return read_ledger(ledger_path)
+
+
+def score(submission_csv: Path, solution_csv: Path) -> float:
+    """Leaderboard-style RMSE of a submission against a solution file (RowId,Location), for
+    the practice and synthetic competitions whose truth is known."""
+    def read(path: Path) -> pd.DataFrame:
+        try:
+            table = pd.read_csv(path, dtype={"RowId": np.int64, "Location": np.float64})
+        except (OSError, ValueError) as error:
+            raise KitError(f"{path}: not a RowId,Location table ({error})") from None
+        if list(table.columns) != ["RowId", "Location"]:
+            raise KitError(f"{path}: header {','.join(table.columns)}; expected RowId,Location")
+        return table
+
+    sub, sol = read(Path(submission_csv)), read(Path(solution_csv))
+    if len(sub) != len(sol) or not np.array_equal(sub["RowId"], sol["RowId"]):
+        raise KitError(f"{submission_csv}: its RowIds differ from {solution_csv}'s; expected "
+                       "the same RowIds in the same order")
+    return float(np.sqrt(np.mean((sub["Location"] - sol["Location"]) ** 2)))

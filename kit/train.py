@@ -189,9 +189,8 @@ def save_tree(path: Path, tree: Any, **extra: str) -> None:
     leaves = jax.tree_util.tree_leaves(tree)
     arrays = {f"leaf_{i:05d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
     arrays.update({f"text_{name}": np.array(value) for name, value in extra.items()})
-    with fileio.atomic_path(path) as temporary:
-        with open(temporary, "wb") as f:
-            np.savez(f, **arrays)
+    with fileio.atomic_path(path) as temporary, open(temporary, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def load_tree(path: Path, like: Any) -> tuple[Any, dict[str, str]]:

@@ -1,0 +1,41 @@
+"""Train-step throughput (images/s) of each preset's network on this machine, augmentation
+included, after compilation."""
+from __future__ import annotations
+
+import time
+
+import jax
+import numpy as np
+
+from kit import config as config_io
+from kit import train
+from kit.cv import task_for
+
+
+def step_rate(config, subset: str = "15", steps: int = 10) -> float:
+    task = task_for(subset)
+    net, optimizer, train_step, _ = train.compiled(config, task, 1000)
+    state = train.init_state(net, optimizer, config, task, 0)
+    rng = np.random.default_rng(0)
+    size = config.train.batch_size
+    images = rng.integers(0, 256, (size, 96, 96), dtype=np.uint8)
+    keypoints = rng.uniform(30, 66, (size, task.outputs)).astype(np.float32)
+    batch = train.batch_of(images, keypoints, np.arange(size))
+    state, metrics = train_step(state, batch)  # compile
+    jax.block_until_ready(metrics)
+    started = time.perf_counter()
+    for _ in range(steps):
+        state, metrics = train_step(state, batch)
+    jax.block_until_ready(metrics)
+    return size * steps / (time.perf_counter() - started)
+
+
+def run(presets: tuple[str, ...] = ("seed", "default")) -> dict:
+    out = {"backend": jax.default_backend(), "devices": jax.device_count()}
+    for name in presets:
+        out[f"{name}_train_images_per_s"] = round(step_rate(config_io.preset(name)), 1)
+    return out
+
+
+if __name__ == "__main__":
+    print(run())

@@ -1,0 +1,43 @@
+"""Fixtures shared by the test modules: one small synthetic competition and one tiny CV run
+on it, made once per session (compiling the networks is the slow part)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kit import config as config_io
+from kit import cv, data, download, report, synth
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+QUICK = ["folds=2", "train.epochs=2", "grouped_folds=0"]
+
+
+@pytest.fixture(scope="session")
+def synth_competition(tmp_path_factory):
+    """(what make_competition returned, the data folder it was downloaded into)."""
+    folder = tmp_path_factory.mktemp("synth")
+    made = synth.make_competition(folder / "competition", n_train=60, n_test=12, seed=0)
+    download.download(folder / "data", archive=made["archive"])
+    return made, folder / "data"
+
+
+@pytest.fixture(scope="session")
+def training(synth_competition):
+    return data.load_training(synth_competition[1])
+
+
+@pytest.fixture(scope="session")
+def quick_config():
+    return config_io.override(config_io.preset("quick"), QUICK)
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory, synth_competition, training, quick_config):
+    """A finished 2-fold, 2-epoch run of both subsets, with its report and pictures."""
+    _, data_dir = synth_competition
+    root = tmp_path_factory.mktemp("cv")
+    run_dir = cv.run_cv(quick_config, training, root)
+    test = data.load_test(data_dir)
+    report.write(run_dir, training, data.load_lookup(data_dir, test.image_ids))
+    return run_dir
