@@ -67,6 +67,10 @@ class Config:
     grouped_folds: bool = True  # near-duplicate frames stay on one side of a split
     group_similarity: float = 0.85  # thumbnail cosine similarity that links two frames
     subsets: tuple[str, ...] = ("15", "4")
+    # One network per fold with two heads (the 15-key head taught by the rows of the full
+    # annotation source, the 4-key head by the core-only source) instead of one per subset:
+    # every face teaches the shared trunk.
+    shared_trunk: bool = False
     flip_tta: bool = True
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

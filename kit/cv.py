@@ -2,8 +2,9 @@
 
 A run lives in cv/<run-id>/:
     config.json            the Config, enough to reproduce the run
-    folds.json             each training row's fold per subset, and the near-duplicate groups
-    folds/<subset>-<k>/    checkpoint.npz while training; model.npz and history.json after
+    folds.json             each network's rows and their folds, and the near-duplicate groups
+    folds/<network>-<k>/   checkpoint.npz while training; model.npz, history.json, oof.npz
+                           after (a network per subset, "15" and "4", or one "shared")
     oof.csv                out-of-fold predictions: row, subset, fold, column, truth, prediction
     report.json/.md, *.png written by kit.report
 """
@@ -26,17 +27,74 @@ from kit import fileio, folds, models, train
 from kit.config import Config, ModelConfig
 from kit.data import TrainingSet, subset_indices
 from kit.errors import KitError
-from kit.keypoints import COLUMN_INDEX, SUBSET_COLUMNS
+from kit.keypoints import (
+    COLUMN_INDEX,
+    COLUMNS,
+    CORE_COLUMN_INDICES,
+    CORE_COLUMNS,
+    SUBSET_COLUMNS,
+)
 
 LATEST = "latest"
 
 
-def task_for(subset: str) -> train.Task:
-    return train.Task(subset, SUBSET_COLUMNS[subset])
+SHARED = "shared"
+
+
+def networks(config: Config) -> tuple[str, ...]:
+    """The networks trained on each fold: one per subset, or one shared trunk."""
+    return (SHARED,) if config.shared_trunk else tuple(config.subsets)
+
+
+def task_for(network: str) -> train.Task:
+    """A subset's network predicts its columns; the shared one both heads side by side."""
+    if network == SHARED:
+        fifteen, four = train.Task.of("15", COLUMNS), train.Task.of("4", CORE_COLUMNS)
+        flip = fifteen.flip + tuple(len(COLUMNS) + i for i in four.flip)
+        return train.Task(SHARED, COLUMNS + CORE_COLUMNS, flip)
+    return train.Task.of(network, SUBSET_COLUMNS[network])
 
 
 def column_indices(subset: str) -> np.ndarray:
     return np.array([COLUMN_INDEX[c] for c in SUBSET_COLUMNS[subset]])
+
+
+def full_source(keypoints: np.ndarray) -> np.ndarray:
+    """Rows of the first annotation source: those with any value beyond the 8 core ones."""
+    present = ~np.isnan(keypoints)
+    present[:, CORE_COLUMN_INDICES] = False
+    return present.any(axis=1)
+
+
+def network_rows(config: Config, network: str, keypoints: np.ndarray) -> np.ndarray:
+    if network != SHARED:
+        return subset_indices(keypoints, network)
+    return np.unique(np.concatenate([subset_indices(keypoints, s) for s in config.subsets]))
+
+
+def network_targets(network: str, keypoints: np.ndarray) -> np.ndarray:
+    """What a network learns from each row, NaN where it learns nothing. The shared head for
+    the core keypoints learns only from the core-only source, whose framing and bottom-lip
+    convention differ from the full source's."""
+    if network != SHARED:
+        return keypoints[:, column_indices(network)]
+    full = full_source(keypoints)[:, None]
+    core = keypoints[:, CORE_COLUMN_INDICES]
+    return np.concatenate([np.where(full, keypoints, np.nan), np.where(full, np.nan, core)], 1)
+
+
+def subset_predictions(network: str, subset: str, outputs: np.ndarray,
+                       keypoints: np.ndarray | None = None) -> np.ndarray:
+    """A subset's values from a network's outputs. For the shared network's 4-key values,
+    rows of the full source (where keypoints say so) take the 15-key head's core values."""
+    if network != SHARED:
+        return outputs
+    fifteen, four = outputs[:, : len(COLUMNS)], outputs[:, len(COLUMNS):]
+    if subset == "15":
+        return fifteen
+    if keypoints is None:
+        return four
+    return np.where(full_source(keypoints)[:, None], fifteen[:, CORE_COLUMN_INDICES], four)
 
 
 # ---------------------------------------------------------------- run folders
@@ -88,26 +146,27 @@ def unfinished_run(root: Path, config: Config) -> Path | None:
     return None
 
 
-def fold_dir(run_dir: Path, subset: str, fold: int) -> Path:
-    return Path(run_dir) / "folds" / f"{subset}-{fold}"
+def fold_dir(run_dir: Path, network: str, fold: int) -> Path:
+    return Path(run_dir) / "folds" / f"{network}-{fold}"
 
 
 # ---------------------------------------------------------------- assignment
 
 
 def assign_folds(config: Config, training: TrainingSet) -> dict:
-    """Each subset's rows and their fold numbers (grouped by near-duplicates if asked)."""
+    """Each network's rows and their fold numbers (grouped by near-duplicates if asked)."""
     groups = None
     if config.grouped_folds:
         groups = folds.near_duplicate_groups(training.images, config.group_similarity)
-    out = {"groups": None if groups is None else groups.tolist(), "subsets": {}}
-    for subset in config.subsets:
-        rows = subset_indices(training.keypoints, subset)
+    out = {"groups": None if groups is None else groups.tolist(), "networks": {}}
+    for network in networks(config):
+        rows = network_rows(config, network, training.keypoints)
         if len(rows) < config.folds:
-            raise KitError(f"subset {subset} has {len(rows)} rows; {config.folds} folds need more")
+            raise KitError(f"the {network} network has {len(rows)} rows; "
+                           f"{config.folds} folds need more")
         assignment = folds.split(len(rows), config.folds, config.seed,
                                  None if groups is None else groups[rows])
-        out["subsets"][subset] = {"rows": rows.tolist(), "fold": assignment.tolist()}
+        out["networks"][network] = {"rows": rows.tolist(), "fold": assignment.tolist()}
     return out
 
 
@@ -126,7 +185,7 @@ def load_assignment(run_dir: Path, training: TrainingSet) -> dict:
 
 @dataclass(frozen=True)
 class FoldPlan:
-    subset: str
+    network: str
     fold: int
     steps_per_epoch: int
     finished: bool  # trained by an earlier, interrupted call
@@ -145,10 +204,10 @@ class Listener:
     """Hooks a display implements; the defaults do nothing (tests and scripts)."""
 
     def run_started(self, run_dir: Path, plan: list[FoldPlan], epochs: int) -> None: ...
-    def fold_started(self, subset: str, fold: int, epochs: int, steps: int) -> None: ...
+    def fold_started(self, network: str, fold: int, epochs: int, steps: int) -> None: ...
     def step(self, done: int, total: int) -> None: ...
-    def epoch(self, subset: str, fold: int, report: train.EpochReport) -> None: ...
-    def fold_finished(self, subset: str, fold: int, best_val_rmse: float,
+    def epoch(self, network: str, fold: int, report: train.EpochReport) -> None: ...
+    def fold_finished(self, network: str, fold: int, best_val_rmse: float,
                       skipped: bool) -> None: ...
 
 
@@ -170,49 +229,50 @@ def run_cv(config: Config, training: TrainingSet, root: Path, resume: bool = Tru
     point_latest(root, run_dir)
 
     plan = [
-        FoldPlan(subset, fold,
-                 max(_fold_rows(assignment, subset, fold)[0].size // config.train.batch_size, 1),
-                 (fold_dir(run_dir, subset, fold) / "oof.npz").exists())
-        for subset in config.subsets for fold in range(config.folds)
+        FoldPlan(network, fold,
+                 max(_fold_rows(assignment, network, fold)[0].size // config.train.batch_size,
+                     1),
+                 (fold_dir(run_dir, network, fold) / "oof.npz").exists())
+        for network in networks(config) for fold in range(config.folds)
     ]
     listener.run_started(run_dir, plan, config.train.epochs)
 
     oof_tables = []
     for entry in plan:
-        subset, fold = entry.subset, entry.fold
-        train_rows, val_rows = _fold_rows(assignment, subset, fold)
-        oof_tables.append(
-            _train_fold(config, training, run_dir, subset, fold, train_rows, val_rows, listener)
-        )
+        network, fold = entry.network, entry.fold
+        train_rows, val_rows = _fold_rows(assignment, network, fold)
+        oof_tables += _train_fold(config, training, run_dir, network, fold, train_rows, val_rows,
+                                  listener)
     oof = pd.concat(oof_tables, ignore_index=True)
     with fileio.atomic_path(run_dir / "oof.csv") as temporary:
         oof.to_csv(temporary, index=False, float_format="%.5f")
     return run_dir
 
 
-def _fold_rows(assignment: dict, subset: str, fold: int) -> tuple[np.ndarray, np.ndarray]:
-    entry = assignment["subsets"][subset]
+def _fold_rows(assignment: dict, network: str, fold: int) -> tuple[np.ndarray, np.ndarray]:
+    entry = assignment["networks"][network]
     rows, fold_of = np.asarray(entry["rows"]), np.asarray(entry["fold"])
     return rows[fold_of != fold], rows[fold_of == fold]
 
 
-def _train_fold(config, training, run_dir, subset, fold, train_rows, val_rows,
-                listener) -> pd.DataFrame:
-    task = task_for(subset)
-    columns = column_indices(subset)
-    folder = fold_dir(run_dir, subset, fold)
+def _train_fold(config, training, run_dir, network, fold, train_rows, val_rows,
+                listener) -> list[pd.DataFrame]:
+    """Train (or find trained) one network on one fold; its OOF lines for each subset."""
+    task = task_for(network)
+    targets = network_targets(network, training.keypoints)
+    folder = fold_dir(run_dir, network, fold)
     folder.mkdir(parents=True, exist_ok=True)
     done = folder / "oof.npz"
     if not done.exists():
         steps = max(len(train_rows) // config.train.batch_size, 1)
-        listener.fold_started(subset, fold, config.train.epochs, steps)
+        listener.fold_started(network, fold, config.train.epochs, steps)
         result = train.fit(
             config, task,
-            training.images[train_rows], training.keypoints[train_rows][:, columns],
-            training.images[val_rows], training.keypoints[val_rows][:, columns],
+            training.images[train_rows], targets[train_rows],
+            training.images[val_rows], targets[val_rows],
             fold_seed=fold, checkpoint_dir=folder,
             on_step=listener.step,
-            on_epoch=lambda report: listener.epoch(subset, fold, report),
+            on_epoch=lambda report: listener.epoch(network, fold, report),
         )
         save_fold_model(folder, result.params, result.net_state)
         fileio.write_json(folder / "history.json", {
@@ -224,13 +284,20 @@ def _train_fold(config, training, run_dir, subset, fold, train_rows, val_rows,
         with fileio.atomic_path(done) as temporary, open(temporary, "wb") as f:
             np.savez(f, rows=val_rows, predictions=predictions)
         (folder / train.CHECKPOINT).unlink(missing_ok=True)
-        listener.fold_finished(subset, fold, result.best_val_rmse, skipped=False)
+        listener.fold_finished(network, fold, result.best_val_rmse, skipped=False)
     else:
-        listener.fold_finished(subset, fold, _best_val(folder), skipped=True)
+        listener.fold_finished(network, fold, _best_val(folder), skipped=True)
     with np.load(done, allow_pickle=False) as stored:
-        rows, predictions = stored["rows"], stored["predictions"]
-    truth = training.keypoints[rows][:, columns]
-    return _long_table(subset, fold, rows, columns, truth, predictions)
+        rows, outputs = stored["rows"], stored["predictions"]
+    tables = []
+    subsets = config.subsets if network == SHARED else (network,)
+    for subset in subsets:
+        mine = np.isin(rows, subset_indices(training.keypoints, subset))
+        columns = column_indices(subset)
+        truth = training.keypoints[rows[mine]][:, columns]
+        values = subset_predictions(network, subset, outputs[mine], training.keypoints[rows[mine]])
+        tables.append(_long_table(subset, fold, rows[mine], columns, truth, values))
+    return tables
 
 
 def _best_val(folder: Path) -> float:
@@ -257,14 +324,14 @@ def save_fold_model(folder: Path, params, net_state) -> None:
     train.save_tree(Path(folder) / "model.npz", (params, net_state))
 
 
-def load_fold_models(run_dir: Path, subset: str) -> list[FoldModel]:
+def load_fold_models(run_dir: Path, network: str) -> list[FoldModel]:
     config = config_io.load(Path(run_dir) / "config.json")
-    task = task_for(subset)
+    task = task_for(network)
     net = models.build(config.model, task.outputs)
     like = net.init(jax.random.PRNGKey(0), np.zeros((1, 96, 96), np.float32), True)
     fold_models = []
     for fold in range(config.folds):
-        path = fold_dir(run_dir, subset, fold) / "model.npz"
+        path = fold_dir(run_dir, network, fold) / "model.npz"
         if not path.exists():
             raise KitError(f"{path}: missing; the run is unfinished (run `make cv` to finish it)")
         (params, net_state), _ = train.load_tree(path, like)
@@ -295,4 +362,8 @@ def predict_run(run_dir: Path, subset: str, images: np.ndarray,
     if subset not in config.subsets:
         raise KitError(f"{run_dir}: the run has no {subset}-key models (its subsets: "
                        f"{', '.join(config.subsets)})")
-    return predict_images(config, task_for(subset), load_fold_models(run_dir, subset), images)
+    network = SHARED if config.shared_trunk else subset
+    outputs = predict_images(config, task_for(network), load_fold_models(run_dir, network),
+                             images)
+    # Test images of the core-only block come from the core-only source: the 4-key head.
+    return subset_predictions(network, subset, outputs)

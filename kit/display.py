@@ -13,8 +13,12 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from kit.cv import FoldPlan, Listener
+from kit.cv import SHARED, FoldPlan, Listener
 from kit.train import EpochReport
+
+
+def network_label(network: str) -> str:
+    return "shared trunk" if network == SHARED else f"{network}-key"
 
 
 class CVDisplay(Listener):
@@ -45,8 +49,8 @@ class CVDisplay(Listener):
         total = sum(entry.steps_per_epoch * epochs for entry in plan if not entry.finished)
         self.run_task = self.progress.add_task("whole run", total=max(total, 1))
 
-    def fold_started(self, subset: str, fold: int, epochs: int, steps: int) -> None:
-        self.label = f"{subset}-key fold {fold + 1}"
+    def fold_started(self, network: str, fold: int, epochs: int, steps: int) -> None:
+        self.label = f"{network_label(network)} fold {fold + 1}"
         if self.fold_task is not None:
             self.progress.remove_task(self.fold_task)
         self.fold_task = self.progress.add_task(f"{self.label} epoch 1/{epochs}",
@@ -58,16 +62,16 @@ class CVDisplay(Listener):
         self.progress.advance(self.fold_task)
         self.progress.advance(self.run_task)
 
-    def epoch(self, subset: str, fold: int, report: EpochReport) -> None:
+    def epoch(self, network: str, fold: int, report: EpochReport) -> None:
         self.progress.update(self.fold_task, description=(
             f"{self.label} epoch {report.epoch}/{report.epochs} train {report.train_rmse:.3f} "
             f"val {report.val_rmse:.3f} best {report.best_val_rmse:.3f}"
         ))
 
-    def fold_finished(self, subset: str, fold: int, best_val_rmse: float,
+    def fold_finished(self, network: str, fold: int, best_val_rmse: float,
                       skipped: bool) -> None:
         note = " (trained earlier, kept)" if skipped else ""
-        self.console.print(f"{subset}-key fold {fold + 1}: best validation RMSE "
+        self.console.print(f"{network_label(network)} fold {fold + 1}: best validation RMSE "
                            f"{best_val_rmse:.4f}{note}")
         if skipped or self.fold_task is None:
             return

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from kit import config as config_io
-from kit import fileio, plots
+from kit import cv, fileio, plots
 from kit.data import LookupTable, TrainingSet, subset_indices
 from kit.keypoints import COLUMNS, CORE_COLUMN_INDICES, KEYPOINT_NAMES
 
@@ -136,11 +136,11 @@ def compute(oof: pd.DataFrame, training: TrainingSet, lookup: LookupTable | None
 def load_histories(run_dir: Path) -> dict[str, list[list[dict]]]:
     config = config_io.load(Path(run_dir) / "config.json")
     out = {}
-    for subset in config.subsets:
-        out[subset] = []
+    for network in cv.networks(config):
+        out[network] = []
         for fold in range(config.folds):
-            path = Path(run_dir) / "folds" / f"{subset}-{fold}" / "history.json"
-            out[subset].append(json.loads(path.read_text())["history"] if path.exists() else [])
+            path = cv.fold_dir(run_dir, network, fold) / "history.json"
+            out[network].append(json.loads(path.read_text())["history"] if path.exists() else [])
     return out
 
 

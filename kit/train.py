@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +36,15 @@ class TrainState(NamedTuple):
 
 @dataclass(frozen=True)
 class Task:
-    """What a network predicts: the subset's columns, in Kaggle's order."""
+    """What a network predicts: its output columns and how a mirror image relabels them."""
 
-    subset: str
+    name: str
     columns: tuple[str, ...]
+    flip: tuple[int, ...]  # outputs[..., flip] are a mirrored face's outputs
+
+    @classmethod
+    def of(cls, name: str, columns: tuple[str, ...]) -> Task:
+        return cls(name, columns, tuple(int(i) for i in flip_permutation(columns)))
 
     @property
     def outputs(self) -> int:
@@ -46,7 +52,7 @@ class Task:
 
     @property
     def permutation(self) -> np.ndarray:
-        return flip_permutation(self.columns)
+        return np.array(self.flip)
 
 
 # ---------------------------------------------------------------- pure pieces
@@ -237,7 +243,7 @@ def compiled(config: Config, task: Task, total_steps: int):
 
 def init_state(net, optimizer, config: Config, task: Task, fold_seed: int) -> TrainState:
     key = jax.random.PRNGKey(config.seed)
-    key = jax.random.fold_in(jax.random.fold_in(key, fold_seed), int(task.subset))
+    key = jax.random.fold_in(jax.random.fold_in(key, fold_seed), zlib.crc32(task.name.encode()))
     init_key, key = jax.random.split(key)
     dummy = jnp.zeros((2, IMAGE_SIZE, IMAGE_SIZE), jnp.float32)
     params, net_state = net.init(init_key, dummy, True)

@@ -87,7 +87,7 @@ def test_show_prints_the_numbers_of_report_json(quick_run, capsys):
     stored = json.loads((quick_run / "report.json").read_text())
     assert f"{stored['overall_rmse']:.4f}" in out
     assert f"{stored['leaderboard_estimate']['rmse']:.4f}" in out
-    for subset, entry in stored["subsets"].items():
+    for entry in stored["subsets"].values():
         assert f"{entry['rmse']:.4f}" in out
         for value in entry["per_keypoint"].values():
             assert f"{value:.4f}" in out

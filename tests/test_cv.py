@@ -151,3 +151,39 @@ def test_predicting_a_subset_the_run_lacks_is_a_clear_error(run_dir, training):
     finally:
         config["subsets"] = ["15", "4"]
         (run_dir / "config.json").write_text(json.dumps(config))
+
+
+def test_shared_trunk_run_gives_both_subsets_oof_and_predictions(tmp_path, training,
+                                                                quick_config):
+    config = config_io.override(quick_config, ["shared_trunk=1"])
+    run_dir = cv.run_cv(config, training, tmp_path)
+    assert sorted(p.name for p in (run_dir / "folds").iterdir()) == ["shared-0", "shared-1"]
+    oof = report.read_oof(run_dir)
+    for subset, width in (("15", 30), ("4", 8)):
+        part = oof[oof["subset"] == subset]
+        assert len(part) == len(subset_indices(training.keypoints, subset)) * width
+    images = training.images[:3]
+    both = cv.predict_images(config, cv.task_for(cv.SHARED), cv.load_fold_models(run_dir, "shared"),
+                             images)
+    assert both.shape == (3, 38)
+    np.testing.assert_allclose(cv.predict_run(run_dir, "15", images), both[:, :30], atol=1e-5)
+    np.testing.assert_allclose(cv.predict_run(run_dir, "4", images), both[:, 30:], atol=1e-5)
+
+
+def test_shared_targets_keep_each_sources_labels_on_its_own_head(training):
+    targets = cv.network_targets(cv.SHARED, training.keypoints)
+    full = cv.full_source(training.keypoints)
+    assert full.any() and (~full).any()
+    np.testing.assert_array_equal(targets[full, :30], training.keypoints[full])
+    assert np.isnan(targets[full, 30:]).all()
+    assert np.isnan(targets[~full, :30]).all()
+    np.testing.assert_array_equal(targets[~full, 30:],
+                                  training.keypoints[~full][:, CORE_COLUMN_INDICES])
+
+
+def test_flip_relabels_the_shared_heads_separately():
+    task = cv.task_for(cv.SHARED)
+    flip = np.array(task.flip)
+    assert sorted(flip) == list(range(38))
+    assert task.columns[flip[0]] == "right_eye_center_x" and flip[30] == 32
+    assert (flip[30:] >= 30).all() and (flip[:30] < 30).all()
