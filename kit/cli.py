@@ -382,7 +382,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--message", help="submission description (default: run id and CV RMSE)")
     p.add_argument("--dry-run", action="store_true", help="write and validate, do not upload")
     p.add_argument("--timeout", type=float, default=300, help="seconds to wait for the score")
-    p.add_argument("--out", type=Path, default=Path("submissions"))
+    p.add_argument("--out", type=Path, default=Path(os.environ.get("KIT_SUBMISSIONS", "submissions")))
     p.add_argument("--solution", type=Path,
                    help="score the file against this solution (practice or synthetic data)")
     p.set_defaults(handler=cmd_submit)
@@ -394,7 +394,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("submissions", help="the ledger of submissions and scores")
     p.add_argument("--refresh", action="store_true", help="read pending scores from Kaggle")
-    p.add_argument("--out", type=Path, default=Path("submissions"))
+    p.add_argument("--out", type=Path, default=Path(os.environ.get("KIT_SUBMISSIONS", "submissions")))
     p.set_defaults(handler=cmd_submissions)
     return top
 

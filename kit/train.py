@@ -19,9 +19,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from kit import augment, fileio, models
 from kit.config import Config, TrainConfig
+from kit.errors import KitError
 from kit.keypoints import IMAGE_SIZE, flip_permutation
 
 
@@ -175,6 +177,21 @@ def batch_of(images: np.ndarray, keypoints: np.ndarray, index: np.ndarray) -> di
     }
 
 
+def device_placement(batch_size: int) -> tuple[Callable, Callable]:
+    """(replicate, shard): put the training state on every local device and split each batch
+    across them, so one program trains data-parallel on all GPUs (a no-op on one device)."""
+    devices = jax.local_devices()
+    if len(devices) == 1:
+        return (lambda tree: tree), (lambda tree: tree)
+    if batch_size % len(devices):
+        raise KitError(f"train.batch_size={batch_size} does not split over {len(devices)} "
+                       "devices; choose a multiple of the device count")
+    mesh = Mesh(np.array(devices), ("batch",))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    split = NamedSharding(mesh, PartitionSpec("batch"))
+    return (lambda tree: jax.device_put(tree, replicated)), (lambda tree: jax.device_put(tree, split))
+
+
 def epoch_order(seed: int, fold_seed: int, epoch: int, rows: int, batch_size: int) -> np.ndarray:
     """The epoch's batches as (steps, batch) row indices; a function of the seeds alone, so a
     resumed run draws the same batches as an uninterrupted one."""
@@ -271,7 +288,8 @@ def fit(
     steps_per_epoch = max(len(train_images) // train_config.batch_size, 1)
     net, optimizer, train_step, predict = compiled(config, task,
                                                    steps_per_epoch * train_config.epochs)
-    state = init_state(net, optimizer, config, task, fold_seed)
+    replicate, shard = device_placement(train_config.batch_size)
+    state = replicate(init_state(net, optimizer, config, task, fold_seed))
 
     history: list[dict] = []
     best = {"epoch": -1, "val_rmse": float("inf"), "bad_epochs": 0}
@@ -279,6 +297,7 @@ def fit(
     start_epoch = 0
     if checkpoint_dir is not None and (checkpoint_dir / CHECKPOINT).exists():
         state, best_params, best_net_state, history, best = _restore(checkpoint_dir, state)
+        state = replicate(state)
         start_epoch = len(history)
 
     for epoch in range(start_epoch, train_config.epochs):
@@ -289,7 +308,8 @@ def fit(
                             train_config.batch_size)
         squared, count = 0.0, 0.0
         for step, index in enumerate(order):
-            state, metrics = train_step(state, batch_of(train_images, train_keypoints, index))
+            state, metrics = train_step(state, shard(batch_of(train_images, train_keypoints,
+                                                                index)))
             squared += float(metrics["squared_error"])
             count += float(metrics["count"])
             if on_step is not None:
