@@ -2,6 +2,8 @@
 on it, made once per session (compiling the networks is the slow part)."""
 from __future__ import annotations
 
+import io
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -41,3 +43,17 @@ def quick_run(tmp_path_factory, synth_competition, training, quick_config):
     test = data.load_test(data_dir)
     report.write(run_dir, training, data.load_lookup(data_dir, test.image_ids))
     return run_dir
+
+
+def read_archive(path: Path) -> dict[str, bytes]:
+    """Every CSV in a Kaggle-layout zip by name, the nested zips opened."""
+    files = {}
+    with zipfile.ZipFile(path) as outer:
+        for name in outer.namelist():
+            content = outer.read(name)
+            if name.endswith(".zip"):
+                with zipfile.ZipFile(io.BytesIO(content)) as inner:
+                    files.update({member: inner.read(member) for member in inner.namelist()})
+            else:
+                files[name] = content
+    return files

@@ -25,9 +25,11 @@ from __future__ import annotations
 import email.utils
 import http.server
 import json
+import os
 import threading
 import urllib.parse
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # annotations are never evaluated, so no runtime dependency
@@ -217,6 +219,22 @@ class FakeKaggle:
                 answer["errorDescription"] = self.error_description
         answer.update(submission.extra)
         return answer
+
+
+def isolated_kaggle_home(tmp_path: Path, monkeypatch: Any) -> Path:
+    """A fresh HOME and KAGGLE_CONFIG_DIR and no credential variables, so the user's own
+    credentials never leak into a test; returns the config folder (empty)."""
+    home_dir, config_dir = tmp_path / "home", tmp_path / "kaggle-config"
+    home_dir.mkdir()
+    config_dir.mkdir()
+    for name in list(os.environ):
+        # The client reads every KAGGLE_* variable as a setting.
+        if name.startswith("KAGGLE_") and name != "KAGGLE_API_ENVIRONMENT":
+            monkeypatch.delenv(name)
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(home_dir))
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(config_dir))
+    return config_dir
 
 
 def install_proxy(monkeypatch: Any, proxy_url: str) -> None:

@@ -5,10 +5,8 @@ expected. The valid files come from kit.synth, read here with zipfile, not with 
 """
 from __future__ import annotations
 
-import io
 import os
 import re
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -20,26 +18,13 @@ from kit import data
 from kit.errors import KitError
 from kit.keypoints import COLUMNS, IMAGE_SIZE
 from kit.synth import make_competition
+from tests.conftest import read_archive
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REAL_LOOKUP = SHARED / "data" / "kaggle-format" / "IdLookupTable.csv"
 REAL_SAMPLE = SHARED / "data" / "kaggle-format" / "SampleSubmission.csv"
 N_TRAIN, N_TEST = 6, 4
 HEADER = ",".join((*COLUMNS, "Image")).encode()
-
-
-def read_archive(path: Path) -> dict[str, bytes]:
-    """Every CSV in a Kaggle-layout zip by name, the nested zips opened."""
-    files = {}
-    with zipfile.ZipFile(path) as outer:
-        for name in outer.namelist():
-            content = outer.read(name)
-            if name.endswith(".zip"):
-                with zipfile.ZipFile(io.BytesIO(content)) as inner:
-                    files.update({member: inner.read(member) for member in inner.namelist()})
-            else:
-                files[name] = content
-    return files
 
 
 @pytest.fixture(scope="module")

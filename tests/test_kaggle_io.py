@@ -17,7 +17,7 @@ import pytest
 from kit import kaggle_io
 from kit.config import COMPETITION
 from kit.errors import KitError
-from tests.fake_kaggle import FakeKaggle, install_proxy
+from tests.fake_kaggle import FakeKaggle, install_proxy, isolated_kaggle_home
 
 FAKE_USER = "fake-user"
 FAKE_KEY = "fakekey0123456789abcdef"
@@ -40,19 +40,7 @@ ZIP = _make_zip()
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
-    """A fresh HOME and KAGGLE_CONFIG_DIR, no credential variables: the user's never leak in."""
-    home_dir = tmp_path / "home"
-    config_dir = tmp_path / "kaggle-config"
-    home_dir.mkdir()
-    config_dir.mkdir()
-    for name in list(os.environ):
-        # The client reads every KAGGLE_* variable as a setting.
-        if name.startswith("KAGGLE_") and name != "KAGGLE_API_ENVIRONMENT":
-            monkeypatch.delenv(name)
-    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
-    monkeypatch.setenv("HOME", str(home_dir))
-    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(config_dir))
-    return config_dir
+    return isolated_kaggle_home(tmp_path, monkeypatch)
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from kit.data import LookupTable
 from kit.errors import KitError
 from kit.keypoints import COLUMN_INDEX, COLUMNS, CORE_COLUMN_INDICES, CORE_COLUMNS
 from kit.submission import LEDGER_COLUMNS, Submission
-from tests.fake_kaggle import FakeKaggle
+from tests.fake_kaggle import FakeKaggle, isolated_kaggle_home
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 KAGGLE_FORMAT = SHARED / "data" / "kaggle-format"
@@ -337,15 +337,7 @@ def test_a_foreign_file_is_not_taken_for_a_ledger(tmp_path):
 @pytest.fixture
 def kaggle_home(tmp_path, monkeypatch):
     """A fresh HOME and KAGGLE_CONFIG_DIR with a fake kaggle.json; no user credential leaks in."""
-    home_dir, config_dir = tmp_path / "home", tmp_path / "kaggle-config"
-    home_dir.mkdir()
-    config_dir.mkdir()
-    for name in list(os.environ):
-        if name.startswith("KAGGLE_") and name != "KAGGLE_API_ENVIRONMENT":
-            monkeypatch.delenv(name)
-    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
-    monkeypatch.setenv("HOME", str(home_dir))
-    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(config_dir))
+    config_dir = isolated_kaggle_home(tmp_path, monkeypatch)
     path = config_dir / "kaggle.json"
     path.write_text(json.dumps({"username": FAKE_USER, "key": FAKE_KEY}))
     path.chmod(0o600)

@@ -14,24 +14,11 @@ import pytest
 from kit.errors import KitError
 from kit.keypoints import COLUMNS, CORE_COLUMNS, IMAGE_SIZE, KEYPOINT_NAMES, PIXELS
 from kit.synth import ARCHIVE_NAME, SOLUTION_NAME, make_competition, make_faces
+from tests.conftest import read_archive
 
 N_TRAIN, N_TEST = 240, 60
 COMPLETE_FRACTION, FULL_TEST_FRACTION = 0.35, 0.35
 OUTER_MEMBERS = ["training.zip", "test.zip", "IdLookupTable.csv", "SampleSubmission.csv"]
-
-
-def read_archive(path) -> dict[str, bytes]:
-    """Every CSV of the archive by name, the nested zips opened."""
-    files = {}
-    with zipfile.ZipFile(path) as outer:
-        for name in outer.namelist():
-            data = outer.read(name)
-            if name.endswith(".zip"):
-                with zipfile.ZipFile(io.BytesIO(data)) as inner:
-                    files.update({member: inner.read(member) for member in inner.namelist()})
-            else:
-                files[name] = data
-    return files
 
 
 def rows_of(data: bytes) -> list[list[str]]:
