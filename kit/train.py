@@ -306,20 +306,24 @@ def fit(
         started = time.perf_counter()
         order = epoch_order(config.seed, fold_seed, epoch, len(train_images),
                             train_config.batch_size)
-        squared, count = 0.0, 0.0
+        step_metrics = []
         for step, index in enumerate(order):
             state, metrics = train_step(state, shard(batch_of(train_images, train_keypoints,
                                                                 index)))
-            squared += float(metrics["squared_error"])
-            count += float(metrics["count"])
+            # Kept on the device: reading them here would stall the dispatch of the next step.
+            step_metrics.append(metrics)
             if on_step is not None:
                 on_step(step + 1, len(order))
+        totals = jax.device_get(jax.tree_util.tree_map(lambda *m: sum(m), *step_metrics))
+        squared, count = float(totals["squared_error"]), float(totals["count"])
         predictions = predict_batched(predict, state.params, state.net_state, val_images,
                                       train_config.eval_batch_size)
         val_rmse = pixel_rmse(predictions, val_keypoints)
         train_rmse = float(np.sqrt(squared / max(count, 1.0)))
         if not np.isfinite(train_rmse):
-            raise FloatingPointError(f"training diverged at epoch {epoch + 1} (loss is NaN)")
+            raise KitError(f"{task.name} network, fold {fold_seed + 1}: training diverged at "
+                           f"epoch {epoch + 1} (the loss is not finite); lower "
+                           f"train.learning_rate (now {train_config.learning_rate})")
         if val_rmse < best["val_rmse"]:
             best = {"epoch": epoch, "val_rmse": val_rmse, "bad_epochs": 0}
             best_params, best_net_state = state.params, state.net_state

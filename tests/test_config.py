@@ -1,0 +1,54 @@
+"""Presets, command-line overrides and the saved config of a run."""
+from __future__ import annotations
+
+import pytest
+
+from kit import config as config_io
+from kit.errors import KitError
+
+
+@pytest.mark.parametrize("name", sorted(config_io.PRESETS))
+def test_every_preset_round_trips_through_its_saved_form(name, tmp_path):
+    config = config_io.preset(name)
+    assert config.preset == name
+    path = tmp_path / "config.json"
+    from kit import fileio
+
+    fileio.write_json(path, config_io.to_dict(config))
+    assert config_io.load(path) == config
+    assert hash(config)  # hashable: compiled functions are cached by config
+
+
+def test_overrides_reach_nested_fields_with_their_types():
+    config = config_io.override(config_io.preset("default"), [
+        "train.epochs=3", "model.widths=8,16", "flip_tta=0", "train.learning_rate=0.5",
+        "subsets=4",
+    ])
+    assert config.train.epochs == 3 and config.model.widths == (8, 16)
+    assert config.flip_tta is False and config.train.learning_rate == 0.5
+    assert config.subsets == ("4",)
+    assert config_io.preset("default").train.epochs != 3  # presets are fresh every time
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("train.epoch=3", "TrainConfig has no field 'epoch'"),
+    ("epochs", "expected KEY=VALUE"),
+    ("train.epochs=three", "expected a value of type"),
+    ("flip_tta=maybe", "expected a value of type"),
+])
+def test_bad_overrides_are_one_clear_line(bad, message):
+    with pytest.raises(KitError, match=message):
+        config_io.override(config_io.preset("default"), [bad])
+
+
+def test_unknown_preset_names_the_known_ones():
+    with pytest.raises(KitError, match="expected one of seed, default"):
+        config_io.preset("best")
+
+
+def test_seed_preset_keeps_the_reports_recipe():
+    seed = config_io.preset("seed")
+    assert seed.model.kind == "seed" and seed.model.widths == (32, 64)
+    assert (seed.train.batch_size, seed.train.learning_rate) == (32, 0.01)
+    assert (seed.train.optimizer, seed.train.loss, seed.train.schedule) == ("sgd", "mse",
+                                                                            "constant")
