@@ -72,15 +72,22 @@ def network_rows(config: Config, network: str, keypoints: np.ndarray) -> np.ndar
     return np.unique(np.concatenate([subset_indices(keypoints, s) for s in config.subsets]))
 
 
-def network_targets(network: str, keypoints: np.ndarray) -> np.ndarray:
-    """What a network learns from each row, NaN where it learns nothing. The shared head for
-    the core keypoints learns only from the core-only source, whose framing and bottom-lip
-    convention differ from the full source's."""
+def network_targets(network: str, keypoints: np.ndarray,
+                    common: tuple[str, ...] = ()) -> np.ndarray:
+    """What a network learns from each row, NaN where it learns nothing.
+
+    The shared network's 15-key head learns from the full source and its core head from the
+    core-only source, whose bottom-lip convention differs. The `common` keypoints (eye centres
+    and nose tip, say) mean the same in both sources, so both heads learn them from every row.
+    """
     if network != SHARED:
         return keypoints[:, column_indices(network)]
     full = full_source(keypoints)[:, None]
+    shared = np.isin(np.array([c[:-2] for c in COLUMNS]), common)
+    fifteen = np.where(full | shared, keypoints, np.nan)
     core = keypoints[:, CORE_COLUMN_INDICES]
-    return np.concatenate([np.where(full, keypoints, np.nan), np.where(full, np.nan, core)], 1)
+    four = np.where(full & ~shared[CORE_COLUMN_INDICES], np.nan, core)
+    return np.concatenate([fifteen, four], axis=1)
 
 
 def subset_predictions(network: str, subset: str, outputs: np.ndarray,
@@ -259,7 +266,7 @@ def _train_fold(config, training, run_dir, network, fold, train_rows, val_rows,
                 listener) -> list[pd.DataFrame]:
     """Train (or find trained) one network on one fold; its OOF lines for each subset."""
     task = task_for(network)
-    targets = network_targets(network, training.keypoints)
+    targets = network_targets(network, training.keypoints, config.common_keypoints)
     folder = fold_dir(run_dir, network, fold)
     folder.mkdir(parents=True, exist_ok=True)
     done = folder / "oof.npz"
@@ -342,7 +349,7 @@ def load_fold_models(run_dir: Path, network: str) -> list[FoldModel]:
 def predict_images(config: Config, task: train.Task, fold_models: list[FoldModel],
                    images: np.ndarray) -> np.ndarray:
     """The ensemble's pixel keypoints: the mean over fold models (and flips, if configured)."""
-    predict = _predictor(config.model, task, config.flip_tta)
+    predict = _predictor(config.model, task, config.flip_tta, config.tta_shift)
     outputs = [
         train.predict_batched(predict, m.params, m.net_state, images, config.train.eval_batch_size)
         for m in fold_models
@@ -351,8 +358,8 @@ def predict_images(config: Config, task: train.Task, fold_models: list[FoldModel
 
 
 @functools.lru_cache(maxsize=8)
-def _predictor(model: ModelConfig, task: train.Task, flip_tta: bool):
-    return train.make_predict(models.build(model, task.outputs), task, flip_tta)
+def _predictor(model: ModelConfig, task: train.Task, flip_tta: bool, tta_shift: float):
+    return train.make_predict(models.build(model, task.outputs), task, flip_tta, tta_shift)
 
 
 def predict_run(run_dir: Path, subset: str, images: np.ndarray,

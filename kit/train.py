@@ -134,21 +134,41 @@ def make_train_step(net: hk.TransformedWithState, optimizer: optax.GradientTrans
     return jax.jit(train_step)
 
 
-def make_predict(net: hk.TransformedWithState, task: Task, flip_tta: bool) -> Callable:
-    """A jitted (params, net_state, uint8 images) -> pixel keypoints, with optional flip TTA."""
+def make_predict(net: hk.TransformedWithState, task: Task, flip_tta: bool,
+                 tta_shift: float = 0.0) -> Callable:
+    """A jitted (params, net_state, uint8 images) -> pixel keypoints.
+
+    Test-time augmentation averages the predictions of transformed copies, each mapped back:
+    the mirror image (flip_tta) and copies shifted by tta_shift pixels left, right, up, down.
+    """
     permutation = task.permutation
+    shifts = [(0.0, 0.0)]
+    if tta_shift:
+        shifts += [(tta_shift, 0.0), (-tta_shift, 0.0), (0.0, tta_shift), (0.0, -tta_shift)]
+
+    def one_view(params, net_state, images):
+        pixels = models.to_pixels(net.apply(params, net_state, None, images, False)[0])
+        if not flip_tta:
+            return pixels
+        flipped = models.to_pixels(net.apply(params, net_state, None, images[:, :, ::-1],
+                                             False)[0])[:, permutation]
+        flipped = flipped.at[:, 0::2].set((IMAGE_SIZE - 1) - flipped[:, 0::2])
+        return (pixels + flipped) / 2
 
     def predict(params, net_state, images):
         images = images.astype(jnp.float32) / 255.0
-        output, _ = net.apply(params, net_state, None, images, False)
-        pixels = models.to_pixels(output)
-        if flip_tta:
-            flipped, _ = net.apply(params, net_state, None, images[:, :, ::-1], False)
-            flipped = models.to_pixels(flipped)
-            unflipped = flipped[:, permutation]
-            unflipped = unflipped.at[:, 0::2].set((IMAGE_SIZE - 1) - unflipped[:, 0::2])
-            pixels = (pixels + unflipped) / 2
-        return pixels
+        batch = images.shape[0]
+        views = []
+        for dx, dy in shifts:
+            moved = images
+            if (dx, dy) != (0.0, 0.0):
+                shift = jnp.tile(jnp.array([[dx, dy]], jnp.float32), (batch, 1))
+                matrices = augment.similarity_matrices(
+                    jnp.zeros(batch), jnp.ones(batch), shift, IMAGE_SIZE)
+                moved, _ = augment.warp(images, jnp.zeros((batch, 2)), matrices)
+            pixels = one_view(params, net_state, moved)
+            views.append(pixels - jnp.tile(jnp.array([dx, dy], jnp.float32), task.outputs // 2))
+        return sum(views) / len(views)
 
     return jax.jit(predict)
 

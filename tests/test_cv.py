@@ -181,9 +181,50 @@ def test_shared_targets_keep_each_sources_labels_on_its_own_head(training):
                                   training.keypoints[~full][:, CORE_COLUMN_INDICES])
 
 
+def test_common_keypoints_teach_both_heads_from_every_row(training):
+    common = ("left_eye_center", "nose_tip")
+    targets = cv.network_targets(cv.SHARED, training.keypoints, common)
+    full = cv.full_source(training.keypoints)
+    # Both heads learn the common keypoints from every row...
+    np.testing.assert_array_equal(targets[~full][:, [0, 1, 20, 21]],
+                                  training.keypoints[~full][:, [0, 1, 20, 21]])
+    np.testing.assert_array_equal(targets[full][:, [30, 31, 34, 35]],
+                                  training.keypoints[full][:, [0, 1, 20, 21]])
+    # ...and the bottom lip, marked differently by each source, stays with its own head.
+    assert np.isnan(targets[~full][:, [28, 29]]).all()
+    assert np.isnan(targets[full][:, [36, 37]]).all()
+    assert np.isnan(targets[~full][:, [2, 3]]).all()  # right eye is not common here
+
+
 def test_flip_relabels_the_shared_heads_separately():
     task = cv.task_for(cv.SHARED)
     flip = np.array(task.flip)
     assert sorted(flip) == list(range(38))
     assert task.columns[flip[0]] == "right_eye_center_x" and flip[30] == 32
     assert (flip[30:] >= 30).all() and (flip[:30] < 30).all()
+
+
+def test_test_time_shifts_and_flips_are_mapped_back_exactly():
+    """A network that reports its brightest pixel sees the spot move under every TTA view;
+    mapped back, every view must agree with the plain prediction."""
+    import haiku as hk
+    import jax.numpy as jnp
+
+    def brightest(images, is_training):
+        weights = jax.nn.softmax(images.reshape(images.shape[0], -1) * 400.0)
+        grid = jnp.arange(96.0)
+        x = (weights.reshape(-1, 96, 96) * grid[None, None, :]).sum((1, 2))
+        y = (weights.reshape(-1, 96, 96) * grid[None, :, None]).sum((1, 2))
+        point = jnp.stack([x, y], axis=1)
+        return models.to_unit(jnp.tile(point, (1, 15)))
+
+    net = hk.transform_with_state(brightest)
+    params, state = net.init(jax.random.PRNGKey(0), np.zeros((1, 96, 96), np.float32), False)
+    images = np.zeros((2, 96, 96), np.uint8)
+    images[0, 40, 30] = 255
+    images[1, 70, 61] = 255
+    task = cv.task_for("15")
+    plain = train.make_predict(net, task, flip_tta=False)(params, state, images)
+    both = train.make_predict(net, task, flip_tta=True, tta_shift=3.0)(params, state, images)
+    np.testing.assert_allclose(np.asarray(plain)[:, :2], [[30, 40], [61, 70]], atol=1e-2)
+    np.testing.assert_allclose(both, plain, atol=1e-2)
