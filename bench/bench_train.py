@@ -9,11 +9,12 @@ import numpy as np
 
 from kit import config as config_io
 from kit import train
-from kit.cv import task_for
+from kit.cv import networks, task_for
 
 
-def step_rate(config, subset: str = "15", steps: int = 10) -> float:
-    task = task_for(subset)
+def step_rate(config, steps: int = 10) -> float:
+    """Images/s of the preset's (first) network's train step, augmentation included."""
+    task = task_for(networks(config)[0])
     net, optimizer, train_step, _ = train.compiled(config, task, 1000)
     state = train.init_state(net, optimizer, config, task, 0)
     rng = np.random.default_rng(0)

@@ -228,3 +228,11 @@ def test_test_time_shifts_and_flips_are_mapped_back_exactly():
     both = train.make_predict(net, task, flip_tta=True, tta_shift=3.0)(params, state, images)
     np.testing.assert_allclose(np.asarray(plain)[:, :2], [[30, 40], [61, 70]], atol=1e-2)
     np.testing.assert_allclose(both, plain, atol=1e-2)
+
+
+def test_reshape_max_pool_equals_haikus_max_pool():
+    import haiku as hk
+
+    x = np.random.default_rng(0).normal(size=(2, 10, 10, 3)).astype(np.float32)
+    expected = hk.max_pool(x, window_shape=(1, 2, 2, 1), strides=(1, 2, 2, 1), padding="VALID")
+    np.testing.assert_array_equal(models.max_pool_2x2(x), expected)
