@@ -237,6 +237,14 @@ def isolated_kaggle_home(tmp_path: Path, monkeypatch: Any) -> Path:
     return config_dir
 
 
+def write_kaggle_json(config_dir: Path, username: str, key: str) -> Path:
+    """A kaggle.json with fake credentials, private to its owner as the client wants it."""
+    path = Path(config_dir) / "kaggle.json"
+    path.write_text(json.dumps({"username": username, "key": key}))
+    path.chmod(0o600)
+    return path
+
+
 def install_proxy(monkeypatch: Any, proxy_url: str) -> None:
     """Route the client's plain-http calls to `proxy_url` (a fake server or a closed port)."""
     _check_client_is_local()

@@ -7,7 +7,6 @@ os.environ["KAGGLE_API_ENVIRONMENT"] = "LOCALHOST"
 
 import base64
 import io
-import json
 import socket
 import zipfile
 from pathlib import Path
@@ -17,7 +16,12 @@ import pytest
 from kit import kaggle_io
 from kit.config import COMPETITION
 from kit.errors import KitError
-from tests.fake_kaggle import FakeKaggle, install_proxy, isolated_kaggle_home
+from tests.fake_kaggle import (
+    FakeKaggle,
+    install_proxy,
+    isolated_kaggle_home,
+    write_kaggle_json,
+)
 
 FAKE_USER = "fake-user"
 FAKE_KEY = "fakekey0123456789abcdef"
@@ -45,10 +49,7 @@ def home(tmp_path, monkeypatch):
 
 @pytest.fixture
 def kaggle_json(home):
-    path = home / "kaggle.json"
-    path.write_text(json.dumps({"username": FAKE_USER, "key": FAKE_KEY}))
-    path.chmod(0o600)
-    return path
+    return write_kaggle_json(home, FAKE_USER, FAKE_KEY)
 
 
 @pytest.fixture

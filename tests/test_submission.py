@@ -24,7 +24,7 @@ from kit.data import LookupTable
 from kit.errors import KitError
 from kit.keypoints import COLUMN_INDEX, COLUMNS, CORE_COLUMN_INDICES, CORE_COLUMNS
 from kit.submission import LEDGER_COLUMNS, Submission
-from tests.fake_kaggle import FakeKaggle, isolated_kaggle_home
+from tests.fake_kaggle import FakeKaggle, isolated_kaggle_home, write_kaggle_json
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 KAGGLE_FORMAT = SHARED / "data" / "kaggle-format"
@@ -338,9 +338,7 @@ def test_a_foreign_file_is_not_taken_for_a_ledger(tmp_path):
 def kaggle_home(tmp_path, monkeypatch):
     """A fresh HOME and KAGGLE_CONFIG_DIR with a fake kaggle.json; no user credential leaks in."""
     config_dir = isolated_kaggle_home(tmp_path, monkeypatch)
-    path = config_dir / "kaggle.json"
-    path.write_text(json.dumps({"username": FAKE_USER, "key": FAKE_KEY}))
-    path.chmod(0o600)
+    write_kaggle_json(config_dir, FAKE_USER, FAKE_KEY)
     return config_dir
 
 
