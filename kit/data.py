@@ -576,7 +576,3 @@ def validate_all(data_dir: Path) -> dict:
         "test_images": len(test),
         "lookup_rows": len(lookup),
     }
-
-
-def env_data_dir() -> Path:
-    return Path(os.environ.get("KIT_DATA", "data"))
