@@ -5,17 +5,17 @@ PyTorch comes with the `bench` extra (`make bench` installs it); without it this
 """
 from __future__ import annotations
 
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from bench.common import median_seconds
 from kit import config as config_io
 from kit import models
 
-STEPS = 10
+STEPS = 20
+REPEATS = 3  # the median: a single timing moves by 20% here
 
 
 def jax_rate(batch: int, images: np.ndarray, targets: np.ndarray) -> float:
@@ -36,13 +36,15 @@ def jax_rate(batch: int, images: np.ndarray, targets: np.ndarray) -> float:
         return optax.apply_updates(params, updates), opt_state, loss
 
     x, y = jnp.asarray(images), jnp.asarray(targets)
-    params, opt_state, loss = step(params, opt_state, x, y)
-    jax.block_until_ready(loss)
-    started = time.perf_counter()
-    for _ in range(STEPS):
-        params, opt_state, loss = step(params, opt_state, x, y)
-    jax.block_until_ready(loss)
-    return batch * STEPS / (time.perf_counter() - started)
+    carry = [params, opt_state]
+
+    def run_steps():
+        for _ in range(STEPS):
+            carry[0], carry[1], loss = step(carry[0], carry[1], x, y)
+        jax.block_until_ready(loss)
+
+    run_steps()
+    return batch * STEPS / median_seconds(run_steps, REPEATS)
 
 
 def torch_rate(batch: int, images: np.ndarray, targets: np.ndarray) -> float:
@@ -69,11 +71,12 @@ def torch_rate(batch: int, images: np.ndarray, targets: np.ndarray) -> float:
         loss.backward()
         optimizer.step()
 
-    step()
-    started = time.perf_counter()
-    for _ in range(STEPS):
-        step()
-    return batch * STEPS / (time.perf_counter() - started)
+    def run_steps():
+        for _ in range(STEPS):
+            step()
+
+    run_steps()
+    return batch * STEPS / median_seconds(run_steps, REPEATS)
 
 
 def run(batch: int = 32) -> dict:
