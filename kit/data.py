@@ -6,6 +6,7 @@ a value is missing. Every problem is a KitError naming the file, the line and wh
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import itertools
@@ -515,40 +516,40 @@ def _read_cache(cache: Path, names: tuple[str, ...]) -> dict | None:
     return arrays
 
 
-def _cached(path: Path, cache_dir: Path, parse, names: tuple[str, ...]):
+def _cached(path: Path, cache_dir: Path, parse, names: tuple[str, ...]) -> dict:
+    """The named arrays of a parsed CSV, from cache_dir when its content hash is known."""
     key = _content_key(path, cache_dir)[:16]
     cache = cache_dir / f"{path.stem}-v{CACHE_VERSION}-{key}.npz"
     if cache.exists():
         arrays = _read_cache(cache, names)
         if arrays is not None:
-            return arrays, True
+            return arrays
     parsed = parse(path)
     arrays = {name: getattr(parsed, name) for name in names}
     for stale in cache_dir.glob(f"{path.stem}-v*.npz"):
         stale.unlink(missing_ok=True)
     with fileio.atomic_path(cache) as temporary, open(temporary, "wb") as f:
         np.savez(f, **arrays)
-    return arrays, False
+    return arrays
+
+
+def _load(data_dir: Path, file_name: str, parse, kind, use_cache: bool):
+    """A parsed table, from the cache when the CSV's content has not changed."""
+    path = Path(data_dir) / file_name
+    if not use_cache:
+        return parse(path)
+    if not path.exists():
+        raise KitError(f"{path}: file not found; run `make download` first")
+    names = tuple(field.name for field in dataclasses.fields(kind))
+    return kind(**_cached(path, Path(data_dir) / "cache", parse, names))
 
 
 def load_training(data_dir: Path, use_cache: bool = True) -> TrainingSet:
-    path = Path(data_dir) / TRAINING_CSV
-    if not use_cache:
-        return parse_training(path)
-    if not path.exists():
-        raise KitError(f"{path}: file not found; run `make download` first")
-    arrays, _ = _cached(path, Path(data_dir) / "cache", parse_training, ("images", "keypoints"))
-    return TrainingSet(**arrays)
+    return _load(data_dir, TRAINING_CSV, parse_training, TrainingSet, use_cache)
 
 
 def load_test(data_dir: Path, use_cache: bool = True) -> TestSet:
-    path = Path(data_dir) / TEST_CSV
-    if not use_cache:
-        return parse_test(path)
-    if not path.exists():
-        raise KitError(f"{path}: file not found; run `make download` first")
-    arrays, _ = _cached(path, Path(data_dir) / "cache", parse_test, ("images", "image_ids"))
-    return TestSet(**arrays)
+    return _load(data_dir, TEST_CSV, parse_test, TestSet, use_cache)
 
 
 def load_lookup(data_dir: Path, test_image_ids: np.ndarray | None = None) -> LookupTable:

@@ -239,8 +239,7 @@ def markdown(report: dict) -> str:
               report["core_choice_rule"] + ":", ""]
     for column, subset in report["core_choice"].items():
         lines.append(f"- `{column}`: {subset}-key model")
-    lines += ["", "## Leaderboard estimate", "", __doc__.split("Leaderboard estimate.")[1]
-              .strip().replace("\n\n    ", "\n\n    ")]
+    lines += ["", "## Leaderboard estimate", "", __doc__.split("Leaderboard estimate.")[1].strip()]
     if estimate.get("rmse") is not None:
         blocks = estimate["rows_by_block"]
         lines += ["", (f"Lookup rows: {estimate['lookup_rows']} ({blocks['full']} of "
