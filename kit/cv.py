@@ -237,7 +237,7 @@ def run_cv(config: Config, training: TrainingSet, root: Path, resume: bool = Tru
 
     plan = [
         FoldPlan(network, fold,
-                 max(_fold_rows(assignment, network, fold)[0].size // config.train.batch_size,
+                 max(fold_rows(assignment, network, fold)[0].size // config.train.batch_size,
                      1),
                  (fold_dir(run_dir, network, fold) / "oof.npz").exists())
         for network in networks(config) for fold in range(config.folds)
@@ -247,23 +247,23 @@ def run_cv(config: Config, training: TrainingSet, root: Path, resume: bool = Tru
     oof_tables = []
     for entry in plan:
         network, fold = entry.network, entry.fold
-        train_rows, val_rows = _fold_rows(assignment, network, fold)
-        oof_tables += _train_fold(config, training, run_dir, network, fold, train_rows, val_rows,
-                                  listener)
+        train_rows, val_rows = fold_rows(assignment, network, fold)
+        oof_tables += train_fold(config, training, run_dir, network, fold, train_rows, val_rows,
+                                 listener)
     oof = pd.concat(oof_tables, ignore_index=True)
     with fileio.atomic_path(run_dir / "oof.csv") as temporary:
         oof.to_csv(temporary, index=False, float_format="%.5f")
     return run_dir
 
 
-def _fold_rows(assignment: dict, network: str, fold: int) -> tuple[np.ndarray, np.ndarray]:
+def fold_rows(assignment: dict, network: str, fold: int) -> tuple[np.ndarray, np.ndarray]:
     entry = assignment["networks"][network]
     rows, fold_of = np.asarray(entry["rows"]), np.asarray(entry["fold"])
     return rows[fold_of != fold], rows[fold_of == fold]
 
 
-def _train_fold(config, training, run_dir, network, fold, train_rows, val_rows,
-                listener) -> list[pd.DataFrame]:
+def train_fold(config, training, run_dir, network, fold, train_rows, val_rows,
+               listener) -> list[pd.DataFrame]:
     """Train (or find trained) one network on one fold; its OOF lines for each subset."""
     task = task_for(network)
     targets = network_targets(network, training.keypoints, config.common_keypoints)

@@ -102,10 +102,11 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, training, quick
     pd.testing.assert_frame_equal(report.read_oof(resumed), report.read_oof(run_dir))
 
 
-def test_the_loss_falls_when_training_on_a_batch(training, quick_config):
+@pytest.mark.parametrize("head", models.HEADS)
+def test_the_loss_falls_when_training_on_a_batch(training, quick_config, head):
     config = config_io.override(quick_config, ["augment.affine_prob=0", "augment.flip_prob=0",
                                                "augment.noise_std=0", "augment.brightness=0",
-                                               "augment.contrast=0"])
+                                               "augment.contrast=0", f"model.head={head}"])
     task = cv.task_for("15")
     net, optimizer, train_step, _ = train.compiled(config, task, 100)
     state = train.init_state(net, optimizer, config, task, 0)

@@ -1,0 +1,79 @@
+"""The networks' heads: the soft-argmax read-out's geometry and the head's feature pyramid."""
+from __future__ import annotations
+
+import haiku as hk
+import jax
+import numpy as np
+import pytest
+
+from kit import config as config_io
+from kit import models
+from kit.errors import KitError
+
+
+def peaked_logits(height: int, width: int, cells: list[tuple[int, int]]) -> np.ndarray:
+    """(1, H, W, K) logits, map k sharply peaked at cells[k] = (row, column)."""
+    logits = np.zeros((1, height, width, len(cells)), np.float32)
+    for k, (row, column) in enumerate(cells):
+        logits[0, row, column, k] = 60.0
+    return logits
+
+
+@pytest.mark.parametrize("grid", [12, 10, 6])
+def test_soft_argmax_of_a_peak_is_its_cell_centre_in_kaggle_pixels(grid):
+    cells = [(0, 0), (grid - 1, 2), (grid // 2, grid - 1)]
+    unit = models.soft_argmax(peaked_logits(grid, grid, cells))
+    pixels = np.asarray(models.to_pixels(unit)).reshape(-1, 2)
+    cell = 96 / grid
+    expected = [((c + 0.5) * cell - 0.5, (r + 0.5) * cell - 0.5) for r, c in cells]
+    np.testing.assert_allclose(pixels, expected, atol=1e-3)
+
+
+def test_soft_argmax_of_flat_maps_is_the_frame_centre_and_moves_smoothly():
+    flat = np.zeros((1, 12, 12, 2), np.float32)
+    np.testing.assert_allclose(models.to_pixels(models.soft_argmax(flat)), [[47.5] * 4],
+                               atol=1e-4)
+    # Two equal peaks in neighbouring cells: the read-out lies halfway, a sub-cell position.
+    logits = np.zeros((1, 12, 12, 1), np.float32)
+    logits[0, 3, 4, 0] = logits[0, 3, 5, 0] = 60.0
+    x, y = np.asarray(models.to_pixels(models.soft_argmax(logits)))[0]
+    assert x == pytest.approx((4.5 + 5.5) / 2 * 8 - 0.5, abs=1e-3)
+    assert y == pytest.approx(3.5 * 8 - 0.5, abs=1e-3)
+
+
+def heatmap_shape(model: config_io.ModelConfig, outputs: int) -> tuple[int, ...]:
+    """The shape of the logits the soft-argmax head reads: its last convolution's output."""
+    forward = models.NETWORKS[model.kind](model, outputs)
+    images = np.zeros((2, model.input_size, model.input_size), np.float32)
+    calls = hk.experimental.eval_summary(lambda x: forward(x, True))(images)
+    convolutions = [c for c in calls if "conv2_d" in c.module_details.module.module_name]
+    return tuple(convolutions[-1].output_spec.shape)
+
+
+@pytest.mark.parametrize("input_size, stride, grid", [(96, 8, 12), (96, 16, 6), (80, 8, 10),
+                                                      (64, 4, 16)])
+def test_head_stride_sets_the_heatmap_grid(input_size, stride, grid):
+    model = config_io.ModelConfig(head="soft_argmax", input_size=input_size, head_stride=stride,
+                                  head_width=8, stem_width=4, widths=(8, 8, 8))
+    assert heatmap_shape(model, 38) == (2, grid, grid, 19)
+
+
+def test_default_preset_reads_19_maps_on_a_12_by_12_grid_and_starts_at_the_centre():
+    model = config_io.preset("default").model
+    assert heatmap_shape(model, 38) == (2, 12, 12, 19)
+    net = models.build(model, 38)
+    images = np.random.default_rng(0).integers(0, 255, (2, 96, 96)).astype(np.float32) / 255
+    params, state = net.init(jax.random.PRNGKey(0), images, True)
+    output, _ = net.apply(params, state, None, images, False)
+    # Near-zero logits at initialisation: every keypoint starts near the frame's centre.
+    assert np.abs(np.asarray(models.to_pixels(output)) - 47.5).max() < 2.0
+    names = set(params)
+    assert not any("linear" in name for name in names)  # no dense layer in this head
+
+
+@pytest.mark.parametrize("field, value", [("kind", "vgg"), ("head", "heatmaps")])
+def test_unknown_network_or_head_is_one_clear_line(field, value):
+    model = config_io.override(config_io.preset("default"), [f"model.{field}={value}"]).model
+    with pytest.raises(KitError, match=f"model.{field}='{value}': expected one of"):
+        models.build(model, 30)
+
