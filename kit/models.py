@@ -32,12 +32,72 @@ def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
     return x.reshape(batch, height // 2, 2, width // 2, 2, channels).max(axis=(2, 4))
 
 
+def _shifted_views(images: jnp.ndarray) -> list[jnp.ndarray]:
+    """The nine (B, H, W) views a 3x3 'SAME' window sees, row by row: zero beyond the edge."""
+    height, width = images.shape[1:3]
+    padded = jnp.pad(images, ((0, 0), (1, 1), (1, 1)))
+    return [padded[:, i : i + height, j : j + width] for i in range(3) for j in range(3)]
+
+
+def _lax_conv(images: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+    return jax.lax.conv_general_dilated(images[..., None], kernel, (1, 1), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@jax.custom_vjp
+def conv3x3_one_channel(images: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+    """A 3x3 'SAME' convolution of (B, H, W) images by a (3, 3, 1, C) kernel: (B, H, W, C).
+
+    The same numbers as lax.conv_general_dilated, computed as nine shifted multiply-adds and,
+    for the kernel's gradient, one (9, B*H*W) x (B*H*W, C) product: with one input channel
+    XLA:CPU's convolution and its kernel gradient run far below the machine's speed (on 32
+    images of 96x96 to 32 channels: 17 and 15 ms, against 10 and 3 ms this way).
+    """
+    taps = kernel.reshape(9, -1)
+    return sum(view[..., None] * taps[k] for k, view in enumerate(_shifted_views(images)))
+
+
+def _conv3x3_forward(images, kernel):
+    return conv3x3_one_channel(images, kernel), (images, kernel)
+
+
+def _conv3x3_backward(residuals, output_gradient):
+    images, kernel = residuals
+    channels = output_gradient.shape[-1]
+    patches = jnp.stack(_shifted_views(images), axis=-1).reshape(-1, 9)
+    kernel_gradient = (patches.T @ output_gradient.reshape(-1, channels)).reshape(kernel.shape)
+    # The images' gradient is never used in training (they are data, not parameters) and XLA
+    # drops it then; it is the plain convolution's, for anyone who differentiates the input.
+    _, image_vjp = jax.vjp(lambda x: _lax_conv(x, kernel), images)
+    return image_vjp(output_gradient)[0], kernel_gradient
+
+
+conv3x3_one_channel.defvjp(_conv3x3_forward, _conv3x3_backward)
+
+
+class OneChannelConv2D(hk.Module):
+    """hk.Conv2D(width, 3) on one-channel images through conv3x3_one_channel: the same
+    parameters (w: (3, 3, 1, width), b), initialisation and default name, so checkpoints of
+    either load in the other."""
+
+    def __init__(self, width: int, name: str = "conv2_d"):
+        super().__init__(name=name)
+        self.width = width
+
+    def __call__(self, images: jnp.ndarray) -> jnp.ndarray:
+        # hk.Conv2D's default: truncated normal with standard deviation 1 / sqrt(fan-in).
+        w = hk.get_parameter("w", (3, 3, 1, self.width), images.dtype,
+                             init=hk.initializers.TruncatedNormal(1.0 / 3.0))
+        b = hk.get_parameter("b", (self.width,), images.dtype, init=jnp.zeros)
+        return conv3x3_one_channel(images, w) + b
+
+
 def seed_net(config: ModelConfig, outputs: int):
     """The report's CNN: conv, max-pool, conv, max-pool, flatten, dense; a linear head."""
 
     def forward(images: jnp.ndarray, is_training: bool) -> jnp.ndarray:
-        x = images[..., None]
-        for width in config.widths:
+        x = max_pool_2x2(jax.nn.relu(OneChannelConv2D(config.widths[0])(images)))
+        for width in config.widths[1:]:
             x = jax.nn.relu(hk.Conv2D(width, 3)(x))
             x = max_pool_2x2(x)
         x = hk.Flatten()(x)

@@ -77,3 +77,38 @@ def test_unknown_network_or_head_is_one_clear_line(field, value):
     with pytest.raises(KitError, match=f"model.{field}='{value}': expected one of"):
         models.build(model, 30)
 
+
+
+def test_one_channel_convolution_and_its_gradients_equal_xlas():
+    rng = np.random.default_rng(0)
+    images = rng.random((3, 11, 9), np.float32)
+    kernel = rng.normal(size=(3, 3, 1, 5)).astype(np.float32)
+    output_gradient = rng.normal(size=(3, 11, 9, 5)).astype(np.float32)
+
+    def reference(x, w):
+        return jax.lax.conv_general_dilated(x[..., None], w, (1, 1), "SAME",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    expected, expected_vjp = jax.vjp(reference, images, kernel)
+    output, vjp = jax.vjp(models.conv3x3_one_channel, images, kernel)
+    np.testing.assert_allclose(output, expected, rtol=1e-5, atol=1e-5)
+    for got, want in zip(vjp(output_gradient), expected_vjp(output_gradient)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_one_channel_conv_module_is_hk_conv2d_with_the_same_parameters():
+    def ours(x):
+        return models.OneChannelConv2D(7)(x)
+
+    def haikus(x):
+        return hk.Conv2D(7, 3)(x[..., None])
+
+    images = np.random.default_rng(1).random((2, 12, 12), np.float32)
+    key = jax.random.PRNGKey(3)
+    params = hk.transform(ours).init(key, images)
+    reference = hk.transform(haikus).init(key, images)
+    assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(reference)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, params, reference)
+    np.testing.assert_allclose(hk.transform(ours).apply(params, None, images),
+                               hk.transform(haikus).apply(reference, None, images),
+                               rtol=1e-5, atol=1e-5)
