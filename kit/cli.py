@@ -14,6 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from kit.config import PRESETS
 from kit.errors import KitError
 
 # soft_wrap: a long line stays one line (a log or a test reads it whole).
@@ -344,7 +345,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_synth)
 
     def config_flags(p):
-        p.add_argument("--preset", default="default", help="seed | default | quick")
+        p.add_argument("--preset", default="default", help=" | ".join(PRESETS))
         p.add_argument("--folds", type=int)
         p.add_argument("--seed", type=int)
         p.add_argument("--epochs", type=int)
