@@ -138,8 +138,9 @@ def _quick() -> Config:
 
 def _demo() -> Config:
     # `make demo`: the default network on a small synthetic competition, in a few minutes.
-    return replace(_default(), preset="demo", folds=3, grouped_folds=False,
-                   model=replace(_default().model, input_size=64, head_width=64),
+    default = _default()
+    return replace(default, preset="demo", folds=3, grouped_folds=False,
+                   model=replace(default.model, input_size=64, head_width=64),
                    train=TrainConfig(epochs=10, learning_rate=1e-2))
 
 

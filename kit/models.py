@@ -86,8 +86,9 @@ class OneChannelConv2D(hk.Module):
 
     def __call__(self, images: jnp.ndarray) -> jnp.ndarray:
         # hk.Conv2D's default: truncated normal with standard deviation 1 / sqrt(fan-in).
+        fan_in = 3 * 3 * 1
         w = hk.get_parameter("w", (3, 3, 1, self.width), images.dtype,
-                             init=hk.initializers.TruncatedNormal(1.0 / 3.0))
+                             init=hk.initializers.TruncatedNormal(1.0 / fan_in**0.5))
         b = hk.get_parameter("b", (self.width,), images.dtype, init=jnp.zeros)
         return conv3x3_one_channel(images, w) + b
 

@@ -78,7 +78,6 @@ def test_unknown_network_or_head_is_one_clear_line(field, value):
         models.build(model, 30)
 
 
-
 def test_one_channel_convolution_and_its_gradients_equal_xlas():
     rng = np.random.default_rng(0)
     images = rng.random((3, 11, 9), np.float32)
