@@ -1,16 +1,36 @@
-"""Every knob of a run, as frozen dataclasses with named presets; saved beside every run."""
+"""Every knob of a run, as frozen dataclasses with named presets; saved beside every run.
+
+Every config is checked as it is built (preset, override, saved run, dataclasses.replace or a
+direct call), before any data is read or anything compiles: a field outside its rule is a
+KitError naming the field as `--set` spells it, its value and what is allowed.
+"""
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
+import re
 import typing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from kit.errors import KitError
+from kit.keypoints import CORE_KEYPOINTS, IMAGE_SIZE, SUBSET_COLUMNS
 
 COMPETITION = "facial-keypoints-detection"
+
+# The names each choice accepts; the modules that act on them (models, train, cv) own the
+# meaning, this file owns the list so a config is refused before any of them is imported.
+NETWORK_KINDS = ("seed", "resnet")
+HEADS = ("dense", "soft_argmax")
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("onecycle", "constant")
+LOSSES = ("mse", "l1", "wing")
+SELECTIONS = ("best", "last")
+FOLD_BATCHINGS = ("auto", "vmap", "map")
+SUBSETS = tuple(SUBSET_COLUMNS)  # "15", "4"
 
 
 @dataclass(frozen=True)
@@ -27,6 +47,9 @@ class AugmentConfig:
     noise_std: float = 0.02
     fill: float = 0.0  # pixel value outside the frame after a warp
     max_redraws: int = 4  # a warp that pushes a keypoint out of frame is redrawn; then none
+
+    def __post_init__(self) -> None:
+        check(self)
 
 
 @dataclass(frozen=True)
@@ -45,6 +68,9 @@ class ModelConfig:
     head: str = "dense"
     head_width: int = 64  # channels of the soft-argmax head's merged feature maps
     head_stride: int = 4  # the heatmaps' pixel stride on the network's input (4 or 8, say)
+
+    def __post_init__(self) -> None:
+        check(self)
 
 
 @dataclass(frozen=True)
@@ -65,6 +91,9 @@ class TrainConfig:
     # the schedule: held-out rows only score, never choose).
     select: str = "best"
 
+    def __post_init__(self) -> None:
+        check(self)
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -78,6 +107,9 @@ class EngineConfig:
     fold_group: int = 0  # folds trained together; 0 picks the most that fit in memory
     chunk_seconds: float = 1.0  # steps per dispatch aim at this, so progress moves
     checkpoint_seconds: float = 60.0  # at most this much training is lost to a crash
+
+    def __post_init__(self) -> None:
+        check(self)
 
 
 @dataclass(frozen=True)
@@ -103,6 +135,209 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+
+    def __post_init__(self) -> None:
+        check(self)
+
+
+# ---------------------------------------------------------------- checking
+
+
+# Nested configs are built before the Config that holds them, so each learns here where it
+# sits in the dotted names a user types (`--set train.epochs=3`).
+SECTIONS: dict[type, str] = {
+    Config: "",
+    ModelConfig: "model.",
+    TrainConfig: "train.",
+    AugmentConfig: "augment.",
+    EngineConfig: "engine.",
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one field accepts: a kind (bool, int, float, str or a config class), then a range
+    for numbers (">= 1", "> 0", "[0, 1)", ...) or the names a string may take. With `many`
+    the field is a tuple whose items each follow the rule."""
+
+    kind: type
+    range: str = ""
+    names: tuple[str, ...] = ()
+    many: bool = False
+    may_be_empty: bool = False
+    distinct: bool = False
+
+
+HALF_FRAME = f"[0, {IMAGE_SIZE // 2})"  # a shift of half the frame or more pushes the face out
+PROBABILITY = "[0, 1]"
+
+RULES: dict[str, Rule] = {
+    # Not checked against PRESETS (a saved run may name a renamed preset), but it names the
+    # run's folder, so no path separators.
+    "preset": Rule(str),
+    # numpy's and scikit-learn's generators (the fold split, the epochs' order) take these.
+    "seed": Rule(int, f"[0, {2**32 - 1}]"),
+    "folds": Rule(int, ">= 2"),  # one fold leaves nothing to validate on
+    "grouped_folds": Rule(bool),
+    "group_similarity": Rule(float, "(0, 1]"),  # a cosine; at 0 or below every frame links
+    "subsets": Rule(str, names=SUBSETS, many=True, distinct=True),
+    "shared_trunk": Rule(bool),
+    # Only the core keypoints are marked by both annotation sources; any other name would
+    # silently change nothing.
+    "common_keypoints": Rule(str, names=CORE_KEYPOINTS, many=True, may_be_empty=True,
+                             distinct=True),
+    "flip_tta": Rule(bool),
+    "tta_shift": Rule(float, HALF_FRAME),
+    "model": Rule(ModelConfig),
+    "train": Rule(TrainConfig),
+    "augment": Rule(AugmentConfig),
+    "engine": Rule(EngineConfig),
+    "model.kind": Rule(str, names=NETWORK_KINDS),
+    "model.stem_width": Rule(int, ">= 1"),
+    "model.widths": Rule(int, ">= 1", many=True),
+    "model.blocks_per_stage": Rule(int, ">= 0"),
+    "model.dense": Rule(int, ">= 1"),
+    "model.dropout": Rule(float, "[0, 1)"),  # a rate of 1 drops everything and divides by 0
+    # The images' own size at most (upsizing adds no detail); below 16 pixels eye corners
+    # fall within a pixel or two of each other. _check_network adds what the network needs.
+    "model.input_size": Rule(int, f"[16, {IMAGE_SIZE}]"),
+    "model.head": Rule(str, names=HEADS),
+    "model.head_width": Rule(int, ">= 1"),
+    "model.head_stride": Rule(int, ">= 1"),  # the soft-argmax head's strides: _check_network
+    "train.epochs": Rule(int, ">= 1"),
+    "train.batch_size": Rule(int, ">= 1"),
+    "train.learning_rate": Rule(float, "> 0"),
+    "train.weight_decay": Rule(float, ">= 0"),
+    "train.optimizer": Rule(str, names=OPTIMIZERS),
+    "train.schedule": Rule(str, names=SCHEDULES),
+    "train.loss": Rule(str, names=LOSSES),
+    "train.patience": Rule(int, ">= 1"),
+    "train.eval_batch_size": Rule(int, ">= 1"),
+    "train.select": Rule(str, names=SELECTIONS),
+    "augment.flip_prob": Rule(float, PROBABILITY),
+    "augment.affine_prob": Rule(float, PROBABILITY),
+    "augment.rotate_degrees": Rule(float, "[0, 180]"),
+    "augment.scale": Rule(float, "[0, 1)"),  # the zoom's lower end, 1 - scale, stays > 0
+    "augment.shift_pixels": Rule(float, HALF_FRAME),
+    "augment.brightness": Rule(float, "[0, 1]"),  # pixels are in [0, 1]
+    "augment.contrast": Rule(float, "[0, 1)"),  # the factor's lower end, 1 - contrast, > 0
+    "augment.noise_std": Rule(float, "[0, 1]"),
+    "augment.fill": Rule(float, "[0, 1]"),  # a pixel value
+    "augment.max_redraws": Rule(int, ">= 0"),
+    "engine.fold_batching": Rule(str, names=FOLD_BATCHINGS),
+    "engine.fold_group": Rule(int, ">= 0"),  # 0: as many as fit
+    "engine.chunk_seconds": Rule(float, "> 0"),
+    "engine.checkpoint_seconds": Rule(float, ">= 0"),  # 0: after every chunk
+}
+
+
+def check(config: Any) -> None:
+    """Refuse a config (or one of its sections) with a field outside its rule, naming the first
+    such field; the network's shape rules follow once every field has the right kind."""
+    prefix = SECTIONS[type(config)]
+    for f in fields(config):
+        key = prefix + f.name
+        value = getattr(config, f.name)
+        if not accepts(RULES[key], value):
+            raise KitError(f"{key}={value!r}: expected {describe(RULES[key])}")
+    if isinstance(config, ModelConfig):
+        _check_network(config)
+
+
+def accepts(rule: Rule, value: Any) -> bool:
+    if not rule.many:
+        return _accepts_one(rule, value)
+    return (isinstance(value, tuple) and (rule.may_be_empty or len(value) > 0)
+            and all(_accepts_one(rule, item) for item in value)
+            and (not rule.distinct or len(set(value)) == len(value)))
+
+
+def _accepts_one(rule: Rule, value: Any) -> bool:
+    # bool is an int to Python, and True for an epoch count is a mistake, never a 1.
+    if rule.kind is bool or isinstance(value, bool):
+        return rule.kind is bool and isinstance(value, bool)
+    if rule.kind is int:
+        return isinstance(value, numbers.Integral) and _within(value, rule.range)
+    if rule.kind is float:
+        return (isinstance(value, numbers.Real) and math.isfinite(value)
+                and _within(value, rule.range))
+    if rule.kind is str:
+        if not isinstance(value, str):
+            return False
+        return value in rule.names if rule.names else re.fullmatch(r"[\w.-]+", value) is not None
+    return isinstance(value, rule.kind)
+
+
+def _within(value: float, interval: str) -> bool:
+    """Whether value lies in ">= a", "> a" or a bracketed interval such as "(0, 1]"."""
+    if not interval:
+        return True
+    if interval.startswith(">="):
+        return value >= float(interval[2:])
+    if interval.startswith(">"):
+        return value > float(interval[1:])
+    low, high = (float(bound) for bound in interval[1:-1].split(","))
+    above = value > low if interval[0] == "(" else value >= low
+    below = value < high if interval[-1] == ")" else value <= high
+    return above and below
+
+
+def describe(rule: Rule) -> str:
+    """What a rule accepts, in words for the end of `expected ...`."""
+    one = _describe_one(rule)
+    if not rule.many:
+        return one
+    count = "any number of" if rule.may_be_empty else "one or more"
+    return f"a list of {count} items, each {one}" + (", none repeated" if rule.distinct else "")
+
+
+def _describe_one(rule: Rule) -> str:
+    if rule.names:
+        return "one of " + ", ".join(rule.names)
+    if rule.kind is bool:
+        return "true or false"
+    if rule.kind is str:
+        return "a name (letters, digits, '.', '-' or '_')"
+    if rule.kind not in (int, float):
+        return f"a {rule.kind.__name__}"
+    noun = "an integer" if rule.kind is int else "a number"
+    if not rule.range:
+        return noun
+    if rule.range.startswith(">"):
+        return f"{noun if rule.kind is int else 'a finite number'} {rule.range}"
+    return f"{noun} in {rule.range}"
+
+
+def _check_network(model: ModelConfig) -> None:
+    """The shape rules no single field can check: the network halves the image once per
+    width (the seed net max-pools, the resnet's stages stride 2) and the resnet's stem once
+    more, so the input must divide evenly, and the soft-argmax head reads one stage's grid."""
+    stem = 1 if model.kind == "resnet" else 0
+    halvings = stem + len(model.widths)
+    most_widths = int(math.log2(IMAGE_SIZE)) - stem  # 2**halvings must fit in the image
+    if len(model.widths) > most_widths:
+        raise KitError(f"model.widths={model.widths!r}: expected at most {most_widths} items "
+                       f"with model.kind={model.kind!r} (each halves the image, at most "
+                       f"{IMAGE_SIZE} pixels)")
+    step = 2**halvings
+    if model.input_size % step:
+        raise KitError(f"model.input_size={model.input_size!r}: expected a multiple of {step} "
+                       f"in [16, {IMAGE_SIZE}] (the {model.kind} network with "
+                       f"{len(model.widths)} widths halves it {halvings} times)")
+    if model.head != "soft_argmax":
+        return
+    if model.kind != "resnet":
+        raise KitError(f"model.head={model.head!r}: expected dense with "
+                       f"model.kind={model.kind!r} (only the resnet has a soft-argmax head)")
+    # models.soft_argmax_head merges stages down to the first whose stride is head_stride:
+    # the finest stage strides 4 (the stem's 2 is never a stage), the deepest 2**halvings; any
+    # other value would silently read a different grid. One cell is no heatmap: at least 2x2.
+    strides = [2**k for k in range(2, halvings + 1) if model.input_size // 2**k >= 2]
+    if model.head_stride not in strides:
+        raise KitError(f"model.head_stride={model.head_stride!r}: expected one of "
+                       f"{', '.join(map(str, strides))} (the strides of the resnet's stages "
+                       f"at model.input_size={model.input_size} with {len(model.widths)} "
+                       f"widths, leaving at least 2x2 heatmap cells)")
 
 
 def _seed() -> Config:
@@ -185,42 +420,60 @@ def preset(name: str) -> Config:
     return PRESETS[name]()
 
 
-def _coerce(text: str, kind: Any, key: str) -> Any:
-    origin = typing.get_origin(kind)
-    try:
-        if kind is bool:
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(text)
-        if origin is tuple:
-            item = typing.get_args(kind)[0]
-            return tuple(_coerce(part, item, key) for part in text.split(",") if part)
-        return kind(text)
-    except ValueError:
-        raise KitError(f"override {key}={text!r}: expected a value of type {kind}") from None
-
-
 def override(config: Any, assignments: list[str]) -> Any:
-    """Apply `a.b=value` strings (for example `train.epochs=3`) to a frozen config."""
+    """Apply `a.b=value` strings (for example `train.epochs=3`) to a frozen config.
+
+    The assignments edit the config's fields as plain values and the result is built, and so
+    checked, once: settings that depend on each other (`model.kind=seed` wants
+    `model.head=dense`) pass in either order.
+    """
+    values = to_dict(config)
     for assignment in assignments:
         if "=" not in assignment:
             raise KitError(f"override {assignment!r}: expected KEY=VALUE, e.g. train.epochs=3")
-        key, text = assignment.split("=", 1)
-        config = _set(config, key.strip().split("."), text.strip(), key)
-    return config
+        key, text = (part.strip() for part in assignment.split("=", 1))
+        _assign(type(config), values, key.split("."), text, SECTIONS[type(config)] + key)
+    return _build(type(config), values)
 
 
-def _set(node: Any, path: list[str], text: str, key: str) -> Any:
-    hints = typing.get_type_hints(type(node))
+def _assign(cls: Any, values: dict[str, Any], path: list[str], text: str, key: str) -> None:
+    names = [f.name for f in fields(cls)]
     name = path[0]
-    if name not in hints:
-        known = ", ".join(f.name for f in fields(node))
-        raise KitError(f"override {key!r}: {type(node).__name__} has no field {name!r} ({known})")
-    if len(path) == 1:
-        return replace(node, **{name: _coerce(text, hints[name], key)})
-    return replace(node, **{name: _set(getattr(node, name), path[1:], text, key)})
+    if name not in names:
+        raise KitError(f"override {key!r}: {cls.__name__} has no field {name!r} "
+                       f"({', '.join(names)})")
+    kind = typing.get_type_hints(cls)[name]
+    if dataclasses.is_dataclass(kind) and len(path) == 1:
+        raise KitError(f"override {key!r}: a section, not a setting; set one of its fields, "
+                       f"e.g. {key}.{fields(kind)[0].name}=...")
+    if dataclasses.is_dataclass(kind):
+        _assign(kind, values[name], path[1:], text, key)
+    elif len(path) == 1:
+        values[name] = _coerce(text, kind, key)
+    else:
+        raise KitError(f"override {key!r}: {name!r} is a setting, not a section")
+
+
+def _coerce(text: str, kind: Any, key: str) -> Any:
+    """A `--set` value's text as the field's type; text that cannot be one is refused with
+    what the field accepts. Values of the right type are checked when the config is built."""
+    try:
+        return _parse(text, kind)
+    except ValueError:
+        raise KitError(f"{key}={text!r}: expected {describe(RULES[key])}") from None
+
+
+def _parse(text: str, kind: Any) -> Any:
+    if kind is bool:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(text)
+    if typing.get_origin(kind) is tuple:
+        item = typing.get_args(kind)[0]
+        return tuple(_parse(part.strip(), item) for part in text.split(",") if part.strip())
+    return kind(text)
 
 
 def to_dict(config: Config) -> dict[str, Any]:
@@ -228,26 +481,33 @@ def to_dict(config: Config) -> dict[str, Any]:
 
 
 def from_dict(data: dict[str, Any]) -> Config:
-    def build(cls: Any, values: dict[str, Any]) -> Any:
-        hints = typing.get_type_hints(cls)
-        kwargs = {}
-        for f in fields(cls):
-            if f.name not in values:
-                continue
-            value = values[f.name]
-            kind = hints[f.name]
-            if dataclasses.is_dataclass(kind):
-                value = build(kind, value)
-            elif typing.get_origin(kind) is tuple:
-                value = tuple(value)
-            kwargs[f.name] = value
-        return cls(**kwargs)
+    """A saved config (config.json's content); fields it lacks, from older runs, keep their
+    defaults. Checked like any other."""
+    return _build(Config, data)
 
-    return build(Config, data)
+
+def _build(cls: Any, values: Any) -> Any:
+    if not isinstance(values, dict):
+        name = SECTIONS[cls].rstrip(".") or "config"
+        raise KitError(f"{name}={values!r}: expected a mapping of its fields")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in values:
+            continue
+        value = values[f.name]
+        if dataclasses.is_dataclass(hints[f.name]):
+            value = _build(hints[f.name], value)
+        elif isinstance(value, list):  # JSON has no tuples
+            value = tuple(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
 
 
 def load(path: Path) -> Config:
     try:
         return from_dict(json.loads(Path(path).read_text()))
+    except KitError as error:
+        raise KitError(f"{path}: {error}") from None
     except (OSError, ValueError, TypeError) as error:
         raise KitError(f"{path}: not a readable run config ({error})") from None

@@ -72,10 +72,9 @@ def test_default_preset_reads_19_maps_on_a_12_by_12_grid_and_starts_at_the_centr
 
 
 @pytest.mark.parametrize("field, value", [("kind", "vgg"), ("head", "heatmaps")])
-def test_unknown_network_or_head_is_one_clear_line(field, value):
-    model = config_io.override(config_io.preset("default"), [f"model.{field}={value}"]).model
+def test_unknown_network_or_head_is_refused_as_the_config_is_built(field, value):
     with pytest.raises(KitError, match=f"model.{field}='{value}': expected one of"):
-        models.build(model, 30)
+        config_io.override(config_io.preset("default"), [f"model.{field}={value}"])
 
 
 def test_one_channel_convolution_and_its_gradients_equal_xlas():
