@@ -13,6 +13,7 @@ FOLDS ?=
 SEED ?=
 EPOCHS ?=
 RESUME ?= 1
+REMOTE ?=
 RUN ?=
 MESSAGE ?=
 DRY_RUN ?=
@@ -38,7 +39,8 @@ data: $(STAMP)
 	$(KIT) data
 
 CV_FLAGS = --preset $(PRESET) $(if $(FOLDS),--folds $(FOLDS)) $(if $(SEED),--seed $(SEED)) \
-	$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(filter 0,$(RESUME)),--no-resume)
+	$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(filter 0,$(RESUME)),--no-resume) \
+	$(if $(REMOTE),--remote $(REMOTE))
 
 cv: $(STAMP)
 	$(KIT) cv $(CV_FLAGS)

@@ -1,4 +1,5 @@
-"""Unpacking the competition zip (with training.zip and test.zip inside) into data/, safely.
+"""Unpacking the competition zip (with training.zip and test.zip inside) into data/, safely;
+or the same files from a folder, as a Kaggle notebook sees them under /kaggle/input.
 
 A member is written to a temporary name and renamed only once it is complete and its CRC
 checked, so an interrupted unpack never leaves a CSV that looks valid.
@@ -8,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import struct
 import zipfile
 import zlib
@@ -129,6 +131,71 @@ def unpack(archive: Path, data_dir: Path) -> dict[str, Path]:
         "sizes": {csv_name: len(data) for csv_name, data in contents.items()},
     })
     return written
+
+
+def folder_sources(folder: Path) -> dict[str, Path]:
+    """Where each CSV is in the competition's folder as a Kaggle notebook sees it: Kaggle serves
+    the zip's members (training.zip and test.zip beside the two small CSVs); older notebooks
+    see them extracted as training/training.csv and test/test.csv."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise KitError(f"{folder}: no such folder; expected the competition's files there")
+    sources = {}
+    for csv_name in (*NESTED.values(), *PLAIN):
+        stem = csv_name.removesuffix(".csv")
+        candidates = (folder / stem / csv_name, folder / csv_name, folder / f"{stem}.zip")
+        found = next((path for path in candidates if path.is_file()), None)
+        if found is None:
+            present = ", ".join(sorted(path.name for path in folder.iterdir())) or "nothing"
+            raise KitError(f"{folder}: no {stem}.zip, {stem}/{csv_name} or {csv_name} (it holds "
+                           f"{present}); expected Kaggle's facial-keypoints-detection files")
+        sources[csv_name] = found
+    return sources
+
+
+def unpack_folder(folder: Path, data_dir: Path) -> dict[str, Path]:
+    """The competition's CSVs from a read-only folder (either layout) into data_dir; nothing is
+    written into `folder`."""
+    data_dir = Path(data_dir)
+    sources = folder_sources(folder)
+    written = {}
+    for csv_name, source in sources.items():
+        if source.suffix == ".zip":
+            inner = _open_zip(source, str(source))
+            with inner:
+                members = _members(inner, str(source), (csv_name,))
+                content = _read_member(inner, members[csv_name], str(source))
+            written[csv_name] = fileio.write_bytes(data_dir / csv_name, content)
+        else:
+            with fileio.atomic_path(data_dir / csv_name) as temporary:
+                shutil.copyfile(source, temporary)
+            written[csv_name] = data_dir / csv_name
+    fileio.write_json(data_dir / MARKER, {
+        "folder": str(Path(folder)),
+        "sources": _signature(sources),
+        "sizes": {name: path.stat().st_size for name, path in written.items()},
+    })
+    return written
+
+
+def _signature(sources: dict[str, Path]) -> dict[str, list]:
+    # Size and modification time: Kaggle's input is read-only, so a change means a new mount.
+    return {name: [str(path), path.stat().st_size, path.stat().st_mtime_ns]
+            for name, path in sources.items()}
+
+
+def is_unpacked_folder(folder: Path, data_dir: Path) -> bool:
+    """True when data_dir holds the CSVs of this folder, unchanged, from an earlier unpack."""
+    try:
+        marker = json.loads((Path(data_dir) / MARKER).read_text())
+        if marker["folder"] != str(Path(folder)):
+            return False
+        if marker["sources"] != _signature(folder_sources(folder)):
+            return False
+        return all((Path(data_dir) / n).stat().st_size == size
+                   for n, size in marker["sizes"].items())
+    except (OSError, ValueError, KeyError, TypeError, KitError):
+        return False
 
 
 def file_sha256(path: Path) -> str:

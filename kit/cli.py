@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from kit import cli_remote, places
 from kit.config import PRESETS
 from kit.errors import KitError
 
@@ -115,11 +116,14 @@ def make_config(args):
 def cmd_cv(args) -> None:
     import dataclasses
 
+    if args.remote:  # the same cv on a Kaggle kernel: kit/cli_remote.py
+        return cli_remote.cmd_cv_remote(args)
+    cfg = make_config(args)  # checked before anything heavy is imported or read
+
     from kit import cv, data, report
     from kit.display import CVDisplay
 
-    cfg = make_config(args)
-    console.print(f"[bold]config[/] {json.dumps(dataclasses.asdict(cfg))}")
+    console.print(f"[bold]config[/] {escape(json.dumps(dataclasses.asdict(cfg)))}")
     training = data.load_training(args.data)
     lookup = _lookup_or_none(args.data)
     started = time.perf_counter()
@@ -265,12 +269,19 @@ def cmd_submit(args) -> None:
         result = submission.write_submission(run_dir, args.data, args.out)
     console.print(f"[green]wrote[/] {result.csv_path} ({result.rows} rows, validated) and "
                   f"{result.manifest_path.name}")
+    in_notebook = places.publish_submission(result.csv_path)  # on Kaggle: working/submission.csv
+    if in_notebook:
+        console.print(f"[green]copied[/] to {in_notebook}, what this notebook submits")
     if args.solution:
         rmse = submission.score(result.csv_path, args.solution)
         console.print(f"[bold]score against {args.solution}: {rmse:.4f}[/] "
                       f"(CV {_value(result.cv_rmse)}, LB estimate {_value(result.lb_estimate)})")
     if args.dry_run:
         console.print("dry run: not uploaded")
+        return
+    if in_notebook and not places.can_upload():
+        console.print("no Kaggle credentials in this notebook: not uploaded; submit "
+                      f"{in_notebook} from the notebook's output")
         return
     message = args.message or f"{result.run_id} cv {_value(result.cv_rmse)}"
     with console.status("uploading and waiting for Kaggle's score"):
@@ -322,10 +333,10 @@ def parser() -> argparse.ArgumentParser:
         description="Kaggle kit for Facial Keypoints Detection: download, cv, submit.",
     )
     top.add_argument("--debug", action="store_true", help="show tracebacks")
-    top.add_argument("--data", type=Path, default=Path(os.environ.get("KIT_DATA", "data")),
-                     help="competition data folder (default data/)")
-    top.add_argument("--runs", type=Path, default=Path(os.environ.get("KIT_RUNS", "cv")),
-                     help="CV runs folder (default cv/)")
+    top.add_argument("--data", type=Path, default=places.default_data_dir(),
+                     help="competition data folder (default data/; on Kaggle, scratch space)")
+    top.add_argument("--runs", type=Path, default=places.default_runs_dir(),
+                     help="CV runs folder (default cv/; on Kaggle, /kaggle/working/cv)")
     verbs = top.add_subparsers(dest="verb", metavar="VERB", required=True)
 
     p = verbs.add_parser("download", help="fetch the competition (Kaggle API or a local zip)")
@@ -356,6 +367,7 @@ def parser() -> argparse.ArgumentParser:
     config_flags(p)
     p.add_argument("--no-resume", dest="resume", action="store_false",
                    help="start afresh instead of continuing an unfinished run")
+    cli_remote.add_cv_flags(p)
     p.set_defaults(handler=cmd_cv)
 
     p = verbs.add_parser("report", help="rewrite a run's report and pictures")
@@ -383,7 +395,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--message", help="submission description (default: run id and CV RMSE)")
     p.add_argument("--dry-run", action="store_true", help="write and validate, do not upload")
     p.add_argument("--timeout", type=float, default=300, help="seconds to wait for the score")
-    p.add_argument("--out", type=Path, default=Path(os.environ.get("KIT_SUBMISSIONS", "submissions")))
+    p.add_argument("--out", type=Path, default=places.default_submissions_dir())
     p.add_argument("--solution", type=Path,
                    help="score the file against this solution (practice or synthetic data)")
     p.set_defaults(handler=cmd_submit)
@@ -395,19 +407,26 @@ def parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("submissions", help="the ledger of submissions and scores")
     p.add_argument("--refresh", action="store_true", help="read pending scores from Kaggle")
-    p.add_argument("--out", type=Path, default=Path(os.environ.get("KIT_SUBMISSIONS", "submissions")))
+    p.add_argument("--out", type=Path, default=places.default_submissions_dir())
     p.set_defaults(handler=cmd_submissions)
+
+    cli_remote.add_verbs(verbs)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `cv --remote` passes them on
     try:
+        if args.verb in places.DATA_VERBS and not getattr(args, "remote", None):
+            prepared = places.prepare_data(args.data)  # on Kaggle: from /kaggle/input
+            if prepared:
+                console.print(prepared)
         args.handler(args)
     except KitError as error:
         if args.debug:
             raise
-        error_console.print(f"[red]error:[/] {error}")
+        error_console.print(f"[red]error:[/] {escape(str(error))}")
         return 1
     except KeyboardInterrupt:
         error_console.print("[yellow]interrupted[/]: `make cv` resumes from the last epoch")

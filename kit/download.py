@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kit import archive as archive_io
-from kit import data
+from kit import data, places
 from kit.config import COMPETITION
 from kit.errors import KitError
 
@@ -33,6 +33,9 @@ def download(data_dir: Path, archive: Path | None = None, force: bool = False) -
     """Fetch (or take `archive`), unpack, validate and cache; a no-op when already done."""
     data_dir = Path(data_dir)
     fetched = False
+    if archive is None and places.competition_input() is not None:
+        # On Kaggle the competition is already mounted: no API call, no zip.
+        return from_folder(data_dir, places.competition_input(), force)
     if archive is not None:
         source = Path(archive)
         if not source.is_file():
@@ -46,15 +49,30 @@ def download(data_dir: Path, archive: Path | None = None, force: bool = False) -
             fetched = True
     if not force and not fetched and archive_io.is_unpacked(source, data_dir):
         return DownloadResult(source, data_dir, fetched, False, data.validate_all(data_dir))
+    counts = _unpack_staged(lambda staging: archive_io.unpack(source, staging), data_dir)
+    return DownloadResult(source, data_dir, fetched, True, counts)
+
+
+def from_folder(data_dir: Path, folder: Path, force: bool = False) -> DownloadResult:
+    """The competition as a Kaggle notebook sees it (read-only, either layout) into data_dir:
+    unpacked, validated and cached there; a no-op when already done."""
+    data_dir, folder = Path(data_dir), Path(folder)
+    if not force and archive_io.is_unpacked_folder(folder, data_dir):
+        return DownloadResult(folder, data_dir, False, False, data.validate_all(data_dir))
+    counts = _unpack_staged(lambda staging: archive_io.unpack_folder(folder, staging), data_dir)
+    return DownloadResult(folder, data_dir, False, True, counts)
+
+
+def _unpack_staged(unpack, data_dir: Path) -> dict:
     staging = data_dir / ".staging"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        archive_io.unpack(source, staging)
+        unpack(staging)
         counts = data.validate_all(staging)
         _move_into_place(staging, data_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return DownloadResult(source, data_dir, fetched, True, counts)
+    return counts
 
 
 def _move_into_place(staging: Path, data_dir: Path) -> None:

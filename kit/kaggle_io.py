@@ -1,4 +1,5 @@
-"""Everything the kit asks of Kaggle: credentials, the data download, submissions and scores.
+"""Everything the kit asks of Kaggle: credentials, the data download, submissions and scores,
+and the kernels that run `make cv` on Kaggle's machines.
 
 The only module that imports `kaggle`, and only inside functions: importing the package runs
 `KaggleApi().authenticate()`, which without credentials prints a page of help and closes
@@ -295,15 +296,18 @@ def _explain(error: BaseException, doing: str, competition: str, *, attempts: in
 
 
 def _with_retries(action: Callable[[], T], *, doing: str, competition: str, retries: int,
-                  backoff: float, sleep: Callable[[float], None]) -> T:
+                  backoff: float, sleep: Callable[[float], None],
+                  explain: Callable[[BaseException, int], KitError] | None = None) -> T:
     """Run `action`; retry network failures, 429 and 5xx with exponential backoff."""
+    explain = explain or (lambda error, tries: _explain(error, doing, competition,
+                                                        attempts=tries))
     attempts = max(0, retries) + 1
     for attempt in range(attempts):
         try:
             return action()
         except requests.RequestException as error:
             if not _is_transient(error) or attempt + 1 == attempts:
-                raise _explain(error, doing, competition, attempts=attempt + 1) from error
+                raise explain(error, attempt + 1) from error
             sleep(backoff * 2**attempt)
     raise AssertionError("unreachable")
 
@@ -457,3 +461,154 @@ def _find_submission(submissions: list[dict[str, Any]], key: str | int) -> dict[
     name = Path(text).name  # a path to the submitted file names it too
     # Listed newest first, so the first match is the latest upload of that file.
     return next((s for s in submissions if s["file_name"] == name), None)
+
+
+# ---- kernels ------------------------------------------------------------------------------
+
+# GetKernelSessionStatus's answers after which nothing more will happen.
+KERNEL_FINAL = ("COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED")
+_DENIED = "was denied"  # how the client words a 401 or 403 on a kernel's status or output
+
+
+def kaggle_username(api: Any) -> str:
+    """The account the credentials belong to: the owner of the kernels the kit pushes."""
+    name = api.get_config_value(api.CONFIG_NAME_USER)
+    if not name:
+        raise _kit_error(f"the Kaggle client knows no username for {credentials_source()}: "
+                         f"create a new token ({NEW_TOKEN_HINT})")
+    return str(name)
+
+
+def contains_credentials(data: bytes | str) -> bool:
+    """True when any credential value we can see appears in `data` (code about to be pushed,
+    files that came back from a kernel)."""
+    raw = data.encode("utf-8", "replace") if isinstance(data, str) else data
+    return any(secret.encode() in raw for secret in _secret_values())
+
+
+def _explain_kernel(error: BaseException, doing: str, kernel: str, attempts: int) -> KitError:
+    status = _status_of(error)
+    said = _server_said(error)
+    if status == 403:
+        return _kit_error(
+            f"Kaggle refused {doing} (403: {said}): accept the rules at "
+            f"https://www.kaggle.com/c/{COMPETITION}/rules; a kernel with a GPU or internet also "
+            "needs a phone-verified account (kaggle.com > Settings > Phone verification)"
+        )
+    if status == 404:
+        return _kit_error(f"Kaggle knows no kernel {kernel} (404) while {doing}: check the name "
+                          "(`python -m kit remote list`)")
+    return _explain(error, doing, COMPETITION, attempts=attempts)
+
+
+def _denied(kernel: str, doing: str) -> KitError:
+    return _kit_error(f"Kaggle denied access to kernel {kernel} (401/403) while {doing}: it "
+                      f"belongs to another account, or check {_credential_hint()}")
+
+
+def push_kernel(folder: Path, *, timeout: int | None = None, accelerator: str | None = None,
+                api: Any = None) -> dict[str, Any]:
+    """Push folder (kernel-metadata.json and its code file) as a new version that runs now;
+    return {"ref", "url", "version"}.
+
+    Not retried: a push whose answer was lost has started a run, and a second would start
+    another (and count twice against the GPU quota).
+    """
+    api = api or make_api()
+    metadata = _read_json(Path(folder) / "kernel-metadata.json") or {}
+    kernel = str(metadata.get("id", folder))
+    doing = f"pushing kernel {kernel}"
+    try:
+        with _captured_output() as printed:
+            response = api.kernels_push(str(folder), timeout=timeout, acc=accelerator)
+    except requests.RequestException as error:
+        raise _explain_kernel(error, doing, kernel, attempts=1) from error
+    except ValueError as error:  # the client's own checks of the folder and its metadata
+        raise _kit_error(f"{folder}: the Kaggle client refused the kernel folder "
+                         f"({error})") from None
+    if response is None:
+        lines = printed.getvalue().strip().splitlines()
+        raise _kit_error(f"{doing} failed" + (f": {lines[-1]}" if lines else ""))
+    if response.error:
+        raise _push_refused(str(response.error), kernel)
+    rejected = list(response.invalid_competition_sources or [])
+    if rejected:
+        raise _kit_error(
+            f"Kaggle pushed {kernel} but did not attach the competition ({', '.join(rejected)}): "
+            f"accept the rules at https://www.kaggle.com/c/{COMPETITION}/rules, then run again"
+        )
+    return {"ref": response.ref or kernel, "url": response.url or "",
+            "version": response.version_number}
+
+
+def _push_refused(said: str, kernel: str) -> KitError:
+    text = said.lower()
+    if "quota" in text:
+        return _kit_error(f"no GPU quota left (Kaggle: {said}): the weekly quota resets (see "
+                          "kaggle.com > Settings > Quotas); or run on the CPU with "
+                          "--accelerator none")
+    if "session" in text and ("maximum" in text or "limit" in text):
+        return _kit_error(f"too many kernels running (Kaggle: {said}): wait for one to finish "
+                          "(`python -m kit remote list`) or stop it on kaggle.com")
+    return _kit_error(f"Kaggle refused to push kernel {kernel}: {said}")
+
+
+def kernel_status(kernel: str, api: Any = None, retries: int = 4, backoff: float = 2.0,
+                  sleep: Callable[[float], None] = time.sleep) -> tuple[str, str]:
+    """(status, failure message) of the kernel's latest run; status is one of QUEUED, RUNNING,
+    COMPLETE, ERROR, CANCEL_REQUESTED, CANCEL_ACKNOWLEDGED, NEW_SCRIPT."""
+    api = api or make_api()
+    response = _kernel_call(lambda: api.kernels_status(kernel), kernel,
+                            f"reading the status of kernel {kernel}", retries, backoff, sleep)
+    status = getattr(response.status, "name", None) or str(response.status or "QUEUED")
+    return status.upper(), _redact(str(response.failure_message or ""))
+
+
+def kernel_log(kernel: str, api: Any = None, retries: int = 4, backoff: float = 2.0,
+               sleep: Callable[[float], None] = time.sleep) -> str:
+    """The kernel's log so far, as Kaggle keeps it (often a JSON list of stream entries); empty
+    when this client cannot read it separately from the outputs."""
+    api = api or make_api()
+    if not hasattr(api, "kernels_logs"):  # kaggle < 2.1
+        return ""
+    text = _kernel_call(lambda: api.kernels_logs(kernel), kernel,
+                        f"reading the log of kernel {kernel}", retries, backoff, sleep)
+    return _redact(text or "")
+
+
+def download_kernel_output(kernel: str, dest_dir: Path, api: Any = None, retries: int = 4,
+                           backoff: float = 2.0,
+                           sleep: Callable[[float], None] = time.sleep) -> list[Path]:
+    """Every file the kernel's latest run left in /kaggle/working, into dest_dir (subfolders
+    kept), and its log as dest_dir/<slug>.log; the paths written."""
+    api = api or make_api()
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+
+    def fetch() -> list[str]:
+        with _captured_output():
+            written, _ = api.kernels_output(kernel, str(dest_dir), force=True, quiet=True)
+        return written
+
+    written = _kernel_call(fetch, kernel, f"downloading the output of kernel {kernel}",
+                           retries, backoff, sleep)
+    return [Path(path) for path in written]
+
+
+def _kernel_call(action: Callable[[], T], kernel: str, doing: str, retries: int,
+                 backoff: float, sleep: Callable[[float], None]) -> T:
+    def guarded() -> T:
+        try:
+            return action()
+        except requests.RequestException:
+            raise  # _with_retries decides
+        except ValueError as error:
+            if _DENIED in str(error):
+                raise _denied(kernel, doing) from None
+            raise _kit_error(f"{doing} failed: {error}") from None
+        except OSError as error:
+            raise _kit_error(f"{doing} failed: cannot write ({error})") from error
+
+    return _with_retries(guarded, doing=doing, competition=COMPETITION, retries=retries,
+                         backoff=backoff, sleep=sleep,
+                         explain=lambda error, tries: _explain_kernel(error, doing, kernel, tries))

@@ -18,7 +18,19 @@ Usage:
         server.uploads, server.authorizations, server.calls   # what the client sent
 
 Methods that can be told to fail: the API methods in API_METHODS, plus "File" (the GET of the
-zip after the download redirect) and "Upload" (the PUT of a submission file).
+zip after the download redirect), "Upload" (the PUT of a submission file) and "KernelFile" (the
+GET of a kernel's output file).
+
+Kernels (SaveKernel, GetKernelSessionStatus, ListKernelSessionOutput): a pushed script really
+runs, as a subprocess of the test's Python, in a temporary Kaggle-like tree (`kernel_home`/<slug>
+-v<version>/ with input/<competition>/ -> `competition_files`, working/, temp/), told where that
+tree is by KIT_KAGGLE_ROOT and given no credentials and no proxy. Its status is QUEUED for the
+first `queued_polls` status calls, RUNNING while it runs, then COMPLETE (exit 0) or ERROR (with
+a failure message; a run longer than the push's sessionTimeoutSeconds is killed, as Kaggle
+does). Its log is Kaggle's JSON list of {stream_name, time, data}; its outputs, every file it
+left under working/, are listed once it has stopped, `output_page_size` to a page. With
+`kernel_statuses` set, nothing runs: status calls answer those (status, failure message) pairs
+in turn (the last repeats) and the outputs are `kernel_files`, the log `kernel_log`.
 """
 from __future__ import annotations
 
@@ -26,7 +38,11 @@ import email.utils
 import http.server
 import json
 import os
+import subprocess
+import sys
+import tempfile
 import threading
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +61,11 @@ API_METHODS = (
     "GetSubmissionLimits",
     "IntrospectToken",
 )
-FAILABLE = API_METHODS + ("File", "Upload")
+KERNEL_METHODS = ("SaveKernel", "GetKernelSessionStatus", "ListKernelSessionOutput")
+FAILABLE = API_METHODS + KERNEL_METHODS + ("File", "Upload", "KernelFile")
+# What the fake says when it stops a kernel at its session timeout.
+KERNEL_TIMEOUT_MESSAGE = ("Your notebook was stopped because it exceeded the max allowed "
+                          "execution duration.")
 
 DEFAULT_MESSAGES = {
     401: "Unauthenticated: the supplied credentials are not valid.",
@@ -75,6 +95,27 @@ class Upload:
 
 
 @dataclass
+class KernelRun:
+    """One pushed version of a kernel and, when it really runs, its process and log."""
+
+    ref: str  # owner/slug
+    version: int
+    body: dict[str, Any]  # the SaveKernel request
+    root: Path | None = None  # the session's stand-in for /kaggle
+    status_polls: int = 0
+    scripted: list[tuple[str, str]] | None = None
+    log_entries: list[dict[str, Any]] = field(default_factory=list)
+    process: subprocess.Popen | None = None
+    runner: threading.Thread | None = None
+    returncode: int | None = None
+    timed_out: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.runner is not None and not self.runner.is_alive()
+
+
+@dataclass
 class Submission:
     ref: int
     file_name: str
@@ -99,6 +140,14 @@ class FakeKaggle:
         error_description: str = "",
         accepted_authorizations: set[str] | None = None,
         token_username: str = "fake-user",
+        competition_files: Path | None = None,
+        kernel_home: Path | None = None,
+        queued_polls: int = 1,
+        kernel_statuses: list[tuple[str, str]] | None = None,
+        kernel_files: dict[str, bytes] | None = None,
+        kernel_log: str = "",
+        push_error: str = "",
+        output_page_size: int | None = None,
     ):
         self.zip_bytes = zip_bytes
         self.competition = competition
@@ -111,6 +160,16 @@ class FakeKaggle:
         # None accepts any Authorization header; a set answers 401 to anything else.
         self.accepted_authorizations = accepted_authorizations
         self.token_username = token_username
+        # Kernels: what a pushed script sees at input/<competition>, where sessions live.
+        self.competition_files = competition_files
+        self.kernel_home = kernel_home
+        self.queued_polls = queued_polls
+        self.kernel_statuses = kernel_statuses
+        self.kernel_files = kernel_files or {}
+        self.kernel_log = kernel_log
+        self.push_error = push_error  # SaveKernel's "error" (Kaggle's way to refuse a push)
+        self.output_page_size = output_page_size  # None: the client's pageSize
+        self.kernels: dict[str, KernelRun] = {}  # owner/slug -> its latest version
 
         self.calls: list[str] = []  # method names, in order
         self.authorizations: list[str | None] = []  # the Authorization header of each call
@@ -137,6 +196,11 @@ class FakeKaggle:
         return self
 
     def stop(self) -> None:
+        for run in list(self.kernels.values()):
+            if run.process is not None and run.process.poll() is None:
+                run.process.kill()
+            if run.runner is not None:
+                run.runner.join(timeout=10)
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -181,6 +245,19 @@ class FakeKaggle:
     def count(self, method: str) -> int:
         return self.calls.count(method)
 
+    def kernel(self, ref: str | None = None) -> KernelRun:
+        """A pushed kernel's latest version (the only one pushed, if ref is None)."""
+        if ref is None:
+            assert len(self.kernels) == 1, f"kernels pushed: {sorted(self.kernels)}"
+            return next(iter(self.kernels.values()))
+        return self.kernels[ref]
+
+    def wait_for_kernel(self, ref: str | None = None, timeout: float = 600) -> KernelRun:
+        run = self.kernel(ref)
+        if run.runner is not None:
+            run.runner.join(timeout)
+        return run
+
     # ---- used by the handler ---------------------------------------------------------------
 
     def _take_failure(self, method: str) -> Failure | None:
@@ -200,6 +277,87 @@ class FakeKaggle:
         date = f"2024-05-0{1 + len(self.submissions) % 9}T12:00:00.123Z"
         self.submissions.insert(0, Submission(ref, file_name, description, date, extra=extra))
         return ref
+
+    # ---- kernels ---------------------------------------------------------------------------
+
+    def _start_kernel(self, run: KernelRun) -> None:
+        home = self.kernel_home or Path(tempfile.mkdtemp(prefix="fake-kaggle-kernels-"))
+        root = Path(home) / f"{run.ref.split('/')[-1]}-v{run.version}"
+        for name in ("working", "temp", "input", "code", "home"):
+            (root / name).mkdir(parents=True, exist_ok=True)
+        sources = run.body.get("competitionDataSources") or []
+        if self.competition in sources and self.competition_files is not None:
+            (root / "input" / self.competition).symlink_to(Path(self.competition_files).resolve())
+        code = root / "code" / "script.py"
+        code.write_text(run.body.get("text", ""))
+        run.root = root
+        env = {name: value for name, value in os.environ.items()
+               if not name.startswith("KAGGLE_") and name.lower() not in _PROXY_VARIABLES
+               and name not in ("PYTHONPATH", "KIT_DATA", "KIT_RUNS", "KIT_SUBMISSIONS")}
+        env.update(KIT_KAGGLE_ROOT=str(root), KAGGLE_KERNEL_RUN_TYPE="Batch",
+                   HOME=str(root / "home"), PYTHONUNBUFFERED="1")
+        timeout = run.body.get("sessionTimeoutSeconds")
+        run.runner = threading.Thread(target=self._run_kernel, args=(run, code, env, timeout),
+                                      daemon=True)
+        run.runner.start()
+
+    def _run_kernel(self, run: KernelRun, code: Path, env: dict[str, str],
+                    timeout: float | None) -> None:
+        started = time.monotonic()
+        run.process = subprocess.Popen([sys.executable, str(code)], cwd=run.root / "working",
+                                       env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True, errors="replace")
+        readers = [threading.Thread(target=self._read_stream, args=(run, stream, name, started),
+                                    daemon=True)
+                   for stream, name in ((run.process.stdout, "stdout"),
+                                        (run.process.stderr, "stderr"))]
+        for reader in readers:
+            reader.start()
+        try:
+            run.returncode = run.process.wait(timeout=timeout or None)
+        except subprocess.TimeoutExpired:
+            run.timed_out = True
+            run.process.kill()
+            run.returncode = run.process.wait()
+        for reader in readers:
+            reader.join(timeout=10)
+
+    def _read_stream(self, run: KernelRun, stream: Any, name: str, started: float) -> None:
+        for line in stream:
+            with self._lock:
+                run.log_entries.append({"stream_name": name,
+                                        "time": round(time.monotonic() - started, 3),
+                                        "data": line})
+
+    def _kernel_status(self, run: KernelRun) -> tuple[str, str]:
+        run.status_polls += 1
+        if run.scripted is not None:
+            return run.scripted.pop(0) if len(run.scripted) > 1 else run.scripted[0]
+        if run.status_polls <= self.queued_polls:
+            return "QUEUED", ""
+        if not run.done:
+            return "RUNNING", ""
+        if run.timed_out:
+            return "ERROR", KERNEL_TIMEOUT_MESSAGE
+        if run.returncode != 0:
+            return "ERROR", f"Your notebook hit an unhandled error (exit code {run.returncode})."
+        return "COMPLETE", ""
+
+    def _kernel_outputs(self, run: KernelRun) -> dict[str, Path | bytes]:
+        if run.scripted is not None:
+            return dict(self.kernel_files)
+        if not run.done:
+            return {}
+        working = run.root / "working"
+        return {str(path.relative_to(working)): path for path in sorted(working.rglob("*"))
+                if path.is_file() and not any(p.is_symlink() for p in
+                                              [path, *path.relative_to(working).parents])}
+
+    def _kernel_log_text(self, run: KernelRun) -> str:
+        if run.scripted is not None:
+            return self.kernel_log
+        with self._lock:
+            return json.dumps(run.log_entries)
 
     def _submission_json(self, submission: Submission) -> dict[str, Any]:
         answer = {
@@ -245,6 +403,9 @@ def write_kaggle_json(config_dir: Path, username: str, key: str) -> Path:
     return path
 
 
+_PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
 def install_proxy(monkeypatch: Any, proxy_url: str) -> None:
     """Route the client's plain-http calls to `proxy_url` (a fake server or a closed port)."""
     _check_client_is_local()
@@ -285,7 +446,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except ValueError:
             self._send_error(400, "request body is not JSON")
             return
-        if not path.startswith("/api/v1/") or method not in API_METHODS:
+        if not path.startswith("/api/v1/") or method not in API_METHODS + KERNEL_METHODS:
             self._send_error(404, f"no such method: {path}")
             return
         with self.fake._lock:
@@ -294,6 +455,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = urllib.parse.urlsplit(self.path).path
+        if path.startswith("/kernel-output/"):
+            self._serve("KernelFile", lambda: self._get_kernel_file(path))
+            return
         self._serve("File", lambda: self._get_file(path))
 
     def do_PUT(self) -> None:
@@ -377,7 +541,78 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         active = bool(payload.get("token"))
         self._send_json(200, {"active": active, "username": self.fake.token_username if active else ""})
 
+    def _api_SaveKernel(self, payload: dict[str, Any]) -> None:
+        fake = self.fake
+        ref = payload.get("slug", "")
+        if fake.push_error:
+            self._send_json(200, {"error": fake.push_error})
+            return
+        invalid = [s for s in payload.get("competitionDataSources") or []
+                   if s != fake.competition]
+        with fake._lock:
+            previous = fake.kernels.get(ref)
+            run = KernelRun(ref, previous.version + 1 if previous else 1, payload)
+            if fake.kernel_statuses is not None:
+                run.scripted = list(fake.kernel_statuses)
+            fake.kernels[ref] = run
+        if run.scripted is None:
+            fake._start_kernel(run)
+        self._send_json(200, {
+            "ref": f"/code/{ref}", "url": f"https://www.kaggle.com/code/{ref}",
+            "versionNumber": run.version, "error": "",
+            "invalidCompetitionSources": invalid, "kernelId": 1000 + len(fake.kernels),
+        })
+
+    def _kernel_run(self, payload: dict[str, Any]) -> KernelRun | None:
+        ref = f"{payload.get('userName', '')}/{payload.get('kernelSlug', '')}"
+        run = self.fake.kernels.get(ref)
+        if run is None:
+            self._send_error(404, f"Kernel {ref} not found.")
+        return run
+
+    def _api_GetKernelSessionStatus(self, payload: dict[str, Any]) -> None:
+        run = self._kernel_run(payload)
+        if run is not None:
+            status, failure = self.fake._kernel_status(run)
+            answer = {"status": status}
+            if failure:
+                answer["failureMessage"] = failure
+            self._send_json(200, answer)
+
+    def _api_ListKernelSessionOutput(self, payload: dict[str, Any]) -> None:
+        run = self._kernel_run(payload)
+        if run is None:
+            return
+        names = sorted(self.fake._kernel_outputs(run))
+        size = self.fake.output_page_size or int(payload.get("pageSize") or 20)
+        start = int(payload.get("pageToken") or 0)
+        page = names[start:start + size]
+        quoted = urllib.parse.quote(run.ref)
+        answer = {
+            "files": [{"fileName": name, "url": f"http://{self._host()}/kernel-output/{quoted}/"
+                                                f"{urllib.parse.quote(name)}"} for name in page],
+            "log": self.fake._kernel_log_text(run),
+        }
+        if start + size < len(names):
+            answer["nextPageToken"] = str(start + size)
+        self._send_json(200, answer)
+
     # ---- files -----------------------------------------------------------------------------
+
+    def _get_kernel_file(self, path: str) -> None:
+        parts = urllib.parse.unquote(path).split("/")  # "", kernel-output, owner, slug, name...
+        run = self.fake.kernels.get("/".join(parts[2:4]))
+        outputs = self.fake._kernel_outputs(run) if run is not None else {}
+        found = outputs.get("/".join(parts[4:]))
+        if found is None:
+            self._send_error(404, f"no such kernel output: {path}")
+            return
+        data = found if isinstance(found, bytes) else found.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def _get_file(self, path: str) -> None:
         if path != f"/files/{self.fake.competition}.zip":

@@ -23,10 +23,14 @@ def run_kit(*args: str, env: dict | None = None, cwd: Path | None = None):
 
 
 def clean_env(home: Path) -> dict:
-    """No Kaggle credentials of any kind, and a home folder of the test's own."""
+    """No Kaggle credentials of any kind, a home folder of the test's own, and the kit's
+    folders in it too (never the checkout's data/, cv/ or submissions/, nor /kaggle)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE_")}
     env["HOME"] = str(home)
     env["KAGGLE_CONFIG_DIR"] = str(home / ".kaggle")
+    for name, folder in (("KIT_DATA", "data"), ("KIT_RUNS", "cv"),
+                         ("KIT_SUBMISSIONS", "submissions"), ("KIT_KAGGLE_ROOT", "no-kaggle")):
+        env[name] = str(home / folder)
     return env
 
 
@@ -43,12 +47,13 @@ def test_download_without_credentials_fails_in_one_clear_line(tmp_path):
 def test_make_download_without_credentials_fails_cleanly(tmp_path):
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
-    env = clean_env(tmp_path)
+    env = clean_env(tmp_path)  # KIT_DATA: the user's own data/raw (a real download) is not seen
     result = subprocess.run(["make", "-s", "download"], cwd=REPO, env=env, capture_output=True,
                             text=True, timeout=600, check=False)
     assert result.returncode != 0
     assert "error: no Kaggle credentials" in result.stderr
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "data" / "training.csv").exists()
 
 
 def test_a_bad_archive_is_one_line_and_debug_shows_the_traceback(tmp_path):
