@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 KIT := $(PY) -m kit
 
 # Make variables, also accepted as CLI flags (python -m kit cv --help).
-PRESET ?= default
+PRESET ?=
 FOLDS ?=
 SEED ?=
 EPOCHS ?=
@@ -38,7 +38,7 @@ download: $(STAMP)
 data: $(STAMP)
 	$(KIT) data
 
-CV_FLAGS = --preset $(PRESET) $(if $(FOLDS),--folds $(FOLDS)) $(if $(SEED),--seed $(SEED)) \
+CV_FLAGS = $(if $(PRESET),--preset $(PRESET)) $(if $(FOLDS),--folds $(FOLDS)) $(if $(SEED),--seed $(SEED)) \
 	$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(filter 0,$(RESUME)),--no-resume) \
 	$(if $(REMOTE),--remote $(REMOTE))
 

@@ -1,15 +1,16 @@
 """`make bench`: every speed figure of the kit on this machine, one line each, and the
 accuracy of one fold of the default preset on the practice data.
 
-python -m bench [parse|augment|train|torch|fold ...]   (default: all)
+python -m bench [parse|augment|train|torch|fold|cv ...]   (default: all)
 python -m bench fold [--preset P] [--fold K] [KEY=VALUE ...]   (one fold, with overrides)
+python -m bench cv [--preset P] [--epochs E] [--size practice|kaggle] [--engine new|old]
 """
 from __future__ import annotations
 
 import os
 import sys
 
-from bench import bench_augment, bench_fold, bench_parse, bench_torch, bench_train
+from bench import bench_augment, bench_cv, bench_fold, bench_parse, bench_torch, bench_train
 
 SUITES = {
     "parse": bench_parse.run,
@@ -17,14 +18,18 @@ SUITES = {
     "train": bench_train.run,
     "torch": bench_torch.run,
     "fold": bench_fold.run,
+    # In `make bench`: v1 for 3 epochs on both engines, side by side.
+    "cv": lambda: bench_cv.run(["--epochs", "3"]),
+    "cv-old": lambda: bench_cv.run(["--epochs", "3", "--engine", "old"]),
 }
+WITH_ARGUMENTS = {"fold": bench_fold.run, "cv": bench_cv.run}
 
 
 def main(argv: list[str]) -> None:
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores "
           "(other work on the machine slows every figure)")
-    if argv[:1] == ["fold"]:
-        runs = [("fold", lambda: bench_fold.run(argv[1:]))]
+    if argv[:1] and argv[0] in WITH_ARGUMENTS and len(argv) > 1:
+        runs = [(argv[0], lambda: WITH_ARGUMENTS[argv[0]](argv[1:]))]
     else:
         unknown = [name for name in argv if name not in SUITES]
         if unknown:

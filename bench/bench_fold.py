@@ -19,7 +19,7 @@ import pandas as pd
 
 from bench.common import PRACTICE_ZIP
 from kit import config as config_io
-from kit import cv, data, download, report
+from kit import cv, data, download, engine, report
 
 
 def run(argv: list[str] | None = None) -> dict:
@@ -40,9 +40,9 @@ def run(argv: list[str] | None = None) -> dict:
         started = time.perf_counter()
         tables = []
         for network in cv.networks(config):
-            train_rows, val_rows = cv.fold_rows(assignment, network, args.fold)
-            tables += cv.train_fold(config, training, folder / "run", network, args.fold,
-                                    train_rows, val_rows, cv.Listener())
+            cv.train_network(config, training, folder / "run", network, assignment,
+                             cv.Listener(), engine.Stats(), only=(args.fold,))
+            tables += cv.fold_oof(config, training, folder / "run", network, args.fold)
         minutes = (time.perf_counter() - started) / 60
         figures = report.compute(pd.concat(tables, ignore_index=True), training, lookup)
     finally:

@@ -7,7 +7,7 @@ import numpy as np
 
 from bench.common import median_seconds
 from kit import config as config_io
-from kit import train
+from kit import programs, train
 from kit.cv import networks, task_for
 
 REPEATS = 3  # the median: a single timing moves by 20% here
@@ -16,13 +16,17 @@ REPEATS = 3  # the median: a single timing moves by 20% here
 def step_rate(config, steps: int = 10) -> float:
     """Images/s of the preset's (first) network's train step, augmentation included."""
     task = task_for(networks(config)[0])
-    net, optimizer, train_step, _ = train.compiled(config, task, 1000)
-    state = train.init_state(net, optimizer, config, task, 0)
-    rng = np.random.default_rng(0)
+    train_step = jax.jit(train.compiled(config, task)[2])
     size = config.train.batch_size
+    # Split over the devices as training splits it (one per core on a CPU: kit.runtime).
+    placement = programs.Placement.for_batch(size)
+    state = placement.replicated(train.init_state(config, task, 0))
+    rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (size, 96, 96), dtype=np.uint8)
     keypoints = rng.uniform(30, 66, (size, task.outputs)).astype(np.float32)
-    batch = train.batch_of(images, keypoints, np.arange(size))
+    batch = train.batch_of(images, keypoints, np.arange(size), config.train.learning_rate)
+    batch = {**placement.split({k: v for k, v in batch.items() if k != "learning_rate"}, 0),
+             "learning_rate": placement.replicated(batch["learning_rate"])}
     # Compile, and let the allocator reach the step's peak memory (the first steps fault in
     # pages that later steps reuse).
     for _ in range(3):

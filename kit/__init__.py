@@ -1,5 +1,8 @@
 """kit: a Kaggle kit for Facial Keypoints Detection."""
+from kit import runtime
 from kit.allocator import keep_freed_memory
 
-# Before anything imports JAX: its CPU threads take their malloc arenas when they start.
+# Before anything imports JAX: its CPU threads take their malloc arenas when they start, and
+# its backends read the device flags once.
 keep_freed_memory()
+runtime.configure()

@@ -104,7 +104,13 @@ def cmd_synth(args) -> None:
 def make_config(args):
     from kit import config as config_io
 
-    cfg = config_io.preset(args.preset)
+    name = args.preset
+    if name is None:  # a preset for the hardware; an explicit one always wins
+        import jax
+
+        name, why = config_io.preset_for(jax.default_backend())
+        console.print(f"preset [bold]{name}[/] ({why}; --preset or PRESET= chooses another)")
+    cfg = config_io.preset(name)
     overrides = list(args.set or [])
     for flag, key in (("folds", "folds"), ("seed", "seed"), ("epochs", "train.epochs")):
         value = getattr(args, flag, None)
@@ -133,6 +139,11 @@ def cmd_cv(args) -> None:
     with console.status("writing the report and pictures"):
         result = report.write(run_dir, training, lookup, seconds)
     print_report(result)
+    engine = result.get("engine")
+    if engine:
+        console.print(f"trained {engine['images']:,} images at {engine['images_per_second']:,.0f}"
+                      f"/s on {engine['devices']} {engine['backend']} device(s); compiling "
+                      f"took {engine['compile_seconds']:.1f} s")
     console.print(f"[green]run[/] {run_dir} ({seconds / 60:.1f} min); "
                   f"report: {run_dir / 'report.md'}")
 
@@ -356,7 +367,8 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_synth)
 
     def config_flags(p):
-        p.add_argument("--preset", default="default", help=" | ".join(PRESETS))
+        p.add_argument("--preset", help=" | ".join(PRESETS) + " (default: gpu where there is "
+                       "an accelerator, else default)")
         p.add_argument("--folds", type=int)
         p.add_argument("--seed", type=int)
         p.add_argument("--epochs", type=int)
@@ -429,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         error_console.print(f"[red]error:[/] {escape(str(error))}")
         return 1
     except KeyboardInterrupt:
-        error_console.print("[yellow]interrupted[/]: `make cv` resumes from the last epoch")
+        error_console.print("[yellow]interrupted[/]: `make cv` resumes from the last checkpoint")
         return 130
     return 0
 

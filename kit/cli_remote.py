@@ -72,11 +72,14 @@ def cmd_cv_remote(args) -> None:
     from kit.cli import make_config
 
     console = _console()
-    config = make_config(args)  # a bad flag stops here, before anything is pushed
-    console.print(f"[bold]config[/] {escape(json.dumps(dataclasses.asdict(config)))}")
-    flags = remote.cv_flags(args.argv, add_cv_flags)
     options = remote.KernelOptions(public=args.public, accelerator=args.accelerator,
                                    internet=args.internet, timeout=args.timeout)
+    flags = remote.cv_flags(args.argv, add_cv_flags)
+    if args.preset is None:  # the preset for the kernel's hardware, not this machine's
+        args.preset = "gpu" if options.gpu else "default"
+        flags += ["--preset", args.preset]
+    config = make_config(args)  # a bad flag stops here, before anything is pushed
+    console.print(f"[bold]config[/] {escape(json.dumps(dataclasses.asdict(config)))}")
     with console.status("bundling the kit's code and pushing the kernel"):
         entry = remote.push(args.runs, flags, config.preset, options)
     where = "public" if options.public else "private"

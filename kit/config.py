@@ -379,6 +379,18 @@ def _default() -> Config:
     return replace(_v1(), preset="default")
 
 
+def _gpu() -> Config:
+    # One GPU's worth of compute: the default at twice the width for 80 epochs (on an H100
+    # this recipe scored about 0.10 below the default on held-out faces). Each fold keeps its
+    # last epoch, so held-out rows never pick the weights that they then score.
+    base = _default()
+    return replace(
+        base, preset="gpu",
+        model=replace(base.model, stem_width=32, widths=(64, 128, 256), head_width=128),
+        train=replace(base.train, epochs=80, select="last"),
+    )
+
+
 def _separate() -> Config:
     # Two networks per fold, the 15-key one on the complete rows and the 4-key one on every
     # row with the core keypoints: the design before the shared trunk, kept to compare.
@@ -407,11 +419,19 @@ def _demo() -> Config:
 PRESETS: dict[str, typing.Callable[[], Config]] = {
     "seed": _seed,
     "default": _default,
+    "gpu": _gpu,
     "v1": _v1,
     "separate": _separate,
     "quick": _quick,
     "demo": _demo,
 }
+
+
+def preset_for(platform: str) -> tuple[str, str]:
+    """The preset for a machine whose JAX backend is `platform`, and why, in a few words."""
+    if platform in ("gpu", "cuda", "rocm", "tpu"):
+        return "gpu", f"a {platform.upper()} is here: the GPU-class preset"
+    return "default", "no accelerator here: the preset sized for a few CPU cores"
 
 
 def preset(name: str) -> Config:

@@ -5,14 +5,17 @@ A run lives in cv/<run-id>/:
     folds.json             each network's rows and their folds, and the near-duplicate groups
     folds/<network>-<k>/   checkpoint.npz while training; model.npz, history.json, oof.npz
                            after (a network per subset, "15" and "4", or one "shared")
+    engine.json            what training cost: compile and train seconds, images/s, groups
     oof.csv                out-of-fold predictions: row, subset, fold, column, truth, prediction
     report.json/.md, *.png written by kit.report
+
+`run_cv` reads as the recipe: assign folds, train each network's unfinished folds together
+(kit.engine), keep each fold's model and out-of-fold predictions, gather oof.csv.
 """
 from __future__ import annotations
 
 import functools
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,10 +25,11 @@ import jax
 import numpy as np
 import pandas as pd
 
+from kit import checkpoints, engine, fileio, folds, models, programs, train
 from kit import config as config_io
-from kit import fileio, folds, models, train
 from kit.config import Config, ModelConfig
 from kit.data import TrainingSet, subset_indices
+from kit.engine import Listener
 from kit.errors import KitError
 from kit.keypoints import (
     COLUMN_INDEX,
@@ -34,8 +38,10 @@ from kit.keypoints import (
     CORE_COLUMNS,
     SUBSET_COLUMNS,
 )
+from kit.runs import fold_dir, locked, new_run_dir, point_latest, resolve_run, unfinished_run
 
-LATEST = "latest"
+__all__ = ["Listener", "fold_dir", "resolve_run", "run_cv"]
+
 
 
 SHARED = "shared"
@@ -104,59 +110,6 @@ def subset_predictions(network: str, subset: str, outputs: np.ndarray,
     return np.where(full_source(keypoints)[:, None], fifteen[:, CORE_COLUMN_INDICES], four)
 
 
-# ---------------------------------------------------------------- run folders
-
-
-def new_run_dir(root: Path, config: Config) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    run_dir = Path(root) / f"{stamp}-{config.preset}"
-    suffix = 1
-    while run_dir.exists():
-        suffix += 1
-        run_dir = Path(root) / f"{stamp}-{config.preset}-{suffix}"
-    return run_dir
-
-
-def resolve_run(root: Path, name: str | None = None) -> Path:
-    """A run folder from an id, a path or None (cv/latest)."""
-    root = Path(root)
-    candidate = Path(name) if name else root / LATEST
-    if not candidate.exists() and name:
-        candidate = root / name
-    if not (candidate / "config.json").exists():
-        if name:
-            raise KitError(f"{candidate}: no CV run there (no config.json); see `ls {root}`")
-        raise KitError(f"{root / LATEST}: no CV run yet; run `make cv` first")
-    return candidate.resolve()
-
-
-def point_latest(root: Path, run_dir: Path) -> None:
-    link = Path(root) / LATEST
-    temporary = Path(root) / f".{LATEST}.tmp"
-    temporary.unlink(missing_ok=True)
-    temporary.symlink_to(run_dir.name)
-    os.replace(temporary, link)
-
-
-def unfinished_run(root: Path, config: Config) -> Path | None:
-    """The newest run with this exact config that has no report yet: a run to resume."""
-    runs = sorted(Path(root).glob("*/config.json"), reverse=True)
-    for path in runs:
-        run_dir = path.parent
-        if run_dir.is_symlink() or (run_dir / "report.json").exists():
-            continue
-        try:
-            if config_io.load(path) == config:
-                return run_dir
-        except KitError:
-            continue
-    return None
-
-
-def fold_dir(run_dir: Path, network: str, fold: int) -> Path:
-    return Path(run_dir) / "folds" / f"{network}-{fold}"
-
-
 # ---------------------------------------------------------------- assignment
 
 
@@ -204,55 +157,42 @@ class FoldModel:
     net_state: object
 
 
-# ---------------------------------------------------------------- listeners
-
-
-class Listener:
-    """Hooks a display implements; the defaults do nothing (tests and scripts)."""
-
-    def run_started(self, run_dir: Path, plan: list[FoldPlan], epochs: int) -> None: ...
-    def fold_started(self, network: str, fold: int, epochs: int, steps: int) -> None: ...
-    def step(self, done: int, total: int) -> None: ...
-    def epoch(self, network: str, fold: int, report: train.EpochReport) -> None: ...
-    def fold_finished(self, network: str, fold: int, best_val_rmse: float,
-                      skipped: bool) -> None: ...
-
-
-
 def run_cv(config: Config, training: TrainingSet, root: Path, resume: bool = True,
            listener: Listener | None = None) -> Path:
-    """Train every subset's fold models; write folds, models, histories and oof.csv."""
+    """Train every network's fold models; write folds, models, histories and oof.csv."""
     listener = listener or Listener()
     run_dir = unfinished_run(root, config) if resume else None
-    if run_dir is None:
+    fresh = run_dir is None
+    if fresh:
         run_dir = new_run_dir(root, config)
-        run_dir.mkdir(parents=True)
-        assignment = assign_folds(config, training)
-        assignment["training_rows"] = len(training)
-        fileio.write_json(run_dir / "folds.json", assignment)
-        # config.json last: it is what marks a folder as a run that can be resumed.
-        fileio.write_json(run_dir / "config.json", config_io.to_dict(config))
-    assignment = load_assignment(run_dir, training)
-    point_latest(root, run_dir)
-
-    plan = [
-        FoldPlan(network, fold,
-                 max(fold_rows(assignment, network, fold)[0].size // config.train.batch_size,
-                     1),
-                 (fold_dir(run_dir, network, fold) / "oof.npz").exists())
-        for network in networks(config) for fold in range(config.folds)
-    ]
-    listener.run_started(run_dir, plan, config.train.epochs)
-
-    oof_tables = []
-    for entry in plan:
-        network, fold = entry.network, entry.fold
-        train_rows, val_rows = fold_rows(assignment, network, fold)
-        oof_tables += train_fold(config, training, run_dir, network, fold, train_rows, val_rows,
-                                 listener)
-    oof = pd.concat(oof_tables, ignore_index=True)
-    with fileio.atomic_path(run_dir / "oof.csv") as temporary:
-        oof.to_csv(temporary, index=False, float_format="%.5f")
+    with locked(run_dir):
+        if fresh:
+            assignment = assign_folds(config, training)
+            assignment["training_rows"] = len(training)
+            fileio.write_json(run_dir / "folds.json", assignment)
+            # config.json last: it is what marks a folder as a run that can be resumed.
+            fileio.write_json(run_dir / "config.json", config_io.to_dict(config))
+        assignment = load_assignment(run_dir, training)
+        point_latest(root, run_dir)
+        plan = [
+            FoldPlan(network, fold,
+                     train.steps_per_epoch(fold_rows(assignment, network, fold)[0].size,
+                                           config.train.batch_size),
+                     (fold_dir(run_dir, network, fold) / "oof.npz").exists())
+            for network in networks(config) for fold in range(config.folds)
+        ]
+        listener.run_started(run_dir, plan, config.train.epochs)
+        stats = engine.Stats()
+        started = time.perf_counter()
+        with programs.CompileClock() as clock:
+            for network in networks(config):
+                train_network(config, training, run_dir, network, assignment, listener, stats)
+        record_engine(run_dir, stats, time.perf_counter() - started, clock.seconds)
+        oof_tables = [table for network in networks(config) for fold in range(config.folds)
+                      for table in fold_oof(config, training, run_dir, network, fold)]
+        oof = pd.concat(oof_tables, ignore_index=True)
+        with fileio.atomic_path(run_dir / "oof.csv") as temporary:
+            oof.to_csv(temporary, index=False, float_format="%.5f")
     return run_dir
 
 
@@ -262,39 +202,62 @@ def fold_rows(assignment: dict, network: str, fold: int) -> tuple[np.ndarray, np
     return rows[fold_of != fold], rows[fold_of == fold]
 
 
-def train_fold(config, training, run_dir, network, fold, train_rows, val_rows,
-               listener) -> list[pd.DataFrame]:
-    """Train (or find trained) one network on one fold; its OOF lines for each subset."""
+def train_network(config: Config, training: TrainingSet, run_dir: Path, network: str,
+                  assignment: dict, listener: Listener, stats: engine.Stats,
+                  only: tuple[int, ...] | None = None) -> None:
+    """Train the network's unfinished folds (or those of `only`) together; keep each one's
+    model, history and out-of-fold predictions as its group finishes."""
+    jobs = []
+    for fold in only if only is not None else range(config.folds):
+        folder = fold_dir(run_dir, network, fold)
+        if (folder / "oof.npz").exists():
+            listener.fold_finished(network, fold, _best_val(folder), skipped=True)
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        train_rows, val_rows = fold_rows(assignment, network, fold)
+        jobs.append(engine.FoldJob(fold, train_rows, val_rows, folder / checkpoints.CHECKPOINT))
+    if not jobs:
+        return
     task = task_for(network)
     targets = network_targets(network, training.keypoints, config.common_keypoints)
-    folder = fold_dir(run_dir, network, fold)
-    folder.mkdir(parents=True, exist_ok=True)
-    done = folder / "oof.npz"
-    if not done.exists():
-        steps = max(len(train_rows) // config.train.batch_size, 1)
-        listener.fold_started(network, fold, config.train.epochs, steps)
-        result = train.fit(
-            config, task,
-            training.images[train_rows], targets[train_rows],
-            training.images[val_rows], targets[val_rows],
-            fold_seed=fold, checkpoint_dir=folder,
-            on_step=listener.step,
-            on_epoch=lambda report: listener.epoch(network, fold, report),
-        )
+    placement = programs.Placement.for_batch(config.train.batch_size)
+    data = engine.DeviceData.put(training.images, targets, placement)
+    for result in engine.fit_folds(config, task, data, jobs, listener, stats, network):
+        job = next(j for j in jobs if j.fold == result.fold)
+        folder = fold_dir(run_dir, network, result.fold)
         save_fold_model(folder, result.params, result.net_state)
         fileio.write_json(folder / "history.json", {
             "history": result.history, "best_epoch": result.best_epoch,
-            "best_val_rmse": result.best_val_rmse,
+            "best_val_rmse": result.best_val_rmse, "select": config.train.select,
         })
         predictions = predict_images(config, task, [FoldModel(result.params, result.net_state)],
-                                     training.images[val_rows])
-        with fileio.atomic_path(done) as temporary, open(temporary, "wb") as f:
-            np.savez(f, rows=val_rows, predictions=predictions)
-        (folder / train.CHECKPOINT).unlink(missing_ok=True)
-        listener.fold_finished(network, fold, result.best_val_rmse, skipped=False)
-    else:
-        listener.fold_finished(network, fold, _best_val(folder), skipped=True)
-    with np.load(done, allow_pickle=False) as stored:
+                                     training.images[job.val_rows])
+        with fileio.atomic_path(folder / "oof.npz") as temporary, open(temporary, "wb") as f:
+            np.savez(f, rows=job.val_rows, predictions=predictions)
+        (folder / checkpoints.CHECKPOINT).unlink(missing_ok=True)
+        listener.fold_finished(network, result.fold, result.best_val_rmse, skipped=False)
+
+
+def record_engine(run_dir: Path, stats: engine.Stats, seconds: float,
+                  compile_seconds: float) -> None:
+    """engine.json: what this call's training cost (a resumed run lists each call)."""
+    path = Path(run_dir) / "engine.json"
+    calls = json.loads(path.read_text())["calls"] if path.exists() else []
+    calls.append({
+        "backend": jax.default_backend(), "devices": jax.device_count(),
+        "seconds": round(seconds, 2), "train_seconds": round(stats.train_seconds, 2),
+        # Every compile of the call (programs, initialisation, prediction), cache reads too.
+        "compile_seconds": round(compile_seconds, 2),
+        "group_compile_seconds": round(stats.compile_seconds, 2), "images": stats.images,
+        "images_per_second": round(stats.images_per_second, 1), "groups": stats.groups,
+    })
+    fileio.write_json(path, {"calls": calls})
+
+
+def fold_oof(config: Config, training: TrainingSet, run_dir: Path, network: str,
+             fold: int) -> list[pd.DataFrame]:
+    """A finished fold's OOF lines for each subset its network answers."""
+    with np.load(fold_dir(run_dir, network, fold) / "oof.npz", allow_pickle=False) as stored:
         rows, outputs = stored["rows"], stored["predictions"]
     tables = []
     subsets = config.subsets if network == SHARED else (network,)
@@ -328,7 +291,7 @@ def _long_table(subset, fold, rows, columns, truth, predictions) -> pd.DataFrame
 
 
 def save_fold_model(folder: Path, params, net_state) -> None:
-    train.save_tree(Path(folder) / "model.npz", (params, net_state))
+    checkpoints.save_tree(Path(folder) / "model.npz", (params, net_state))
 
 
 def load_fold_models(run_dir: Path, network: str) -> list[FoldModel]:
@@ -341,7 +304,7 @@ def load_fold_models(run_dir: Path, network: str) -> list[FoldModel]:
         path = fold_dir(run_dir, network, fold) / "model.npz"
         if not path.exists():
             raise KitError(f"{path}: missing; the run is unfinished (run `make cv` to finish it)")
-        (params, net_state), _ = train.load_tree(path, like)
+        (params, net_state), _ = checkpoints.load_tree(path, like)
         fold_models.append(FoldModel(params, net_state))
     return fold_models
 
@@ -351,7 +314,8 @@ def predict_images(config: Config, task: train.Task, fold_models: list[FoldModel
     """The ensemble's pixel keypoints: the mean over fold models (and flips, if configured)."""
     predict = _predictor(config.model, task, config.flip_tta, config.tta_shift)
     outputs = [
-        train.predict_batched(predict, m.params, m.net_state, images, config.train.eval_batch_size)
+        programs.predict_batched(predict, m.params, m.net_state, images,
+                                 config.train.eval_batch_size)
         for m in fold_models
     ]
     return np.mean(outputs, axis=0)

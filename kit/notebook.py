@@ -37,11 +37,11 @@ def data() -> None:
     _run("data")
 
 
-def cv(preset: str = "default", *, folds: int | None = None, seed: int | None = None,
+def cv(preset: str | None = None, *, folds: int | None = None, seed: int | None = None,
        epochs: int | None = None, overrides: dict | None = None, resume: bool = True) -> Path:
     """A k-fold CV run (as `python -m kit cv`); returns its folder. `overrides` sets any config
-    field, e.g. {"train.learning_rate": 0.002}."""
-    argv = ["cv", "--preset", preset]
+    field, e.g. {"train.learning_rate": 0.002}. Without a preset, the one for the hardware."""
+    argv = ["cv"] + (["--preset", preset] if preset else [])
     for flag, value in (("--folds", folds), ("--seed", seed), ("--epochs", epochs)):
         if value is not None:
             argv += [flag, str(value)]

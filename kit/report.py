@@ -155,6 +155,8 @@ def write(run_dir: Path, training: TrainingSet, lookup: LookupTable | None,
     report["config"] = json.loads((run_dir / "config.json").read_text())
     if seconds is not None:
         report["train_seconds"] = seconds
+    if (run_dir / "engine.json").exists():
+        report["engine"] = json.loads((run_dir / "engine.json").read_text())["calls"][-1]
     draw_pictures(run_dir, oof, training, histories, report)
     fileio.write_text(run_dir / "report.md", markdown(report))
     fileio.write_json(run_dir / "report.json", report)
@@ -221,6 +223,19 @@ def markdown(report: dict) -> str:
     lines.append(f"| **leaderboard estimate** | **{_fmt(estimate.get('rmse'))}** |")
     if "train_seconds" in report:
         lines += ["", f"Training took {report['train_seconds'] / 60:.1f} minutes."]
+    if "engine" in report:
+        engine = report["engine"]
+        lines += ["", (f"The last `make cv` call trained {engine['images']:,} images in "
+                       f"{engine['train_seconds']:.0f} s ({engine['images_per_second']:,.0f} "
+                       f"images/s on {engine['devices']} {engine['backend']} device(s)) and "
+                       f"spent {engine['compile_seconds']:.1f} s compiling.")]
+    select = config.get("train", {}).get("select", "best")
+    lines += ["", "Weights kept: " + (
+        "each fold's last epoch. Held-out rows score the folds but choose nothing, so the "
+        "estimate below is not flattered by selection." if select == "last" else
+        "each fold's epoch with the lowest validation RMSE, found on the same held-out rows "
+        "that then give the out-of-fold predictions: that choice flatters the estimate a "
+        "little (more for bigger models); `train.select=last` avoids it.")]
     lines += ["", "## Per fold", "", "| subset | " + " | ".join(
         f"fold {f}" for f in range(config["folds"])) + " | mean ± spread |",
         "|---|" + "---|" * (config["folds"] + 1)]

@@ -1,29 +1,27 @@
-"""Training one network on one fold: the jitted step, evaluation, early stopping, checkpoints.
+"""The pure pieces of training one network: its state, the jitted step, the learning-rate
+schedule, the loss, the epoch's batch order and test-time prediction.
 
-The loop is plain Python around one jitted `train_step(state, batch) -> (state, metrics)`;
-augmentation runs inside the step, on the device. Every random choice comes from the seed.
+`train_step(state, batch) -> (state, metrics)` is the unit everything larger is built from
+(kit.programs scans it over a chunk of steps and maps it over folds); augmentation runs inside
+it, on the device. Every random choice comes from the seed.
 """
 from __future__ import annotations
 
 import functools
-import json
-import time
+import math
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import haiku as hk
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from kit import augment, fileio, models
+from kit import augment, models
 from kit.config import Config, TrainConfig
-from kit.errors import KitError
 from kit.keypoints import IMAGE_SIZE, flip_permutation
 
 
@@ -34,6 +32,7 @@ class TrainState(NamedTuple):
     net_state: hk.State
     opt_state: optax.OptState
     key: jax.Array
+    step: jax.Array  # steps taken: the schedule's position
 
 
 @dataclass(frozen=True)
@@ -60,21 +59,47 @@ class Task:
 # ---------------------------------------------------------------- pure pieces
 
 
-def make_optimizer(train: TrainConfig, total_steps: int) -> optax.GradientTransformation:
-    if train.schedule == "onecycle":
-        rate = optax.cosine_onecycle_schedule(
-            transition_steps=max(total_steps, 1), peak_value=train.learning_rate,
-            pct_start=0.25, div_factor=20.0, final_div_factor=200.0,
-        )
-    elif train.schedule == "constant":
-        rate = train.learning_rate
-    else:
-        raise ValueError(f"unknown schedule {train.schedule!r}")
+def make_optimizer(train: TrainConfig) -> optax.GradientTransformation:
+    """The update direction; train_step scales it by -learning_rate. The rate stays outside
+    optax's schedules because folds differ in length, so each fold has its own total steps
+    while all of them run one compiled program. The same updates as optax.adamw and
+    optax.sgd with add_decayed_weights."""
     if train.optimizer == "adamw":
-        return optax.adamw(rate, weight_decay=train.weight_decay)
+        return optax.chain(optax.scale_by_adam(), optax.add_decayed_weights(train.weight_decay))
     if train.optimizer == "sgd":
-        return optax.chain(optax.add_decayed_weights(train.weight_decay), optax.sgd(rate))
+        return optax.add_decayed_weights(train.weight_decay)
     raise ValueError(f"unknown optimizer {train.optimizer!r}")
+
+
+def descend(params, direction, rate):
+    """One step down `direction` (make_optimizer's update) at `rate`."""
+    return jax.tree_util.tree_map(lambda p, d: p - rate * d, params, direction)
+
+
+# The one-cycle shape (optax.cosine_onecycle_schedule's defaults as the kit used them).
+ONECYCLE_WARMUP, ONECYCLE_DIV, ONECYCLE_FINAL_DIV = 0.25, 20.0, 200.0
+
+
+def learning_rate(train: TrainConfig, step: jax.Array, total_steps: jax.Array) -> jax.Array:
+    """The rate at `step` of a fold with `total_steps`: both may be traced, so one program
+    serves folds of any length. "onecycle" is cosine warm-up from peak/20 to the peak over
+    the first quarter, then cosine decay to peak/4000, as optax.cosine_onecycle_schedule."""
+    peak = train.learning_rate
+    if train.schedule == "constant":
+        return jnp.asarray(peak, jnp.float32)
+    if train.schedule != "onecycle":
+        raise ValueError(f"unknown schedule {train.schedule!r}")
+    total = jnp.maximum(jnp.asarray(total_steps, jnp.float32), 1.0)
+    step = jnp.asarray(step, jnp.float32)
+    start, low = peak / ONECYCLE_DIV, peak / ONECYCLE_DIV / ONECYCLE_FINAL_DIV
+    warmup = jnp.floor(ONECYCLE_WARMUP * total)
+
+    def cosine(begin, end, fraction):
+        return end + (begin - end) / 2 * (jnp.cos(math.pi * jnp.clip(fraction, 0.0, 1.0)) + 1)
+
+    rising = cosine(start, peak, step / jnp.maximum(warmup, 1.0))
+    falling = cosine(peak, low, (step - warmup) / jnp.maximum(total - warmup, 1.0))
+    return jnp.where(step < warmup, rising, falling).astype(jnp.float32)
 
 
 def masked_loss(prediction: jnp.ndarray, target: jnp.ndarray, mask: jnp.ndarray,
@@ -108,6 +133,11 @@ def pixel_rmse(prediction: np.ndarray, truth: np.ndarray) -> float:
 
 def make_train_step(net: hk.TransformedWithState, optimizer: optax.GradientTransformation,
                     config: Config, task: Task) -> Callable:
+    """The step, not jitted: the programs that call it are.
+
+    batch: uint8 "images" (B, 96, 96), pixel "keypoints" and their "mask" (B, outputs), and
+    the step's "learning_rate" (a scalar, from `learning_rate`).
+    """
     permutation = task.permutation
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
@@ -125,13 +155,13 @@ def make_train_step(net: hk.TransformedWithState, optimizer: optax.GradientTrans
         (loss, (net_state, output)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params
         )
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        direction, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = descend(state.params, direction, batch["learning_rate"])
         squared = ((output - target) * mask * models.HALF) ** 2
         metrics = {"loss": loss, "squared_error": squared.sum(), "count": mask.sum()}
-        return TrainState(params, net_state, opt_state, key), metrics
+        return TrainState(params, net_state, opt_state, key, state.step + 1), metrics
 
-    return jax.jit(train_step)
+    return train_step
 
 
 def make_predict(net: hk.TransformedWithState, task: Task, flip_tta: bool,
@@ -173,43 +203,17 @@ def make_predict(net: hk.TransformedWithState, task: Task, flip_tta: bool,
     return jax.jit(predict)
 
 
-def predict_batched(predict: Callable, params, net_state, images: np.ndarray,
-                    batch_size: int) -> np.ndarray:
-    """Predict any number of images with one compiled shape: the last batch is padded."""
-    out = []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
-        padded = np.zeros((batch_size,) + images.shape[1:], images.dtype)
-        padded[: len(chunk)] = chunk
-        out.append(np.asarray(predict(params, net_state, padded))[: len(chunk)])
-    if not out:
-        return np.zeros((0, 0), np.float32)
-    return np.concatenate(out).astype(np.float32)
-
-
-def batch_of(images: np.ndarray, keypoints: np.ndarray, index: np.ndarray) -> dict:
+def batch_of(images: np.ndarray, keypoints: np.ndarray, index: np.ndarray,
+             rate: float = 0.0) -> dict:
+    """A host-side batch (tests and benchmarks; training gathers its batches on the device)."""
     values = keypoints[index]
     present = ~np.isnan(values)
     return {
         "images": images[index],
         "keypoints": np.where(present, values, 0.0).astype(np.float32),
         "mask": present.astype(np.float32),
+        "learning_rate": np.float32(rate),
     }
-
-
-def device_placement(batch_size: int) -> tuple[Callable, Callable]:
-    """(replicate, shard): put the training state on every local device and split each batch
-    across them, so one program trains data-parallel on all GPUs (a no-op on one device)."""
-    devices = jax.local_devices()
-    if len(devices) == 1:
-        return (lambda tree: tree), (lambda tree: tree)
-    if batch_size % len(devices):
-        raise KitError(f"train.batch_size={batch_size} does not split over {len(devices)} "
-                       "devices; choose a multiple of the device count")
-    mesh = Mesh(np.array(devices), ("batch",))
-    replicated = NamedSharding(mesh, PartitionSpec())
-    split = NamedSharding(mesh, PartitionSpec("batch"))
-    return (lambda tree: jax.device_put(tree, replicated)), (lambda tree: jax.device_put(tree, split))
 
 
 def epoch_order(seed: int, fold_seed: int, epoch: int, rows: int, batch_size: int) -> np.ndarray:
@@ -223,157 +227,37 @@ def epoch_order(seed: int, fold_seed: int, epoch: int, rows: int, batch_size: in
     return order[: steps * batch_size].reshape(steps, batch_size)
 
 
-# ---------------------------------------------------------------- checkpoints
-
-
-def save_tree(path: Path, tree: Any, **extra: str) -> None:
-    """A pytree's leaves (and any text fields) as an .npz: no pickle, so loading never runs
-    code; one file renamed into place, so a checkpoint is whole or absent."""
-    leaves = jax.tree_util.tree_leaves(tree)
-    arrays = {f"leaf_{i:05d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
-    arrays.update({f"text_{name}": np.array(value) for name, value in extra.items()})
-    with fileio.atomic_path(path) as temporary, open(temporary, "wb") as f:
-        np.savez(f, **arrays)
-
-
-def load_tree(path: Path, like: Any) -> tuple[Any, dict[str, str]]:
-    """Leaves saved by save_tree poured into the structure of `like`, and the text fields."""
-    treedef = jax.tree_util.tree_structure(like)
-    with np.load(path, allow_pickle=False) as stored:
-        leaves = [stored[f"leaf_{i:05d}"] for i in range(treedef.num_leaves)]
-        texts = {k[len("text_"):]: str(stored[k]) for k in stored.files if k.startswith("text_")}
-    tree = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(leaf) for leaf in leaves])
-    return tree, texts
-
-
-@dataclass
-class FitResult:
-    params: hk.Params
-    net_state: hk.State
-    history: list[dict]
-    best_epoch: int
-    best_val_rmse: float
-
-
-@dataclass(frozen=True)
-class EpochReport:
-    """What the live display shows after each epoch."""
-
-    epoch: int
-    epochs: int
-    train_rmse: float
-    val_rmse: float
-    best_val_rmse: float
-    seconds: float
+def steps_per_epoch(rows: int, batch_size: int) -> int:
+    return max(rows // batch_size, 1)
 
 
 @functools.lru_cache(maxsize=8)
-def compiled(config: Config, task: Task, total_steps: int):
-    """The network, optimiser and jitted functions, built once for all folds alike: a fresh
-    closure per fold would make XLA compile the same step again."""
+def compiled(config: Config, task: Task):
+    """The network, optimiser and step, built once per config and task: a fresh closure per
+    call would make XLA compile the same program again."""
     net = models.build(config.model, task.outputs)
-    optimizer = make_optimizer(config.train, total_steps)
-    train_step = make_train_step(net, optimizer, config, task)
-    predict = make_predict(net, task, flip_tta=False)
-    return net, optimizer, train_step, predict
+    optimizer = make_optimizer(config.train)
+    return net, optimizer, make_train_step(net, optimizer, config, task)
 
 
-def init_state(net, optimizer, config: Config, task: Task, fold_seed: int) -> TrainState:
+def fold_key(config: Config, task: Task, fold_seed: int) -> jax.Array:
     key = jax.random.PRNGKey(config.seed)
-    key = jax.random.fold_in(jax.random.fold_in(key, fold_seed), zlib.crc32(task.name.encode()))
-    init_key, key = jax.random.split(key)
-    dummy = jnp.zeros((2, IMAGE_SIZE, IMAGE_SIZE), jnp.float32)
-    params, net_state = net.init(init_key, dummy, True)
-    return TrainState(params, net_state, optimizer.init(params), key)
+    return jax.random.fold_in(jax.random.fold_in(key, fold_seed), zlib.crc32(task.name.encode()))
 
 
-def fit(
-    config: Config,
-    task: Task,
-    train_images: np.ndarray,
-    train_keypoints: np.ndarray,
-    val_images: np.ndarray,
-    val_keypoints: np.ndarray,
-    fold_seed: int = 0,
-    checkpoint_dir: Path | None = None,
-    on_step: Callable[[int, int], None] | None = None,
-    on_epoch: Callable[[EpochReport], None] | None = None,
-) -> FitResult:
-    """Train on (train_images, train_keypoints), early-stop on the validation pixel RMSE.
+def make_init(net: hk.TransformedWithState, optimizer: optax.GradientTransformation) -> Callable:
+    """key -> a fresh TrainState; pure, so folds are initialised together under vmap."""
 
-    With checkpoint_dir, every finished epoch is saved there and a later call continues from
-    the last one: same seeds, same batches, so the result equals an uninterrupted run's.
-    """
-    train_config = config.train
-    steps_per_epoch = max(len(train_images) // train_config.batch_size, 1)
-    net, optimizer, train_step, predict = compiled(config, task,
-                                                   steps_per_epoch * train_config.epochs)
-    replicate, shard = device_placement(train_config.batch_size)
-    state = replicate(init_state(net, optimizer, config, task, fold_seed))
+    def init(key: jax.Array) -> TrainState:
+        init_key, key = jax.random.split(key)
+        dummy = jnp.zeros((2, IMAGE_SIZE, IMAGE_SIZE), jnp.float32)
+        params, net_state = net.init(init_key, dummy, True)
+        return TrainState(params, net_state, optimizer.init(params), key,
+                          jnp.zeros((), jnp.int32))
 
-    history: list[dict] = []
-    best = {"epoch": -1, "val_rmse": float("inf"), "bad_epochs": 0}
-    best_params, best_net_state = state.params, state.net_state
-    start_epoch = 0
-    if checkpoint_dir is not None and (checkpoint_dir / CHECKPOINT).exists():
-        state, best_params, best_net_state, history, best = _restore(checkpoint_dir, state)
-        state = replicate(state)
-        start_epoch = len(history)
-
-    for epoch in range(start_epoch, train_config.epochs):
-        if best["bad_epochs"] >= train_config.patience:
-            break
-        started = time.perf_counter()
-        order = epoch_order(config.seed, fold_seed, epoch, len(train_images),
-                            train_config.batch_size)
-        step_metrics = []
-        for step, index in enumerate(order):
-            state, metrics = train_step(state, shard(batch_of(train_images, train_keypoints,
-                                                                index)))
-            # Kept on the device: reading them here would stall the dispatch of the next step.
-            step_metrics.append(metrics)
-            if on_step is not None:
-                on_step(step + 1, len(order))
-        totals = jax.device_get(jax.tree_util.tree_map(lambda *m: sum(m), *step_metrics))
-        squared, count = float(totals["squared_error"]), float(totals["count"])
-        predictions = predict_batched(predict, state.params, state.net_state, val_images,
-                                      train_config.eval_batch_size)
-        val_rmse = pixel_rmse(predictions, val_keypoints)
-        train_rmse = float(np.sqrt(squared / max(count, 1.0)))
-        if not np.isfinite(train_rmse):
-            raise KitError(f"{task.name} network, fold {fold_seed + 1}: training diverged at "
-                           f"epoch {epoch + 1} (the loss is not finite); lower "
-                           f"train.learning_rate (now {train_config.learning_rate})")
-        if val_rmse < best["val_rmse"]:
-            best = {"epoch": epoch, "val_rmse": val_rmse, "bad_epochs": 0}
-            best_params, best_net_state = state.params, state.net_state
-        else:
-            best["bad_epochs"] += 1
-        seconds = time.perf_counter() - started
-        history.append({
-            "epoch": epoch + 1, "train_rmse": train_rmse, "val_rmse": val_rmse,
-            "seconds": seconds,
-        })
-        if checkpoint_dir is not None:
-            _checkpoint(checkpoint_dir, state, best_params, best_net_state, history, best)
-        if on_epoch is not None:
-            on_epoch(EpochReport(epoch + 1, train_config.epochs, train_rmse, val_rmse,
-                                 best["val_rmse"], seconds))
-    return FitResult(best_params, best_net_state, history, best["epoch"] + 1, best["val_rmse"])
+    return init
 
 
-CHECKPOINT = "checkpoint.npz"
-
-
-def _checkpoint(folder: Path, state: TrainState, best_params, best_net_state,
-                history: list[dict], best: dict) -> None:
-    progress = json.dumps({"history": history, "best": best})
-    save_tree(folder / CHECKPOINT, (state, best_params, best_net_state), progress=progress)
-
-
-def _restore(folder: Path, like: TrainState):
-    (state, best_params, best_net_state), texts = load_tree(
-        folder / CHECKPOINT, (like, like.params, like.net_state)
-    )
-    progress = json.loads(texts["progress"])
-    return state, best_params, best_net_state, progress["history"], progress["best"]
+def init_state(config: Config, task: Task, fold_seed: int) -> TrainState:
+    net, optimizer, _ = compiled(config, task)
+    return jax.jit(make_init(net, optimizer))(fold_key(config, task, fold_seed))

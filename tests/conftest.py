@@ -3,8 +3,15 @@ on it, made once per session (compiling the networks is the slow part)."""
 from __future__ import annotations
 
 import io
+import os
+import tempfile
 import zipfile
 from pathlib import Path
+
+# Before kit is imported (it reads them then): compiled programs go to a cache of the test
+# session's own, and no Kaggle mount of the machine the tests run on is taken for the data.
+os.environ["KIT_COMPILE_CACHE"] = tempfile.mkdtemp(prefix="kit-test-compile-cache-")
+os.environ.setdefault("KIT_KAGGLE_ROOT", tempfile.mkdtemp(prefix="kit-test-no-kaggle-"))
 
 import pytest
 

@@ -52,3 +52,41 @@ def test_seed_preset_keeps_the_reports_recipe():
     assert (seed.train.batch_size, seed.train.learning_rate) == (32, 0.01)
     assert (seed.train.optimizer, seed.train.loss, seed.train.schedule) == ("sgd", "mse",
                                                                             "constant")
+
+
+def test_v1_is_b2cd740s_default_exactly():
+    """v1 stays what `default` was at b2cd740 (its saved form, taken from that commit), so
+    that commit's figures stay reproducible; fields added since keep their defaults."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    then = json.loads((Path(__file__).parent / "data" / "b2cd740-default.json").read_text())
+    then["preset"] = "v1"
+    now = json.loads(json.dumps(config_io.to_dict(config_io.preset("v1"))))
+    assert now["train"].pop("select") == "best"  # b2cd740 kept the best epoch
+    assert now.pop("engine") == dataclasses.asdict(config_io.EngineConfig())
+    assert now == then
+
+
+@pytest.mark.parametrize("platform, expected", [("cpu", "default"), ("gpu", "gpu"),
+                                                ("cuda", "gpu"), ("tpu", "gpu")])
+def test_without_a_preset_the_hardware_picks_one(platform, expected):
+    name, why = config_io.preset_for(platform)
+    assert name == expected and name in config_io.PRESETS and why
+
+
+def test_the_cli_says_which_preset_the_hardware_picked_and_an_explicit_one_wins(capsys):
+    import argparse
+
+    from kit import cli
+
+    picked = cli.make_config(argparse.Namespace(preset=None, set=None))
+    assert picked.preset == "default"  # these tests run on CPUs
+    assert "preset default (no accelerator here" in capsys.readouterr().out
+    chosen = cli.make_config(argparse.Namespace(preset="seed", set=None))
+    assert chosen.preset == "seed" and capsys.readouterr().out == ""
+
+
+def test_the_gpu_preset_never_lets_held_out_rows_choose_its_weights():
+    assert config_io.preset("gpu").train.select == "last"

@@ -122,7 +122,8 @@ def test_command_line_flags_are_checked_like_set(flags, shown):
 
 def test_the_cli_refuses_before_reading_any_data():
     # The data folder does not exist: reaching it would be another error, not this one.
-    command = [sys.executable, "-m", "kit", "--data", "/nonexistent", "cv", "--epochs", "0"]
+    command = [sys.executable, "-m", "kit", "--data", "/nonexistent", "cv", "--preset",
+               "default", "--epochs", "0"]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120,
                           check=False)
     assert done.returncode == 1, done.stderr

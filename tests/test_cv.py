@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kit import checkpoints, cv, models, report, train
 from kit import config as config_io
-from kit import cv, models, report, train
 from kit.data import subset_indices
 from kit.keypoints import CORE_COLUMN_INDICES
 
@@ -27,7 +27,7 @@ def test_run_folder_holds_config_models_histories_and_oof(run_dir, quick_config)
             assert (folder / "model.npz").exists()
             history = json.loads((folder / "history.json").read_text())["history"]
             assert [h["epoch"] for h in history] == [1, 2]
-            assert not (folder / train.CHECKPOINT).exists()
+            assert not (folder / checkpoints.CHECKPOINT).exists()
     assert (run_dir.parent / "latest").resolve() == run_dir.resolve()
 
 
@@ -88,30 +88,36 @@ def test_same_config_same_numbers(tmp_path, training, quick_config, run_dir):
 
 
 def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, training, quick_config, run_dir):
-    class StopAfterFirstEpochOfSecondFold(cv.Listener):
-        def epoch(self, subset, fold, epoch_report):
-            if (subset, fold, epoch_report.epoch) == ("15", 1, 1):
+    class StopAfterTheFirstEpochOfTheSecondNetwork(cv.Listener):
+        def epoch(self, network, reports):
+            if (network, reports[0].epoch) == ("4", 1):
                 raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        cv.run_cv(quick_config, training, tmp_path, listener=StopAfterFirstEpochOfSecondFold())
-    interrupted = cv.fold_dir(next(tmp_path.glob("*-quick")), "15", 1)
-    assert (interrupted / train.CHECKPOINT).exists()
+        cv.run_cv(quick_config, training, tmp_path,
+                  listener=StopAfterTheFirstEpochOfTheSecondNetwork())
+    run = next(tmp_path.glob("*-quick"))
+    assert (cv.fold_dir(run, "15", 1) / "oof.npz").exists()
+    for fold in (0, 1):
+        saved = checkpoints.peek_progress(cv.fold_dir(run, "4", fold) / checkpoints.CHECKPOINT)
+        assert saved is not None and saved.position == (1, 0) and len(saved.history) == 1
+    assert not (run / ".lock").exists(), "an interrupted run must release its lock"
     resumed = cv.run_cv(quick_config, training, tmp_path)
     assert resumed.parent == tmp_path and len(list(tmp_path.glob("*-quick"))) == 1
     pd.testing.assert_frame_equal(report.read_oof(resumed), report.read_oof(run_dir))
 
 
-@pytest.mark.parametrize("head", models.HEADS)
+@pytest.mark.parametrize("head", config_io.HEADS)
 def test_the_loss_falls_when_training_on_a_batch(training, quick_config, head):
     config = config_io.override(quick_config, ["augment.affine_prob=0", "augment.flip_prob=0",
                                                "augment.noise_std=0", "augment.brightness=0",
                                                "augment.contrast=0", f"model.head={head}"])
     task = cv.task_for("15")
-    net, optimizer, train_step, _ = train.compiled(config, task, 100)
-    state = train.init_state(net, optimizer, config, task, 0)
+    _, _, train_step = train.compiled(config, task)
+    train_step = jax.jit(train_step)
+    state = train.init_state(config, task, 0)
     rows = subset_indices(training.keypoints, "15")[:32]
-    batch = train.batch_of(training.images, training.keypoints, rows)
+    batch = train.batch_of(training.images, training.keypoints, rows, config.train.learning_rate)
     losses = []
     for _ in range(40):
         state, metrics = train_step(state, batch)
@@ -130,10 +136,10 @@ def test_seed_preset_is_the_reports_network_and_takes_a_step(training):
     expected = (9 * 32 + 32) + (9 * 32 * 64 + 64) + (24 * 24 * 64 * 500 + 500) + (500 * 30 + 30)
     assert models.parameter_count(params) == expected
     task = cv.task_for("15")
-    net, optimizer, train_step, _ = train.compiled(config, task, 10)
-    state = train.init_state(net, optimizer, config, task, 0)
-    batch = train.batch_of(training.images, training.keypoints, np.arange(32))
-    new_state, metrics = train_step(state, batch)
+    _, _, train_step = train.compiled(config, task)
+    state = train.init_state(config, task, 0)
+    batch = train.batch_of(training.images, training.keypoints, np.arange(32), 0.01)
+    new_state, metrics = jax.jit(train_step)(state, batch)
     assert np.isfinite(float(metrics["loss"]))
     changed = jax.tree_util.tree_map(lambda a, b: bool(np.any(a != b)), state.params,
                                      new_state.params)

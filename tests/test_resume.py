@@ -22,7 +22,11 @@ FAKE_KEY = "0123456789abcdef-resume-test-key"
 
 
 def cv_command(data_dir: Path, runs: Path) -> list[str]:
-    overrides = [arg for item in QUICK for arg in ("--set", item)]
+    # A checkpoint at every chunk of steps, each chunk a step or two: a kill lands anywhere,
+    # mid-epoch too (engine settings are not part of the work: the run still resumes).
+    overrides = [arg for item in QUICK + ["engine.checkpoint_seconds=0",
+                                          "engine.chunk_seconds=0.000001"]
+                 for arg in ("--set", item)]
     return [sys.executable, "-m", "kit", "--data", str(data_dir), "--runs", str(runs), "cv",
             "--preset", "quick", *overrides]
 
@@ -73,3 +77,29 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_report(synth_competition, qu
             assert FAKE_USER.encode() not in content, path
     assert FAKE_KEY not in rerun.stdout + rerun.stderr
     assert not list(resumed.rglob("*.part")), "a temporary file was left behind"
+
+
+def test_ctrl_c_stops_cleanly_after_a_checkpoint_and_the_rerun_finishes_the_same(
+        synth_competition, quick_run, tmp_path):
+    _, data_dir = synth_competition
+    runs = tmp_path / "cv"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(cv_command(data_dir, runs), cwd=REPO, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if list(runs.glob("*/folds/*/checkpoint.npz")):
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be interrupted"
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    (run_dir,) = [p for p in runs.iterdir() if p.is_dir() and not p.is_symlink()]
+    assert not (run_dir / ".lock").exists()
+    assert list(run_dir.glob("folds/*/checkpoint.npz")) or list(run_dir.glob("folds/*/oof.npz"))
+    rerun = subprocess.run(cv_command(data_dir, runs), cwd=REPO, env=env, capture_output=True,
+                           text=True, timeout=600, check=False)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    pd.testing.assert_frame_equal(report.read_oof(run_dir), report.read_oof(quick_run))

@@ -1,0 +1,207 @@
+"""The training engine: folds trained together equal folds trained alone, an interrupted
+group resumes to exactly the uninterrupted result, held-out rows never choose the weights
+of `select=last`, memory splits folds into groups."""
+from __future__ import annotations
+
+import numpy as np
+import optax
+import pytest
+
+from kit import checkpoints, cv, engine, programs, train
+from kit import config as config_io
+
+NETWORK = "4"  # 60 synthetic rows: 30 training rows a fold, 3 steps of 8 an epoch
+
+
+@pytest.fixture(scope="module")
+def small(quick_config):
+    return config_io.override(quick_config, [
+        "train.batch_size=8", "train.eval_batch_size=16", "train.epochs=2",
+        "engine.checkpoint_seconds=0", "engine.chunk_seconds=0.000001"])
+
+
+def train_folds(config, training, folds=(0, 1), checkpoint_dir=None, listener=None,
+                targets=None):
+    assignment = cv.assign_folds(config, training)
+    if targets is None:
+        targets = cv.network_targets(NETWORK, training.keypoints)
+    placement = programs.Placement.for_batch(config.train.batch_size)
+    data = engine.DeviceData.put(training.images, targets, placement)
+    jobs = [engine.FoldJob(fold, *cv.fold_rows(assignment, NETWORK, fold),
+                           None if checkpoint_dir is None
+                           else checkpoint_dir / f"fold-{fold}.npz")
+            for fold in folds]
+    results = engine.fit_folds(config, cv.task_for(NETWORK), data, jobs,
+                               listener or engine.Listener(), engine.Stats(), NETWORK)
+    return {result.fold: result for result in results}
+
+
+def assert_same(a, b, config=None, training=None, pixels=None):
+    """Equal results: bit for bit (pixels None), or equal predictions within `pixels`.
+
+    Weights themselves are no measure across programs: Adam scales a parameter's float-noise
+    gradient (a bias before batch norm has none in exact arithmetic) up to a full step."""
+    assert sorted(a) == sorted(b)
+    for fold in a:
+        if pixels is None:
+            for x, y in zip(jax_leaves(a[fold].params), jax_leaves(b[fold].params)):
+                np.testing.assert_array_equal(x, y)
+            assert a[fold].history == [dict(h, seconds=a_h["seconds"]) for h, a_h in
+                                       zip(b[fold].history, a[fold].history)]
+            continue
+        for key in ("train_rmse", "val_rmse"):
+            assert [h[key] for h in a[fold].history] == pytest.approx(
+                [h[key] for h in b[fold].history], rel=1e-4)
+        task = cv.task_for(NETWORK)
+        predicted = [cv.predict_images(config, task, [cv.FoldModel(r.params, r.net_state)],
+                                       training.images[:16]) for r in (a[fold], b[fold])]
+        np.testing.assert_allclose(predicted[0], predicted[1], atol=pixels)
+
+
+def jax_leaves(tree):
+    import jax
+
+    return [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(tree)]
+
+
+@pytest.mark.parametrize("batching", ["vmap", "map"])
+def test_folds_trained_together_equal_each_fold_trained_alone(small, training, batching):
+    config = config_io.override(small, [f"engine.fold_batching={batching}"])
+    together = train_folds(config, training)
+    alone = train_folds(config_io.override(config, ["engine.fold_group=1"]), training)
+    assert sorted(together) == [0, 1]
+    assert_same(together, alone, config, training, pixels=1e-3)
+    # Different rows and keys: the folds really are different trainings.
+    assert together[0].history[0]["val_rmse"] != together[1].history[0]["val_rmse"]
+
+
+def test_a_group_interrupted_mid_epoch_resumes_to_the_uninterrupted_result(small, training,
+                                                                          tmp_path):
+    uninterrupted = train_folds(small, training)
+
+    class StopAfterFourChunks(engine.Listener):
+        chunks = 0
+
+        def progress(self, network, fold_steps):
+            self.chunks += 1
+            if self.chunks == 4:  # epoch 2, step 1 of 3
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_folds(small, training, checkpoint_dir=tmp_path, listener=StopAfterFourChunks())
+    saved = checkpoints.peek_progress(tmp_path / "fold-0.npz")
+    assert saved.epoch == 1 and 1 <= saved.step < 3
+    assert set(saved.sums) == {"loss", "squared_error", "count"}
+    resumed = train_folds(small, training, checkpoint_dir=tmp_path)
+    assert_same(resumed, uninterrupted)
+
+
+def test_a_corrupt_checkpoint_is_said_and_its_fold_starts_again(small, training, tmp_path):
+    uninterrupted = train_folds(small, training)
+
+    class StopAfterTheFirstEpoch(engine.Listener):
+        def epoch(self, network, reports):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_folds(small, training, checkpoint_dir=tmp_path, listener=StopAfterTheFirstEpoch())
+    (tmp_path / "fold-1.npz").write_bytes(b"PK\x03\x04 not a zip any more")
+
+    class Notes(engine.Listener):
+        def __init__(self):
+            self.said = []
+
+        def note(self, text):
+            self.said.append(text)
+
+    listener = Notes()
+    resumed = train_folds(small, training, checkpoint_dir=tmp_path, listener=listener)
+    assert len(listener.said) == 1 and "fold-1.npz: corrupt checkpoint" in listener.said[0]
+    assert_same(resumed, uninterrupted)
+
+
+def test_select_last_never_lets_held_out_rows_choose_or_stop(small, training):
+    config = config_io.override(small, ["train.select=last", "train.patience=1",
+                                        "train.epochs=3"])
+    honest = train_folds(config, training, folds=(0,))
+    assignment = cv.assign_folds(config, training)
+    _, val_rows = cv.fold_rows(assignment, NETWORK, 0)
+    targets = cv.network_targets(NETWORK, training.keypoints)
+    scrambled = targets.copy()
+    scrambled[val_rows] = np.random.default_rng(1).uniform(0, 95, scrambled[val_rows].shape)
+    blind = train_folds(config, training, folds=(0,), targets=scrambled)
+    for x, y in zip(jax_leaves(honest[0].params), jax_leaves(blind[0].params)):
+        np.testing.assert_array_equal(x, y)
+    assert len(blind[0].history) == 3 and blind[0].best_epoch == 3
+    # The same change does move what `select=best` keeps: the test above can fail.
+    best = config_io.override(config, ["train.select=best"])
+    chosen = train_folds(best, training, folds=(0,))
+    fooled = train_folds(best, training, folds=(0,), targets=scrambled)
+    assert [h["val_rmse"] for h in chosen[0].history] != [h["val_rmse"]
+                                                         for h in fooled[0].history]
+
+
+def test_folds_that_do_not_fit_in_memory_train_in_groups(small, training, monkeypatch):
+    together = train_folds(small, training)
+    monkeypatch.setenv("KIT_DEVICE_MEMORY", "1000")
+
+    class Notes(engine.Listener):
+        def __init__(self):
+            self.said, self.groups = [], []
+
+        def note(self, text):
+            self.said.append(text)
+
+        def group_started(self, network, folds, epoch, epochs):
+            self.groups.append(folds)
+
+    listener = Notes()
+    grouped = train_folds(small, training, listener=listener)
+    assert listener.groups == [[0], [1]]
+    assert "training them in groups of 1" in listener.said[0]
+    assert_same(grouped, together, small, training, pixels=1e-3)
+
+
+@pytest.mark.parametrize("total", [1, 7, 100, 1013])
+def test_the_schedule_is_optaxs_one_cycle_for_any_fold_length(total):
+    config = config_io.preset("default").train
+    reference = optax.cosine_onecycle_schedule(
+        transition_steps=total, peak_value=config.learning_rate, pct_start=0.25,
+        div_factor=20.0, final_div_factor=200.0)
+    for step in range(total + 3):
+        assert float(train.learning_rate(config, step, total)) == pytest.approx(
+            float(reference(step)), rel=1e-5, abs=1e-9)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_the_update_is_optaxs(optimizer):
+    """make_optimizer's direction, descended at the schedule's rate: optax.adamw, or sgd with
+    decayed weights, for the same gradients."""
+    config = config_io.override(config_io.preset("default"),
+                                [f"train.optimizer={optimizer}"]).train
+    rate = 0.003
+    reference = (optax.adamw(rate, weight_decay=config.weight_decay) if optimizer == "adamw"
+                 else optax.chain(optax.add_decayed_weights(config.weight_decay),
+                                  optax.sgd(rate)))
+    rng = np.random.default_rng(0)
+    params = {"w": rng.normal(size=(3, 4)).astype(np.float32), "b": np.zeros(4, np.float32)}
+    mine, theirs = params, params
+    direction = train.make_optimizer(config)
+    mine_state, theirs_state = direction.init(mine), reference.init(theirs)
+    for _ in range(3):
+        grads = {k: rng.normal(size=v.shape).astype(np.float32) for k, v in params.items()}
+        step, mine_state = direction.update(grads, mine_state, mine)
+        mine = train.descend(mine, step, rate)
+        updates, theirs_state = reference.update(grads, theirs_state, theirs)
+        theirs = optax.apply_updates(theirs, updates)
+    for key in params:
+        np.testing.assert_allclose(mine[key], theirs[key], rtol=1e-6, atol=1e-7)
+
+
+def test_batches_split_over_the_devices_that_divide_them():
+    import jax
+
+    devices = jax.local_devices()
+    assert programs.Placement.for_batch(64).devices == len(devices)
+    assert programs.Placement.for_batch(7, devices * 2).devices in (1, 7)
+    assert programs.Placement.for_batch(6, devices[:1] * 4).devices == 3

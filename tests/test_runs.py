@@ -1,0 +1,48 @@
+"""Run folders: a live run's lock keeps a second `make cv` out; a dead one's is taken over."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from kit import config as config_io
+from kit import cv, runs
+from kit.errors import KitError
+
+
+def test_a_second_start_of_a_live_run_is_refused_in_one_line(tmp_path, training, quick_config):
+    run_dir = runs.new_run_dir(tmp_path, quick_config)
+    (run_dir / "config.json").write_text(json.dumps(config_io.to_dict(quick_config)))
+    with runs.locked(run_dir), pytest.raises(KitError) as refused:
+        cv.run_cv(quick_config, training, tmp_path)
+    message = str(refused.value)
+    assert f"being trained by process {os.getpid()}" in message and "\n" not in message
+    assert not (run_dir / runs.LOCK).exists(), "the holder releases its lock"
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / runs.LOCK).write_text(json.dumps(
+        {"pid": dead.pid, "host": socket.gethostname(), "started": "earlier"}))
+    assert runs.lock_holder(tmp_path) is None
+    with runs.locked(tmp_path):
+        assert json.loads((tmp_path / runs.LOCK).read_text())["pid"] == os.getpid()
+    assert not (tmp_path / runs.LOCK).exists()
+
+
+def test_engine_settings_do_not_make_another_run(quick_config):
+    faster = config_io.override(quick_config, ["engine.checkpoint_seconds=5",
+                                               "engine.fold_batching=vmap"])
+    assert runs.same_work(faster, quick_config)
+    assert not runs.same_work(config_io.override(quick_config, ["train.epochs=3"]),
+                              quick_config)
+
+
+def test_two_new_runs_in_one_second_get_two_folders(tmp_path, quick_config):
+    first, second = (runs.new_run_dir(tmp_path, quick_config) for _ in range(2))
+    assert first != second and first.is_dir() and second.is_dir()
