@@ -28,6 +28,7 @@ import zipfile
 from pathlib import Path
 
 from bench.common import PRACTICE_SOLUTION, PRACTICE_ZIP, SHARED
+from kit import runtime
 
 REPO = Path(__file__).resolve().parents[1]
 OLD_ENGINE = "b2cd740"  # the last commit of the per-step Python loop
@@ -135,7 +136,10 @@ def one_run(code: Path, data: Path, runs: Path, preset: str, epochs: int | None,
             score: bool) -> dict:
     command = [sys.executable, "-m", "kit", "--data", str(data), "--runs", str(runs), "cv",
                "--preset", preset, "--no-resume"] + (["--epochs", str(epochs)] if epochs else [])
-    env = dict(os.environ, PYTHONPATH=str(code))
+    # The environment the user gave, not the device flags `import kit` added to this
+    # process: each engine sets up its own process (the old one runs as it always ran).
+    env = dict(os.environ, PYTHONPATH=str(code),
+               XLA_FLAGS=runtime.without_kit_flags(os.environ.get("XLA_FLAGS", "")))
     with GpuSampler() as gpu:
         started = time.perf_counter()
         done = subprocess.run(command, cwd=code, env=env, capture_output=True, text=True,

@@ -355,12 +355,15 @@ class Group:
         ("map"), all queued without waiting."""
         scalar = self.placement.replicated
         if self.batching == "vmap":
-            return run_steps(states, sums, self.data.arrays, order, valid, totals,
-                             scalar(np.int32(first)), scalar(np.int32(last)))
-        for step in range(first, last):
-            for fold in np.flatnonzero(valid_host[:, step]):
-                states, sums = run_steps(states, sums, self.data.arrays, order, valid, totals,
-                                         scalar(np.int32(fold)), scalar(np.int32(step)))
+            calls = [(first, last)]
+        else:
+            calls = [(fold, step) for step in range(first, last)
+                     for fold in np.flatnonzero(valid_host[:, step])]
+        for a, b in calls:
+            states, sums = run_steps(states, sums, self.data.arrays, order, valid, totals,
+                                     scalar(np.int32(a)), scalar(np.int32(b)))
+            if self.placement.blocking:
+                jax.block_until_ready(sums)
         return states, sums
 
     def _end_epoch(self, evaluate, keep_best, states, best, sums, rows, weight,

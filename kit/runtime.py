@@ -36,9 +36,21 @@ def cpu_device_flags(environ: dict[str, str]) -> str:
     count = int(environ.get("KIT_CPU_DEVICES") or cpu_cores())
     if count <= 1:
         return flags
-    added = (f"{DEVICE_COUNT_FLAG}={count} --xla_cpu_multi_thread_eigen=false "
-             "intra_op_parallelism_threads=1")
-    return f"{flags} {added}".strip()
+    return f"{flags} {DEVICE_COUNT_FLAG}={count} {SINGLE_THREADED}".strip()
+
+
+SINGLE_THREADED = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+def without_kit_flags(flags: str) -> str:
+    """XLA_FLAGS as they were before `configure` added the CPU device flags (for a program
+    that must run as it would without the kit, such as an older engine being timed)."""
+    words = flags.split()
+    if SINGLE_THREADED.split()[0] not in words:
+        return flags
+    kept = [w for w in words if not w.startswith(DEVICE_COUNT_FLAG)
+            and w not in SINGLE_THREADED.split()]
+    return " ".join(kept)
 
 
 def cache_dir(environ: dict[str, str]) -> Path | None:

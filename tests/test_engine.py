@@ -205,3 +205,14 @@ def test_batches_split_over_the_devices_that_divide_them():
     assert programs.Placement.for_batch(64).devices == len(devices)
     assert programs.Placement.for_batch(7, devices * 2).devices in (1, 7)
     assert programs.Placement.for_batch(6, devices[:1] * 4).devices == 3
+
+
+def test_simulated_cpu_devices_run_one_program_at_a_time():
+    """Queued all-reduce programs on XLA:CPU's simulated devices can deadlock (XLA then ends
+    the process): with more than one CPU device each dispatch is awaited."""
+    import jax
+
+    placement = programs.Placement.for_batch(8)
+    assert placement.blocking == (placement.devices > 1 and jax.default_backend() == "cpu")
+    single = programs.Placement.for_batch(8, jax.local_devices()[:1])
+    assert not single.blocking
