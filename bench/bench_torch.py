@@ -12,7 +12,7 @@ import optax
 
 from bench.common import median_seconds
 from kit import config as config_io
-from kit import models, programs
+from kit import models
 
 STEPS = 20
 REPEATS = 3  # the median: a single timing moves by 20% here
@@ -35,10 +35,8 @@ def jax_rate(batch: int, images: np.ndarray, targets: np.ndarray) -> float:
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    # The batch split over the devices as the kit trains (one per core on a CPU).
-    placement = programs.Placement.for_batch(batch)
-    x, y = placement.split((images, targets), 0)
-    carry = list(placement.replicated((params, opt_state)))
+    x, y = jnp.asarray(images), jnp.asarray(targets)
+    carry = [params, opt_state]
 
     def run_steps():
         for _ in range(STEPS):
