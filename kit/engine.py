@@ -314,7 +314,9 @@ class Group:
                         self.listener.progress(self.network, fold_steps)
                         due = (time.monotonic() - last_checkpoint
                                >= config.engine.checkpoint_seconds)
-                        if not in_flight and (due or interrupt.requested):
+                        # states, sums and step always agree (the last dispatched chunk's),
+                        # so a checkpoint may be taken with a chunk still running.
+                        if step < self.steps and (due or interrupt.requested):
                             self._checkpoint(writer, states, best, sums, progress, step)
                             last_checkpoint = time.monotonic()
                             interrupt.check()
@@ -330,6 +332,9 @@ class Group:
                         self._checkpoint(writer, states, best, None, progress, 0)
                         last_checkpoint = time.monotonic()
                         interrupt.check()
+                # A Ctrl-C in the last epoch stops here, saved as finished: a rerun writes
+                # the group's models without training again.
+                interrupt.check()
             except KeyboardInterrupt:
                 # Raised at a point where states, sums and step agree (a listener's or the
                 # deferred Ctrl-C): the last dispatched chunk finishes and is saved.

@@ -96,6 +96,29 @@ def test_a_group_interrupted_mid_epoch_resumes_to_the_uninterrupted_result(small
     assert_same(resumed, uninterrupted)
 
 
+def test_ctrl_c_is_held_until_a_checkpoint_then_stops_and_resumes_exactly(small, training,
+                                                                         tmp_path):
+    import os
+    import signal
+
+    uninterrupted = train_folds(small, training)
+
+    class PressCtrlC(engine.Listener):
+        chunks = 0
+
+        def progress(self, network, fold_steps):
+            self.chunks += 1
+            if self.chunks == 4:
+                os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, mid-epoch
+
+    with pytest.raises(KeyboardInterrupt):
+        train_folds(small, training, checkpoint_dir=tmp_path, listener=PressCtrlC())
+    saved = checkpoints.peek_progress(tmp_path / "fold-1.npz")
+    assert saved.epoch == 1 and 1 <= saved.step < 3, "stopped mid-epoch, at a checkpoint"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert_same(train_folds(small, training, checkpoint_dir=tmp_path), uninterrupted)
+
+
 def test_a_corrupt_checkpoint_is_said_and_its_fold_starts_again(small, training, tmp_path):
     uninterrupted = train_folds(small, training)
 
