@@ -222,8 +222,8 @@ def train_network(config: Config, training: TrainingSet, run_dir: Path, network:
     targets = network_targets(network, training.keypoints, config.common_keypoints)
     placement = programs.Placement.for_batch(config.train.batch_size)
     data = engine.DeviceData.put(training.images, targets, placement)
+    val_rows = {job.fold: job.val_rows for job in jobs}
     for result in engine.fit_folds(config, task, data, jobs, listener, stats, network):
-        job = next(j for j in jobs if j.fold == result.fold)
         folder = fold_dir(run_dir, network, result.fold)
         save_fold_model(folder, result.params, result.net_state)
         fileio.write_json(folder / "history.json", {
@@ -231,9 +231,9 @@ def train_network(config: Config, training: TrainingSet, run_dir: Path, network:
             "best_val_rmse": result.best_val_rmse, "select": config.train.select,
         })
         predictions = predict_images(config, task, [FoldModel(result.params, result.net_state)],
-                                     training.images[job.val_rows])
+                                     training.images[val_rows[result.fold]])
         with fileio.atomic_path(folder / "oof.npz") as temporary, open(temporary, "wb") as f:
-            np.savez(f, rows=job.val_rows, predictions=predictions)
+            np.savez(f, rows=val_rows[result.fold], predictions=predictions)
         (folder / checkpoints.CHECKPOINT).unlink(missing_ok=True)
         listener.fold_finished(network, result.fold, result.best_val_rmse, skipped=False)
 

@@ -168,6 +168,9 @@ class Group:
                                     for j in jobs])
         self.steps = int(self.fold_steps.max())
         self.totals = self.fold_steps * config.train.epochs
+        # On the devices once per group: what every epoch's programs take unchanged.
+        self.totals_device = self.placement.replicated(self.totals.astype(np.int32))
+        self.val_rows, self.val_weight = self._validation_arrays()
         self.compile_seconds = 0.0
         self._programs = None
         self._states = None
@@ -186,7 +189,7 @@ class Group:
         fresh = self._fresh_states()
         states, bests, progress = [], [], []
         for index, job in enumerate(self.jobs):
-            state = jax.tree_util.tree_map(lambda leaf, i=index: leaf[i], fresh)
+            state = programs.fold_of(fresh, index)
             best, fold_progress = (state.params, state.net_state), Progress()
             if job.checkpoint is not None and job.checkpoint.exists():
                 try:
@@ -220,9 +223,8 @@ class Group:
         order = place.split(np.zeros((folds, self.steps, self.config.train.batch_size),
                                      np.int32), 2)
         valid = place.replicated(np.zeros((folds, self.steps), bool))
-        totals = place.replicated(self.totals.astype(np.int32))
+        totals, rows, weight = self.totals_device, self.val_rows, self.val_weight
         bound = place.replicated(np.int32(0))
-        rows, weight = self._validation_arrays()
         active = place.replicated(np.ones(folds, bool))
         run_steps, seconds_a = programs.compile_program(
             programs.make_run_steps(self.train_step, self.config.train, self.batching),
@@ -274,8 +276,7 @@ class Group:
         stats.compile_seconds += self.compile_seconds
         self.listener.group_started(self.network, [j.fold for j in self.jobs],
                                     progress[0].epoch, config.train.epochs)
-        rows, weight = self._validation_arrays()
-        totals = place.replicated(self.totals.astype(np.int32))
+        totals, rows, weight = self.totals_device, self.val_rows, self.val_weight
         chunk = 1  # steps per dispatch, adapted to chunk_seconds once a chunk is timed
         last_checkpoint = time.monotonic()
         started = time.perf_counter()
@@ -428,8 +429,7 @@ class Group:
             saved.step = step
             saved.sums = ({k: float(v[index]) for k, v in host_sums.items()}
                           if host_sums is not None else {})
-            state = jax.tree_util.tree_map(lambda leaf, i=index: leaf[i], host_states)
-            fold_best = jax.tree_util.tree_map(lambda leaf, i=index: leaf[i], host_best)
+            state, fold_best = programs.fold_of((host_states, host_best), index)
             writer.submit(lambda path=job.checkpoint, s=state, b=fold_best, p=saved:
                           checkpoints.save_fold(path, s, b, p))
 
@@ -437,7 +437,7 @@ class Group:
         params, net_state = best
         host = checkpoints.host_copy((params, net_state))
         for index, (job, fold) in enumerate(zip(self.jobs, progress)):
-            fold_params, fold_state = jax.tree_util.tree_map(lambda leaf, i=index: leaf[i], host)
+            fold_params, fold_state = programs.fold_of(host, index)
             yield FoldResult(job.fold, fold_params, fold_state, fold.history,
                              fold.best_epoch + 1,
                              float("nan") if fold.best_val_rmse is None else fold.best_val_rmse)

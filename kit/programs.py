@@ -189,8 +189,9 @@ def stack(trees: list):
     return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *trees)
 
 
-def unstack(tree, count: int) -> list:
-    return [jax.tree_util.tree_map(lambda leaf, i=i: leaf[i], tree) for i in range(count)]
+def fold_of(tree, index: int):
+    """One fold's slice of a tree stacked on a fold axis."""
+    return jax.tree_util.tree_map(lambda leaf: leaf[index], tree)
 
 
 # ---------------------------------------------------------------- compiling

@@ -36,6 +36,18 @@ def train_folds(config, training, folds=(0, 1), checkpoint_dir=None, listener=No
     return {result.fold: result for result in results}
 
 
+class AtChunk(engine.Listener):
+    """Does `action` when the group's `chunk`-th chunk of steps has finished."""
+
+    def __init__(self, chunk: int, action):
+        self.chunk, self.action, self.chunks = chunk, action, 0
+
+    def progress(self, network, fold_steps):
+        self.chunks += 1
+        if self.chunks == self.chunk:
+            self.action()
+
+
 def assert_same(a, b, config=None, training=None, pixels=None):
     """Equal results: bit for bit (pixels None), or equal predictions within `pixels`.
 
@@ -79,16 +91,12 @@ def test_a_group_interrupted_mid_epoch_resumes_to_the_uninterrupted_result(small
                                                                           tmp_path):
     uninterrupted = train_folds(small, training)
 
-    class StopAfterFourChunks(engine.Listener):
-        chunks = 0
+    def stop():
+        raise KeyboardInterrupt
 
-        def progress(self, network, fold_steps):
-            self.chunks += 1
-            if self.chunks == 4:  # epoch 2, step 1 of 3
-                raise KeyboardInterrupt
-
+    # The fourth chunk: epoch 2, a step in (another chunk may be on its way).
     with pytest.raises(KeyboardInterrupt):
-        train_folds(small, training, checkpoint_dir=tmp_path, listener=StopAfterFourChunks())
+        train_folds(small, training, checkpoint_dir=tmp_path, listener=AtChunk(4, stop))
     saved = checkpoints.peek_progress(tmp_path / "fold-0.npz")
     assert saved.epoch == 1 and 1 <= saved.step < 3
     assert set(saved.sums) == {"loss", "squared_error", "count"}
@@ -102,17 +110,9 @@ def test_ctrl_c_is_held_until_a_checkpoint_then_stops_and_resumes_exactly(small,
     import signal
 
     uninterrupted = train_folds(small, training)
-
-    class PressCtrlC(engine.Listener):
-        chunks = 0
-
-        def progress(self, network, fold_steps):
-            self.chunks += 1
-            if self.chunks == 4:
-                os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, mid-epoch
-
+    press_ctrl_c = AtChunk(4, lambda: os.kill(os.getpid(), signal.SIGINT))  # mid-epoch
     with pytest.raises(KeyboardInterrupt):
-        train_folds(small, training, checkpoint_dir=tmp_path, listener=PressCtrlC())
+        train_folds(small, training, checkpoint_dir=tmp_path, listener=press_ctrl_c)
     saved = checkpoints.peek_progress(tmp_path / "fold-1.npz")
     assert saved.epoch == 1 and 1 <= saved.step < 3, "stopped mid-epoch, at a checkpoint"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
