@@ -2,7 +2,8 @@
 
 A run lives in cv/<run-id>/:
     config.json            the Config, enough to reproduce the run
-    folds.json             each network's rows and their folds, and the near-duplicate groups
+    folds.json             each network's rows and their folds (a row's fold is the same in every
+                           network), the near-duplicate groups and the data's fingerprint
     folds/<network>-<k>/   checkpoint.npz while training; model.npz, history.json, oof.npz
                            after (a network per subset, "15" and "4", or one "shared")
     engine.json            what training cost: compile and train seconds, images/s, groups
@@ -15,6 +16,7 @@ A run lives in cv/<run-id>/:
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -114,20 +116,41 @@ def subset_predictions(network: str, subset: str, outputs: np.ndarray,
 
 
 def assign_folds(config: Config, training: TrainingSet) -> dict:
-    """Each network's rows and their fold numbers (grouped by near-duplicates if asked)."""
+    """Each network's rows and their fold numbers (grouped by near-duplicates if asked).
+
+    A row's fold depends on the row, never on the network: the split is drawn once over every
+    row any subset uses, and each network keeps its rows' folds. So runs of one seed share
+    their folds whatever their networks, and their out-of-fold predictions can be blended.
+    """
     groups = None
     if config.grouped_folds:
         groups = folds.near_duplicate_groups(training.images, config.group_similarity)
-    out = {"groups": None if groups is None else groups.tolist(), "networks": {}}
+    union = np.unique(np.concatenate([subset_indices(training.keypoints, s)
+                                      for s in config.subsets]))
+    if len(union) < config.folds:
+        raise KitError(f"{len(union)} training rows carry the subsets' keypoints; "
+                       f"{config.folds} folds need more")
+    fold_of_row = np.full(len(training), -1, np.int64)
+    fold_of_row[union] = folds.split(len(union), config.folds, config.seed,
+                                     None if groups is None else groups[union])
+    out = {"groups": None if groups is None else groups.tolist(), "networks": {},
+           "fingerprint": fingerprint(training)}
     for network in networks(config):
         rows = network_rows(config, network, training.keypoints)
-        if len(rows) < config.folds:
-            raise KitError(f"the {network} network has {len(rows)} rows; "
-                           f"{config.folds} folds need more")
-        assignment = folds.split(len(rows), config.folds, config.seed,
-                                 None if groups is None else groups[rows])
+        assignment = fold_of_row[rows]
+        if len(np.unique(assignment)) < config.folds:
+            raise KitError(f"the {network} network has {len(rows)} rows; they do not fill "
+                           f"{config.folds} folds")
         out["networks"][network] = {"rows": rows.tolist(), "fold": assignment.tolist()}
     return out
+
+
+def fingerprint(training: TrainingSet) -> str:
+    """A short hash of the training images and keypoints: runs on other data differ."""
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(training.images).tobytes())
+    digest.update(np.nan_to_num(training.keypoints, nan=-1.0).astype(np.float32).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def load_assignment(run_dir: Path, training: TrainingSet) -> dict:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import jax
 import numpy as np
@@ -243,3 +244,23 @@ def test_reshape_max_pool_equals_haikus_max_pool():
     x = np.random.default_rng(0).normal(size=(2, 10, 10, 3)).astype(np.float32)
     expected = hk.max_pool(x, window_shape=(1, 2, 2, 1), strides=(1, 2, 2, 1), padding="VALID")
     np.testing.assert_array_equal(models.max_pool_2x2(x), expected)
+
+
+def test_a_row_has_one_fold_whatever_the_network(training, quick_config):
+    # Runs of one seed must share folds for their OOF predictions to be blended: the 15-key
+    # and 4-key networks of `separate`, and a shared trunk, all put a row in the same fold.
+    separate = cv.assign_folds(quick_config, training)
+    shared = cv.assign_folds(config_io.override(quick_config, ["shared_trunk=1"]), training)
+    fold = {}
+    for assignment in (separate, shared):
+        for entry in assignment["networks"].values():
+            for row, k in zip(entry["rows"], entry["fold"]):
+                assert fold.setdefault(row, k) == k
+    assert set(fold.values()) == {0, 1}
+    assert separate["fingerprint"] == shared["fingerprint"]
+
+
+def test_the_fingerprint_changes_with_the_data(training):
+    moved = training.keypoints.copy()
+    moved[0, 0] += 1.0
+    assert cv.fingerprint(replace(training, keypoints=moved)) != cv.fingerprint(training)
