@@ -90,6 +90,9 @@ class TrainConfig:
     # held-out rows pick it, which flatters the out-of-fold estimate) or "last" (the end of
     # the schedule: held-out rows only score, never choose).
     select: str = "best"
+    # Keep an exponential moving average of the weights with this decay per step (0: none);
+    # validation, early stopping and the kept weights then use the average.
+    ema: float = 0.0
 
     def __post_init__(self) -> None:
         check(self)
@@ -214,6 +217,7 @@ RULES: dict[str, Rule] = {
     "train.patience": Rule(int, ">= 1"),
     "train.eval_batch_size": Rule(int, ">= 1"),
     "train.select": Rule(str, names=SELECTIONS),
+    "train.ema": Rule(float, "[0, 1)"),  # a decay of 1 never moves from the initial weights
     "augment.flip_prob": Rule(float, PROBABILITY),
     "augment.affine_prob": Rule(float, PROBABILITY),
     "augment.rotate_degrees": Rule(float, "[0, 180]"),

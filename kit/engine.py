@@ -178,7 +178,8 @@ class Group:
     # ------------------------------------------------------------ set-up
 
     def _fresh_states(self):
-        init = jax.jit(jax.vmap(train.make_init(self.net, self.optimizer)))
+        init = jax.jit(jax.vmap(train.make_init(self.net, self.optimizer,
+                                                self.config.train.ema)))
         keys = jnp.stack([train.fold_key(self.config, self.task, j.fold) for j in self.jobs])
         return init(keys)
 
@@ -190,7 +191,7 @@ class Group:
         states, bests, progress = [], [], []
         for index, job in enumerate(self.jobs):
             state = programs.fold_of(fresh, index)
-            best, fold_progress = (state.params, state.net_state), Progress()
+            best, fold_progress = train.weights(state), Progress()
             if job.checkpoint is not None and job.checkpoint.exists():
                 try:
                     state, best, fold_progress = checkpoints.load_fold(job.checkpoint, state,
@@ -231,7 +232,7 @@ class Group:
             states, sums, self.data.arrays, order, valid, totals, bound, bound, donate=(0,))
         evaluate, seconds_b = programs.compile_program(
             programs.make_evaluate(self.net, self.batching),
-            states.params, states.net_state, self.data.arrays, rows, weight, active)
+            *train.weights(states), self.data.arrays, rows, weight, active)
         keep_best, seconds_c = programs.compile_program(programs.keep_best, best, states, active)
         self.compile_seconds = seconds_a + seconds_b + seconds_c
         self._programs = (run_steps, evaluate, keep_best)
@@ -380,7 +381,7 @@ class Group:
         place, config = self.placement, self.config
         progress = [copy.deepcopy(p) for p in progress]
         active_host = np.array([not p.stopped for p in progress])
-        errors = np.asarray(evaluate(states.params, states.net_state, self.data.arrays, rows,
+        errors = np.asarray(evaluate(*train.weights(states), self.data.arrays, rows,
                                      weight, place.replicated(active_host)))
         totals = jax.device_get(sums)
         improved = np.zeros(len(self.jobs), bool)

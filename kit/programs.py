@@ -178,11 +178,12 @@ def make_evaluate(net: hk.TransformedWithState, batching: str) -> Callable:
 
 
 def keep_best(best, states: train.TrainState, improved: jax.Array):
-    """(params, net_state) of each fold: the current ones where `improved`, else the kept."""
+    """(params, net_state) of each fold: the current ones (the moving average where training
+    keeps one) where `improved`, else the kept."""
     def choose(kept, current):
         return jnp.where(improved.reshape((-1,) + (1,) * (kept.ndim - 1)), current, kept)
 
-    return jax.tree_util.tree_map(choose, best, (states.params, states.net_state))
+    return jax.tree_util.tree_map(choose, best, train.weights(states))
 
 
 def stack(trees: list):

@@ -33,6 +33,24 @@ class TrainState(NamedTuple):
     opt_state: optax.OptState
     key: jax.Array
     step: jax.Array  # steps taken: the schedule's position
+    # The exponential moving average of params (train.ema > 0), else (): no leaves, so the
+    # state and its checkpoints are what they were without it.
+    average: hk.Params | tuple = ()
+
+
+def weights(state: TrainState) -> tuple[hk.Params, hk.State]:
+    """The weights a fold is judged and kept by: the moving average where there is one."""
+    return (state.params if isinstance(state.average, tuple) else state.average), state.net_state
+
+
+def update_average(average: hk.Params, params: hk.Params, decay: float,
+                   step: jax.Array) -> hk.Params:
+    """One step of the weights' moving average. The decay ramps up as (1 + t) / (10 + t)
+    (as tf.train.ExponentialMovingAverage's num_updates), so the early, random weights
+    are forgotten within the first epochs instead of dragging on a short run's average."""
+    t = jnp.asarray(step, jnp.float32)
+    rate = 1.0 - jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+    return jax.tree_util.tree_map(lambda a, p: a + rate * (p - a), average, params)
 
 
 @dataclass(frozen=True)
@@ -157,9 +175,12 @@ def make_train_step(net: hk.TransformedWithState, optimizer: optax.GradientTrans
         )
         direction, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = descend(state.params, direction, batch["learning_rate"])
+        average = state.average
+        if config.train.ema:
+            average = update_average(average, params, config.train.ema, state.step)
         squared = ((output - target) * mask * models.HALF) ** 2
         metrics = {"loss": loss, "squared_error": squared.sum(), "count": mask.sum()}
-        return TrainState(params, net_state, opt_state, key, state.step + 1), metrics
+        return TrainState(params, net_state, opt_state, key, state.step + 1, average), metrics
 
     return train_step
 
@@ -245,7 +266,8 @@ def fold_key(config: Config, task: Task, fold_seed: int) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(key, fold_seed), zlib.crc32(task.name.encode()))
 
 
-def make_init(net: hk.TransformedWithState, optimizer: optax.GradientTransformation) -> Callable:
+def make_init(net: hk.TransformedWithState, optimizer: optax.GradientTransformation,
+              ema: float = 0.0) -> Callable:
     """key -> a fresh TrainState; pure, so folds are initialised together under vmap."""
 
     def init(key: jax.Array) -> TrainState:
@@ -253,11 +275,12 @@ def make_init(net: hk.TransformedWithState, optimizer: optax.GradientTransformat
         dummy = jnp.zeros((2, IMAGE_SIZE, IMAGE_SIZE), jnp.float32)
         params, net_state = net.init(init_key, dummy, True)
         return TrainState(params, net_state, optimizer.init(params), key,
-                          jnp.zeros((), jnp.int32))
+                          jnp.zeros((), jnp.int32), params if ema else ())
 
     return init
 
 
 def init_state(config: Config, task: Task, fold_seed: int) -> TrainState:
     net, optimizer, _ = compiled(config, task)
-    return jax.jit(make_init(net, optimizer))(fold_key(config, task, fold_seed))
+    return jax.jit(make_init(net, optimizer, config.train.ema))(
+        fold_key(config, task, fold_seed))

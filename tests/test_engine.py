@@ -239,3 +239,31 @@ def test_simulated_cpu_devices_run_one_program_at_a_time():
     assert placement.blocking == (placement.devices > 1 and jax.default_backend() == "cpu")
     single = programs.Placement.for_batch(8, jax.local_devices()[:1])
     assert not single.blocking
+
+
+def test_with_ema_a_fold_keeps_the_moving_average_and_resumes_to_it_exactly(small, training,
+                                                                           tmp_path):
+    config = config_io.override(small, ["train.ema=0.9", "train.select=last"])
+    averaged = train_folds(config, training)
+    last = train_folds(config_io.override(config, ["train.ema=0"]), training)
+    # Same steps, same last weights: only keeping the average tells the two apart.
+    assert any(not np.array_equal(x, y) for x, y in
+               zip(jax_leaves(averaged[0].params), jax_leaves(last[0].params)))
+    with pytest.raises(KeyboardInterrupt):
+        train_folds(config, training, checkpoint_dir=tmp_path,
+                    listener=AtChunk(4, lambda: (_ for _ in ()).throw(KeyboardInterrupt)))
+    assert_same(train_folds(config, training, checkpoint_dir=tmp_path), averaged)
+
+
+def test_the_step_moves_the_average_toward_the_new_weights():
+    import jax
+
+    state = {"w": np.zeros(3, np.float32)}
+    params = {"w": np.ones(3, np.float32)}
+    # The ramp: the first step keeps 1/10 of the old average whatever the decay.
+    first = train.update_average(state, params, 0.999, np.int32(0))
+    np.testing.assert_allclose(first["w"], 0.9, rtol=1e-6)
+    # Later the decay rules: 1 - 0.99 of the way.
+    late = train.update_average(state, params, 0.99, np.int32(10_000))
+    np.testing.assert_allclose(late["w"], 0.01, rtol=1e-4)
+    assert jax.tree_util.tree_structure(late) == jax.tree_util.tree_structure(state)
