@@ -99,7 +99,7 @@ def transform_keypoints(keypoints: jax.Array, matrices: jax.Array) -> jax.Array:
     return jnp.stack([new_x, new_y], axis=-1).reshape(new_x.shape[:-1] + (-1,))
 
 
-def _invert(matrices: jax.Array) -> jax.Array:
+def invert(matrices: jax.Array) -> jax.Array:
     # Closed form for an affine 3x3, exact for the identity (unlike a general LU inverse).
     a, b, tx = matrices[:, 0, 0], matrices[:, 0, 1], matrices[:, 0, 2]
     c, d, ty = matrices[:, 1, 0], matrices[:, 1, 1], matrices[:, 1, 2]
@@ -121,7 +121,7 @@ def warp(
 ) -> tuple[jax.Array, jax.Array]:
     """Warp images (bilinear, `fill` outside) and keypoints by the same (B, 3, 3) push matrices."""
     _, height, width = images.shape
-    inverse = _invert(matrices)
+    inverse = invert(matrices)
     ys, xs = jnp.meshgrid(
         jnp.arange(height, dtype=jnp.float32), jnp.arange(width, dtype=jnp.float32), indexing="ij"
     )

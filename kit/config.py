@@ -134,6 +134,8 @@ class Config:
     common_keypoints: tuple[str, ...] = ()
     flip_tta: bool = True
     tta_shift: float = 0.0  # pixels; > 0 adds four shifted copies to test-time augmentation
+    tta_zoom: float = 0.0  # > 0 adds copies zoomed by 1 +- tta_zoom
+    tta_rotate: float = 0.0  # degrees; > 0 adds copies turned both ways
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -191,6 +193,8 @@ RULES: dict[str, Rule] = {
                              distinct=True),
     "flip_tta": Rule(bool),
     "tta_shift": Rule(float, HALF_FRAME),
+    "tta_zoom": Rule(float, "[0, 0.5]"),  # beyond, a view shrinks the face to a thumbnail
+    "tta_rotate": Rule(float, "[0, 45]"),  # upright faces: a larger turn is another task
     "model": Rule(ModelConfig),
     "train": Rule(TrainConfig),
     "augment": Rule(AugmentConfig),

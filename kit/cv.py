@@ -335,7 +335,8 @@ def load_fold_models(run_dir: Path, network: str) -> list[FoldModel]:
 def predict_images(config: Config, task: train.Task, fold_models: list[FoldModel],
                    images: np.ndarray) -> np.ndarray:
     """The ensemble's pixel keypoints: the mean over fold models (and flips, if configured)."""
-    predict = _predictor(config.model, task, config.flip_tta, config.tta_shift)
+    predict = _predictor(config.model, task, config.flip_tta,
+                         train.tta_views(config.tta_shift, config.tta_zoom, config.tta_rotate))
     outputs = [
         programs.predict_batched(predict, m.params, m.net_state, images,
                                  config.train.eval_batch_size)
@@ -345,8 +346,8 @@ def predict_images(config: Config, task: train.Task, fold_models: list[FoldModel
 
 
 @functools.lru_cache(maxsize=8)
-def _predictor(model: ModelConfig, task: train.Task, flip_tta: bool, tta_shift: float):
-    return train.make_predict(models.build(model, task.outputs), task, flip_tta, tta_shift)
+def _predictor(model: ModelConfig, task: train.Task, flip_tta: bool, views: tuple):
+    return train.make_predict(models.build(model, task.outputs), task, flip_tta, views)
 
 
 def predict_run(run_dir: Path, subset: str, images: np.ndarray,

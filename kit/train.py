@@ -185,17 +185,32 @@ def make_train_step(net: hk.TransformedWithState, optimizer: optax.GradientTrans
     return train_step
 
 
+def tta_views(shift: float = 0.0, zoom: float = 0.0,
+              rotate: float = 0.0) -> tuple[tuple[float, float, float, float], ...]:
+    """Test-time views as (angle in radians, zoom, dx, dy): the image itself, then each
+    non-zero setting's pair (or, for shifts, four) of opposite warps, so their first-order
+    errors cancel in the mean."""
+    views = [(0.0, 1.0, 0.0, 0.0)]
+    if shift:
+        views += [(0.0, 1.0, shift, 0.0), (0.0, 1.0, -shift, 0.0),
+                  (0.0, 1.0, 0.0, shift), (0.0, 1.0, 0.0, -shift)]
+    if zoom:
+        views += [(0.0, 1.0 + zoom, 0.0, 0.0), (0.0, 1.0 - zoom, 0.0, 0.0)]
+    if rotate:
+        views += [(math.radians(rotate), 1.0, 0.0, 0.0), (-math.radians(rotate), 1.0, 0.0, 0.0)]
+    return tuple(views)
+
+
 def make_predict(net: hk.TransformedWithState, task: Task, flip_tta: bool,
-                 tta_shift: float = 0.0) -> Callable:
+                 views: tuple[tuple[float, float, float, float], ...] = ((0.0, 1.0, 0.0, 0.0),)
+                 ) -> Callable:
     """A jitted (params, net_state, uint8 images) -> pixel keypoints.
 
-    Test-time augmentation averages the predictions of transformed copies, each mapped back:
-    the mirror image (flip_tta) and copies shifted by tta_shift pixels left, right, up, down.
+    Test-time augmentation averages the predictions of transformed copies, each mapped back
+    to the original frame: every view of `tta_views` (warped, predicted, then its keypoints
+    pushed through the warp's inverse), each with its mirror image too if flip_tta.
     """
     permutation = task.permutation
-    shifts = [(0.0, 0.0)]
-    if tta_shift:
-        shifts += [(tta_shift, 0.0), (-tta_shift, 0.0), (0.0, tta_shift), (0.0, -tta_shift)]
 
     def one_view(params, net_state, images):
         pixels = models.to_pixels(net.apply(params, net_state, None, images, False)[0])
@@ -209,17 +224,18 @@ def make_predict(net: hk.TransformedWithState, task: Task, flip_tta: bool,
     def predict(params, net_state, images):
         images = images.astype(jnp.float32) / 255.0
         batch = images.shape[0]
-        views = []
-        for dx, dy in shifts:
-            moved = images
-            if (dx, dy) != (0.0, 0.0):
-                shift = jnp.tile(jnp.array([[dx, dy]], jnp.float32), (batch, 1))
-                matrices = augment.similarity_matrices(
-                    jnp.zeros(batch), jnp.ones(batch), shift, IMAGE_SIZE)
-                moved, _ = augment.warp(images, jnp.zeros((batch, 2)), matrices)
+        outputs = []
+        for angle, zoom, dx, dy in views:
+            if (angle, zoom, dx, dy) == (0.0, 1.0, 0.0, 0.0):
+                outputs.append(one_view(params, net_state, images))
+                continue
+            matrices = augment.similarity_matrices(
+                jnp.full(batch, angle), jnp.full(batch, zoom),
+                jnp.tile(jnp.array([[dx, dy]], jnp.float32), (batch, 1)), IMAGE_SIZE)
+            moved, _ = augment.warp(images, jnp.zeros((batch, 2)), matrices)
             pixels = one_view(params, net_state, moved)
-            views.append(pixels - jnp.tile(jnp.array([dx, dy], jnp.float32), task.outputs // 2))
-        return sum(views) / len(views)
+            outputs.append(augment.transform_keypoints(pixels, augment.invert(matrices)))
+        return sum(outputs) / len(outputs)
 
     return jax.jit(predict)
 

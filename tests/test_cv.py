@@ -212,30 +212,36 @@ def test_flip_relabels_the_shared_heads_separately():
     assert (flip[30:] >= 30).all() and (flip[:30] < 30).all()
 
 
-def test_test_time_shifts_and_flips_are_mapped_back_exactly():
-    """A network that reports its brightest pixel sees the spot move under every TTA view;
-    mapped back, every view must agree with the plain prediction."""
+@pytest.mark.parametrize("views", [train.tta_views(shift=3.0), train.tta_views(zoom=0.06),
+                                   train.tta_views(rotate=6.0)])
+def test_test_time_views_and_flips_are_mapped_back(views):
+    """A network that reports the centroid of a bright blob sees the blob move under every
+    TTA view; mapped back, every view must land on the blob's centre."""
     import haiku as hk
     import jax.numpy as jnp
 
-    def brightest(images, is_training):
-        weights = jax.nn.softmax(images.reshape(images.shape[0], -1) * 400.0)
+    def centroid(images, is_training):
+        weights = images / jnp.maximum(images.sum(axis=(1, 2), keepdims=True), 1e-6)
         grid = jnp.arange(96.0)
-        x = (weights.reshape(-1, 96, 96) * grid[None, None, :]).sum((1, 2))
-        y = (weights.reshape(-1, 96, 96) * grid[None, :, None]).sum((1, 2))
-        point = jnp.stack([x, y], axis=1)
-        return models.to_unit(jnp.tile(point, (1, 15)))
+        x = (weights * grid[None, None, :]).sum((1, 2))
+        y = (weights * grid[None, :, None]).sum((1, 2))
+        return models.to_unit(jnp.tile(jnp.stack([x, y], axis=1), (1, 15)))
 
-    net = hk.transform_with_state(brightest)
+    net = hk.transform_with_state(centroid)
     params, state = net.init(jax.random.PRNGKey(0), np.zeros((1, 96, 96), np.float32), False)
-    images = np.zeros((2, 96, 96), np.uint8)
-    images[0, 40, 30] = 255
-    images[1, 70, 61] = 255
+    centres = np.array([[30.0, 40.0], [61.0, 70.0]])
+    ys, xs = np.mgrid[0:96, 0:96]
+    images = np.stack([255 * np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * 2.5**2))
+                       for x, y in centres]).round().astype(np.uint8)
     task = cv.task_for("15")
-    plain = train.make_predict(net, task, flip_tta=False)(params, state, images)
-    both = train.make_predict(net, task, flip_tta=True, tta_shift=3.0)(params, state, images)
-    np.testing.assert_allclose(np.asarray(plain)[:, :2], [[30, 40], [61, 70]], atol=1e-2)
-    np.testing.assert_allclose(both, plain, atol=1e-2)
+    expected = np.tile(centres, (1, 15))
+    predict = train.make_predict(net, task, flip_tta=True, views=views)
+    np.testing.assert_allclose(predict(params, state, images), expected, atol=0.05)
+    # Each view alone, mapped back, lands on the centre too: the mean cannot hide two errors
+    # that cancel (a view mapped back through its warp instead of the inverse would not).
+    for view in views[1:]:
+        alone = train.make_predict(net, task, flip_tta=False, views=(view,))
+        np.testing.assert_allclose(alone(params, state, images), expected, atol=0.05)
 
 
 def test_reshape_max_pool_equals_haikus_max_pool():
