@@ -93,6 +93,9 @@ class TrainConfig:
     # Keep an exponential moving average of the weights with this decay per step (0: none);
     # validation, early stopping and the kept weights then use the average.
     ema: float = 0.0
+    # Training's own seed (initial weights, batches, augmentation); the folds follow the
+    # run's seed alone, so runs that differ here are an ensemble's members. 0: the run's seed.
+    seed: int = 0
 
     def __post_init__(self) -> None:
         check(self)
@@ -221,7 +224,8 @@ RULES: dict[str, Rule] = {
     "train.patience": Rule(int, ">= 1"),
     "train.eval_batch_size": Rule(int, ">= 1"),
     "train.select": Rule(str, names=SELECTIONS),
-    "train.ema": Rule(float, "[0, 1)"),  # a decay of 1 never moves from the initial weights
+    "train.ema": Rule(float, "[0, 1)"),
+    "train.seed": Rule(int, f"[0, {2**31 - 1}]"),  # jax.random.fold_in takes an int32  # a decay of 1 never moves from the initial weights
     "augment.flip_prob": Rule(float, PROBABILITY),
     "augment.affine_prob": Rule(float, PROBABILITY),
     "augment.rotate_degrees": Rule(float, "[0, 180]"),

@@ -262,7 +262,7 @@ class Group:
         order = np.zeros((len(self.jobs), self.steps, batch), np.int32)
         valid = np.zeros((len(self.jobs), self.steps), bool)
         for index, job in enumerate(self.jobs):
-            picks = train.epoch_order(config.seed, job.fold, epoch, len(job.train_rows), batch)
+            picks = train.epoch_order(train.training_seeds(config), job.fold, epoch, len(job.train_rows), batch)
             order[index, : len(picks)] = job.train_rows[picks]
             valid[index, : len(picks)] = not progress[index].stopped
         return order, valid

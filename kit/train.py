@@ -253,10 +253,18 @@ def batch_of(images: np.ndarray, keypoints: np.ndarray, index: np.ndarray,
     }
 
 
-def epoch_order(seed: int, fold_seed: int, epoch: int, rows: int, batch_size: int) -> np.ndarray:
+def training_seeds(config: Config) -> tuple[int, ...]:
+    """What seeds a run's training randomness: the run's seed, and train.seed where it is
+    set. Runs that differ only in train.seed share their folds (drawn from the run's seed
+    alone), so they are members of one ensemble; train.seed=0 keeps older runs' draws."""
+    return (config.seed,) + ((config.train.seed,) if config.train.seed else ())
+
+
+def epoch_order(seeds: tuple[int, ...], fold_seed: int, epoch: int, rows: int,
+                batch_size: int) -> np.ndarray:
     """The epoch's batches as (steps, batch) row indices; a function of the seeds alone, so a
     resumed run draws the same batches as an uninterrupted one."""
-    rng = np.random.default_rng([seed, fold_seed, epoch])
+    rng = np.random.default_rng([*seeds, fold_seed, epoch])
     order = rng.permutation(rows)
     steps = max(rows // batch_size, 1)
     if rows < batch_size:
@@ -279,6 +287,8 @@ def compiled(config: Config, task: Task):
 
 def fold_key(config: Config, task: Task, fold_seed: int) -> jax.Array:
     key = jax.random.PRNGKey(config.seed)
+    if config.train.seed:
+        key = jax.random.fold_in(key, config.train.seed)
     return jax.random.fold_in(jax.random.fold_in(key, fold_seed), zlib.crc32(task.name.encode()))
 
 

@@ -66,6 +66,7 @@ def test_v1_is_b2cd740s_default_exactly():
     now = json.loads(json.dumps(config_io.to_dict(config_io.preset("v1"))))
     assert now["train"].pop("select") == "best"  # b2cd740 kept the best epoch
     assert now["train"].pop("ema") == 0.0  # and the last weights, not an average
+    assert now["train"].pop("seed") == 0  # training drawn from the run's seed alone
     assert (now.pop("tta_zoom"), now.pop("tta_rotate")) == (0.0, 0.0)  # and shifted views
     assert now.pop("engine") == dataclasses.asdict(config_io.EngineConfig())
     assert now == then

@@ -267,3 +267,12 @@ def test_the_step_moves_the_average_toward_the_new_weights():
     late = train.update_average(state, params, 0.99, np.int32(10_000))
     np.testing.assert_allclose(late["w"], 0.01, rtol=1e-4)
     assert jax.tree_util.tree_structure(late) == jax.tree_util.tree_structure(state)
+
+
+def test_train_seed_draws_another_training_on_the_same_folds(small, training):
+    other = config_io.override(small, ["train.seed=7"])
+    assert cv.assign_folds(other, training) == cv.assign_folds(small, training)
+    a, b = train_folds(small, training, folds=(0,)), train_folds(other, training, folds=(0,))
+    assert a[0].history[0]["train_rmse"] != b[0].history[0]["train_rmse"]
+    assert train.epoch_order(train.training_seeds(small), 0, 0, 40, 8).tolist() != \
+        train.epoch_order(train.training_seeds(other), 0, 0, 40, 8).tolist()
