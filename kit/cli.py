@@ -237,20 +237,17 @@ def print_report(result: dict) -> None:
 
 def print_members(rows: list[dict]) -> None:
     """An ensemble's members beside it: each one's OOF, estimate and mean blend weight."""
-    table = Table(title="Members (mean weight: over the subset's keypoint values)",
-                  title_justify="left")
-    table.add_column("run")
-    for column in ("15-key OOF", "4-key OOF", "LB estimate", "weight 15", "weight 4"):
+    table = Table(title="Members and the ensemble (bold): OOF RMSE per subset, leaderboard "
+                  "estimate, mean blend weight per subset", title_justify="left")
+    table.add_column("run", no_wrap=True)
+    for column in ("15-key", "4-key", "LB est.", "w 15", "w 4"):
         table.add_column(column, justify="right")
     for row in rows:
         weight = row.get("mean_weight", {})
-        cells = [_value(row["subsets"].get("15")), _value(row["subsets"].get("4")),
+        cells = [row["run"], _value(row["subsets"].get("15")), _value(row["subsets"].get("4")),
                  _value(row["leaderboard_estimate"]), _value(weight.get("15")),
                  _value(weight.get("4"))]
-        if row["role"] == "ensemble":
-            table.add_row(f"[bold]{row['run']} (ensemble)[/]", *(f"[bold]{c}[/]" for c in cells))
-        else:
-            table.add_row(row["run"], *cells)
+        table.add_row(*(f"[bold]{c}[/]" if row["role"] == "ensemble" else c for c in cells))
     console.print(table)
 
 
