@@ -265,8 +265,9 @@ def markdown(report: dict) -> str:
                        f"images/s on {engine['devices']} {engine['backend']} device(s)) and "
                        f"spent {engine['compile_seconds']:.1f} s compiling.")]
     if members:
-        lines += ["", "## Members", "", "| run | 15-key OOF | 4-key OOF | leaderboard estimate "
-                  "| mean weight, 15-key | mean weight, 4-key |", "|---|---|---|---|---|---|"]
+        lines += ["", "## Members", "",
+                  ("| run | 15-key OOF | 4-key OOF | leaderboard estimate | mean weight, 15-key "
+                   "| mean weight, 4-key |"), "|---|---|---|---|---|---|"]
         for row in report["members"]:
             weight = row.get("mean_weight", {})
             name = f"**{row['run']}** (ensemble)" if row["role"] == "ensemble" else row["run"]

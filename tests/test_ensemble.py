@@ -14,8 +14,8 @@ import pytest
 
 from kit import cli, cv, data, ensemble, report, submission
 from kit import config as config_io
-from kit.errors import KitError
-from kit.keypoints import COLUMN_INDEX, COLUMNS, SUBSET_COLUMNS
+from kit.keypoints import COLUMN_INDEX, SUBSET_COLUMNS
+from tests.conftest import refusal
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +42,11 @@ def ensemble_run(cv_root, quick_run, shared_run, training, lookup):
     return run_dir
 
 
+def column_lines(oof: pd.DataFrame, subset: str, name: str) -> pd.DataFrame:
+    part = oof[(oof["subset"] == subset) & (oof["column"] == COLUMN_INDEX[name])]
+    return part.sort_values("row")
+
+
 def copy_run(source: Path, target: Path) -> Path:
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("folds"))  # models not needed
     return target
@@ -50,14 +55,6 @@ def copy_run(source: Path, target: Path) -> Path:
 def subset_rmse(oof: pd.DataFrame, subset: str) -> float:
     part = oof[oof["subset"] == subset]
     return float(np.sqrt(np.mean((part["prediction"] - part["truth"]) ** 2)))
-
-
-def one_line_refusal(call) -> str:
-    with pytest.raises(KitError) as refused:
-        call()
-    message = str(refused.value)
-    assert "\n" not in message
-    return message
 
 
 # ---------------------------------------------------------------- the weights
@@ -110,14 +107,9 @@ def test_oof_csv_is_cross_fitted_by_fold(ensemble_run, quick_run, shared_run):
     oof = report.read_oof(ensemble_run)
     members = [report.read_oof(quick_run), report.read_oof(shared_run)]
     for subset, name in (("15", "left_eyebrow_outer_end_x"), ("4", "mouth_center_bottom_lip_y")):
-        column = COLUMN_INDEX[name]
-
-        def lines(table):
-            part = table[(table["subset"] == subset) & (table["column"] == column)]
-            return part.sort_values("row")
-
-        ours = lines(oof)
-        predictions = np.column_stack([lines(m)["prediction"] for m in members])
+        ours = column_lines(oof, subset, name)
+        predictions = np.column_stack([column_lines(m, subset, name)["prediction"]
+                                       for m in members])
         truth, folds = ours["truth"].to_numpy(), ours["fold"].to_numpy()
         for fold in np.unique(folds):
             held = folds == fold
@@ -134,7 +126,7 @@ def test_a_member_with_other_folds_is_refused(quick_run, quick_config, training,
     assignment = cv.assign_folds(dataclasses.replace(quick_config, seed=1), training)
     assignment["training_rows"] = len(training)
     (other / "folds.json").write_text(json.dumps(assignment))
-    message = one_line_refusal(
+    message = refusal(
         lambda: ensemble.make_ensemble([quick_run, other], tmp_path, training))
     assert f"runs {quick_run.name} and other-seed have different folds" in message
     assert "seeds 0 and 0" in message  # the copy kept its config: the folds are what differ
@@ -145,7 +137,7 @@ def test_a_member_of_other_data_is_refused(quick_run, training, tmp_path):
     assignment = json.loads((other / "folds.json").read_text())
     assignment["fingerprint"] = "0123456789abcdef"
     (other / "folds.json").write_text(json.dumps(assignment))
-    message = one_line_refusal(
+    message = refusal(
         lambda: ensemble.make_ensemble([quick_run, other], tmp_path, training))
     assert f"runs {quick_run.name} and other-data were made on different data" in message
 
@@ -153,11 +145,11 @@ def test_a_member_of_other_data_is_refused(quick_run, training, tmp_path):
 def test_unfinished_members_and_a_lone_run_are_refused(quick_run, training, tmp_path):
     unfinished = copy_run(quick_run, tmp_path / "unfinished")
     (unfinished / "oof.csv").unlink()
-    message = one_line_refusal(
+    message = refusal(
         lambda: ensemble.make_ensemble([quick_run, unfinished], tmp_path, training))
     assert "unfinished (no oof.csv)" in message
     assert str(unfinished) in message
-    message = one_line_refusal(lambda: ensemble.make_ensemble([quick_run], tmp_path, training))
+    message = refusal(lambda: ensemble.make_ensemble([quick_run], tmp_path, training))
     assert "at least 2 runs; got 1" in message
     assert list(tmp_path.glob("ensemble-*")) == [], "a refusal leaves no run behind"
 
@@ -170,7 +162,7 @@ def test_missing_evidence_names_the_subset_and_keypoint(quick_run, shared_run, t
         oof = report.read_oof(copy)
         oof = oof[~((oof["subset"] == "15") & (oof["column"] == column))]
         oof.to_csv(copy / "oof.csv", index=False)
-    message = one_line_refusal(lambda: ensemble.make_ensemble(copies, tmp_path, training))
+    message = refusal(lambda: ensemble.make_ensemble(copies, tmp_path, training))
     assert message.startswith("no member has out-of-fold predictions for 15-key "
                               "left_eyebrow_outer_end_x;")
     # With one member's evidence left, that member alone answers the column.
