@@ -176,6 +176,10 @@ def test_an_ensemble_can_be_a_member(ensemble_run, quick_run, training, cv_root)
     weights = ensemble.read_weights(run_dir)
     assert set(weights["15"]["nose_tip_x"]) == {ensemble_run.name, quick_run.name}
     assert (cv_root / "latest").resolve() == run_dir
+    images = training.images[:3]
+    expected = sum(np.array([weights["4"][c][run.name] for c in SUBSET_COLUMNS["4"]])
+                   * ensemble.predict_run(run, "4", images) for run in (ensemble_run, quick_run))
+    np.testing.assert_allclose(ensemble.predict_run(run_dir, "4", images), expected, atol=1e-6)
 
 
 # ---------------------------------------------------------------- report, show, submit
