@@ -167,6 +167,20 @@ def cmd_report(args) -> None:
     print_report(report.write(run_dir, training, _lookup_or_none(args.data)))
 
 
+def cmd_ensemble(args) -> None:
+    from kit import cv, data, ensemble, report
+
+    members = [cv.resolve_run(args.runs, name) for name in args.members]
+    training = data.load_training(args.data)
+    lookup = _lookup_or_none(args.data)
+    with console.status("blending the members' out-of-fold predictions"):
+        run_dir = ensemble.make_ensemble(members, args.runs, training)
+        result = report.write(run_dir, training, lookup)
+    print_report(result)
+    console.print(f"[green]ensemble[/] {run_dir} (now {args.runs / 'latest'}); report: "
+                  f"{run_dir / 'report.md'}; `python -m kit submit {run_dir.name}` submits it")
+
+
 def _load_report(runs: Path, name: str | None) -> dict:
     from kit import cv
 
@@ -217,6 +231,24 @@ def print_report(result: dict) -> None:
         keypoints.add_row(name, *(_value(result["subsets"][s]["per_keypoint"].get(name))
                                   for s in subsets))
     console.print(keypoints)
+    if "members" in result:
+        print_members(result["members"])
+
+
+def print_members(rows: list[dict]) -> None:
+    """An ensemble's members beside it: each one's OOF, estimate and mean blend weight."""
+    table = Table(title="Members and the ensemble (bold): OOF RMSE per subset, leaderboard "
+                  "estimate, mean blend weight per subset", title_justify="left")
+    table.add_column("run", no_wrap=True)
+    for column in ("15-key", "4-key", "LB est.", "w 15", "w 4"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        weight = row.get("mean_weight", {})
+        cells = [row["run"], _value(row["subsets"].get("15")), _value(row["subsets"].get("4")),
+                 _value(row["leaderboard_estimate"]), _value(weight.get("15")),
+                 _value(weight.get("4"))]
+        table.add_row(*(f"[bold]{c}[/]" if row["role"] == "ensemble" else c for c in cells))
+    console.print(table)
 
 
 def cmd_compare(args) -> None:
@@ -389,6 +421,14 @@ def parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("show", help="print a run's report")
     p.add_argument("run", nargs="?", help="run id or folder (default cv/latest)")
     p.set_defaults(handler=cmd_show)
+
+    p = verbs.add_parser("ensemble", help="blend finished runs per keypoint by their OOF "
+                         "evidence into an ensemble run")
+    p.add_argument("members", nargs="+", metavar="RUN",
+                   help="two or more finished runs (ids or folders) of the same data and folds")
+    p.add_argument("--runs", type=Path, default=argparse.SUPPRESS,
+                   help="CV runs folder, where the ensemble run goes too (default cv/)")
+    p.set_defaults(handler=cmd_ensemble)
 
     p = verbs.add_parser("compare", help="two runs side by side")
     p.add_argument("run_a")

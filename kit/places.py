@@ -81,7 +81,7 @@ def notebook_submission_path() -> Path:
 # ---------------------------------------------------------------- a Kaggle notebook's data
 
 # The verbs that read the competition's files (on Kaggle they are prepared first).
-DATA_VERBS = ("data", "cv", "report", "submit", "augment-preview")
+DATA_VERBS = ("data", "cv", "report", "submit", "augment-preview", "ensemble")
 
 
 def prepare_data(data_dir: Path) -> str | None:

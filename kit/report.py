@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from kit import config as config_io
-from kit import cv, fileio, plots
+from kit import cv, ensemble, fileio, plots, runs
 from kit.data import LookupTable, TrainingSet, subset_indices
 from kit.keypoints import COLUMNS, CORE_COLUMN_INDICES, KEYPOINT_NAMES
 
@@ -133,6 +133,28 @@ def compute(oof: pd.DataFrame, training: TrainingSet, lookup: LookupTable | None
     return report
 
 
+def member_rows(run_dir: Path, training: TrainingSet, lookup: LookupTable | None,
+                own: dict) -> list[dict]:
+    """An ensemble run's members, each scored by compute() as a run of its own, then the
+    ensemble (`own`, its figures): where the ensemble's score comes from."""
+    weights = ensemble.read_weights(run_dir)
+    rows = []
+    for member in runs.ensemble_members(run_dir):
+        row = _summary_row(member.name, "member", compute(read_oof(member), training, lookup))
+        row["mean_weight"] = {
+            subset: float(np.mean([w.get(member.name, 0.0) for w in columns.values()]))
+            for subset, columns in weights.items()
+        }
+        rows.append(row)
+    return rows + [_summary_row(Path(run_dir).name, "ensemble", own)]
+
+
+def _summary_row(run: str, role: str, figures: dict) -> dict:
+    return {"run": run, "role": role,
+            "subsets": {s: e["rmse"] for s, e in figures["subsets"].items()},
+            "leaderboard_estimate": figures["leaderboard_estimate"].get("rmse")}
+
+
 def load_histories(run_dir: Path) -> dict[str, list[list[dict]]]:
     config = config_io.load(Path(run_dir) / "config.json")
     out = {}
@@ -149,8 +171,11 @@ def write(run_dir: Path, training: TrainingSet, lookup: LookupTable | None,
     """report.json, report.md and the pictures, from the run's files."""
     run_dir = Path(run_dir)
     oof = read_oof(run_dir)
-    histories = load_histories(run_dir)
+    is_ensemble = bool(runs.ensemble_members(run_dir))
+    histories = {} if is_ensemble else load_histories(run_dir)  # an ensemble trains nothing
     report = compute(oof, training, lookup, histories)
+    if is_ensemble:
+        report["members"] = member_rows(run_dir, training, lookup, report)
     report["run"] = run_dir.name
     report["config"] = json.loads((run_dir / "config.json").read_text())
     if seconds is not None:
@@ -177,7 +202,9 @@ def wide_predictions(oof: pd.DataFrame, rows: int) -> dict[str, np.ndarray]:
 
 def draw_pictures(run_dir: Path, oof: pd.DataFrame, training: TrainingSet,
                   histories: dict, report: dict) -> None:
-    plots.learning_curves(histories, run_dir / "curves.png")
+    report["pictures"] = list(PICTURES if histories else PICTURES[1:])
+    if histories:
+        plots.learning_curves(histories, run_dir / "curves.png")
     per_keypoint = {s: e["per_keypoint"] for s, e in report["subsets"].items()}
     plots.keypoint_error_bars(per_keypoint, run_dir / "keypoint-error.png")
     wide = wide_predictions(oof, len(training))
@@ -209,10 +236,18 @@ def markdown(report: dict) -> str:
     lines = [f"# CV run {report['run']}", ""]
     config = report["config"]
     split = "grouped by near-duplicate faces" if config["grouped_folds"] else "plain K-fold"
+    members = [row for row in report.get("members", []) if row["role"] == "member"]
+    if members:
+        lines += [(f"Ensemble of {len(members)} runs on {config['folds']} shared folds ({split}), "
+                   f"seed {config['seed']}: each keypoint value a weighted blend of the "
+                   "members' predictions, weights (non-negative, summing to 1) fitted per "
+                   "subset and keypoint value to the members' OOF predictions; fold k's OOF "
+                   "below uses weights fitted on the other folds only."), ""]
+    else:
+        lines += [(f"Preset `{config['preset']}`, {config['folds']} folds ({split}), "
+                   f"seed {config['seed']}, flip TTA {'on' if config['flip_tta'] else 'off'}."),
+                  ""]
     lines += [
-        (f"Preset `{config['preset']}`, {config['folds']} folds ({split}), "
-         f"seed {config['seed']}, flip TTA {'on' if config['flip_tta'] else 'off'}."),
-        "",
         "| measure | RMSE (pixels) |",
         "|---|---|",
         f"| OOF, all values | {_fmt(report['overall_rmse'])} |",
@@ -229,8 +264,18 @@ def markdown(report: dict) -> str:
                        f"{engine['train_seconds']:.0f} s ({engine['images_per_second']:,.0f} "
                        f"images/s on {engine['devices']} {engine['backend']} device(s)) and "
                        f"spent {engine['compile_seconds']:.1f} s compiling.")]
+    if members:
+        lines += ["", "## Members", "",
+                  ("| run | 15-key OOF | 4-key OOF | leaderboard estimate | mean weight, 15-key "
+                   "| mean weight, 4-key |"), "|---|---|---|---|---|---|"]
+        for row in report["members"]:
+            weight = row.get("mean_weight", {})
+            name = f"**{row['run']}** (ensemble)" if row["role"] == "ensemble" else row["run"]
+            lines.append(f"| {name} | {_fmt(row['subsets'].get('15'))} | "
+                         f"{_fmt(row['subsets'].get('4'))} | {_fmt(row['leaderboard_estimate'])} "
+                         f"| {_fmt(weight.get('15'))} | {_fmt(weight.get('4'))} |")
     select = config.get("train", {}).get("select", "best")
-    lines += ["", "Weights kept: " + (
+    lines += [] if members else ["", "Weights kept: " + (
         "each fold's last epoch. Held-out rows score the folds but choose nothing, so the "
         "estimate below is not flattered by selection." if select == "last" else
         "each fold's epoch with the lowest validation RMSE, found on the same held-out rows "
@@ -268,7 +313,7 @@ def markdown(report: dict) -> str:
         "errors-on-face.png": "Mean truth of each keypoint and the spread of its OOF error",
         "worst.png": "The 16 worst out-of-fold images: truth (green) and prediction (red)",
     }
-    for name in PICTURES:
+    for name in report.get("pictures", PICTURES):
         lines += [f"### {captions[name]}", "", f"![{name}]({name})", ""]
     return "\n".join(lines) + "\n"
 

@@ -3,6 +3,7 @@
 A run lives in cv/<run-id>/ (see kit.cv for what it holds). `config.json` is written last
 when a run is made, so a folder with it is a run that can be resumed; a `.lock` file names
 the process training it, so a second `make cv` of the same config does not write into it.
+An ensemble run (kit.ensemble) holds no models: its `ensemble.json` names its member runs.
 """
 from __future__ import annotations
 
@@ -21,15 +22,21 @@ from kit.errors import KitError
 
 LATEST = "latest"
 LOCK = ".lock"
+ENSEMBLE = "ensemble.json"  # marks an ensemble run (kit.ensemble): its members and weights
 
 
 def new_run_dir(root: Path, config: Config) -> Path:
     """A fresh, created folder named for the time and preset (suffixed if taken)."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    return new_named_dir(root, f"{stamp}-{config.preset}")
+
+
+def new_named_dir(root: Path, stem: str) -> Path:
+    """A fresh, created folder `stem` (or stem-2, stem-3, ... if taken)."""
     Path(root).mkdir(parents=True, exist_ok=True)
     suffix = 1
     while True:
-        name = f"{stamp}-{config.preset}" + (f"-{suffix}" if suffix > 1 else "")
+        name = stem + (f"-{suffix}" if suffix > 1 else "")
         try:
             (Path(root) / name).mkdir()  # atomic: two processes never get the same folder
             return Path(root) / name
@@ -80,6 +87,22 @@ def unfinished_run(root: Path, config: Config) -> Path | None:
 
 def fold_dir(run_dir: Path, network: str, fold: int) -> Path:
     return Path(run_dir) / "folds" / f"{network}-{fold}"
+
+
+def ensemble_members(run_dir: Path) -> list[Path]:
+    """An ensemble run's member run folders (see kit.ensemble); [] for a CV run.
+
+    Members are kept relative to the ensemble's cv root, so a moved cv folder still works.
+    """
+    path = Path(run_dir) / ENSEMBLE
+    if not path.exists():
+        return []
+    try:
+        members = json.loads(path.read_text())["members"]
+        return [(Path(run_dir).parent / member["path"]).resolve() for member in members]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise KitError(f"{path}: not a readable ensemble ({error}); expected the members' "
+                       "paths (make it again with `python -m kit ensemble`)") from None
 
 
 # ---------------------------------------------------------------- the lock

@@ -1,6 +1,7 @@
 """Test predictions to Kaggle's submission file, its manifest, the upload and the ledger.
 
-    run folder --cv.predict_run per subset--> (N, 30) and (N, 8) pixel predictions
+    run folder --ensemble.predict_run per subset--> (N, 30) and (N, 8) pixel predictions
+      (a CV run's fold ensemble, or an ensemble run's weighted members: kit.ensemble)
       --fill_lookup (IdLookupTable)--> one Location per lookup row
       --write_submission--> submissions/<run-id>-<UTC time>.csv + .json manifest --validate-->
       --upload (kaggle_io)--> score --> submissions/ledger.csv
@@ -29,12 +30,13 @@ import numpy as np
 import pandas as pd
 
 from kit import config as config_io
-from kit import cv, data, fileio, kaggle_io
+from kit import data, ensemble, fileio, kaggle_io
 from kit.config import COMPETITION
 from kit.data import LookupTable
 from kit.errors import KitError
 from kit.keypoints import COLUMN_INDEX, COLUMNS, CORE_COLUMNS, IMAGE_SIZE, SUBSET_COLUMNS
 from kit.report import lookup_blocks
+from kit.runs import ensemble_members
 
 HEADER = "RowId,Location"
 SUBMISSIONS_DIR = Path("submissions")
@@ -367,7 +369,8 @@ def write_submission(run_dir: Path, data_dir: Path, out_dir: Path = SUBMISSIONS_
 
     predictions = {}
     for subset in config.subsets:
-        values = np.asarray(cv.predict_run(run_dir, subset, test.images, on_model=on_model))
+        values = np.asarray(ensemble.predict_run(run_dir, subset, test.images,
+                                                 on_model=on_model))
         expected = (len(test), len(SUBSET_COLUMNS[subset]))
         if values.shape != expected:
             raise KitError(
@@ -410,6 +413,7 @@ def write_submission(run_dir: Path, data_dir: Path, out_dir: Path = SUBMISSIONS_
                                                                  config.subsets),
                                                  return_counts=True))
         },
+        "members": [member.name for member in ensemble_members(run_dir)],  # an ensemble's
         "git_commit": git_commit(),
         "config": config_io.to_dict(config),
     })

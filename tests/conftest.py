@@ -17,6 +17,7 @@ import pytest
 
 from kit import config as config_io
 from kit import cv, data, download, report, synth
+from kit.errors import KitError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 QUICK = ["folds=2", "train.epochs=2", "grouped_folds=0"]
@@ -50,6 +51,15 @@ def quick_run(tmp_path_factory, synth_competition, training, quick_config):
     test = data.load_test(data_dir)
     report.write(run_dir, training, data.load_lookup(data_dir, test.image_ids))
     return run_dir
+
+
+def refusal(build) -> str:
+    """The KitError message of build(), which must be one line (how the CLI prints it)."""
+    with pytest.raises(KitError) as caught:
+        build()
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
 
 
 def read_archive(path: Path) -> dict[str, bytes]:

@@ -15,16 +15,9 @@ import pytest
 from kit import config as config_io
 from kit.config import AugmentConfig, Config, ModelConfig, TrainConfig
 from kit.errors import KitError
+from tests.conftest import refusal
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def refusal(build) -> str:
-    with pytest.raises(KitError) as caught:
-        build()
-    message = str(caught.value)
-    assert "\n" not in message
-    return message
 
 
 # What a new user might type to `cv --set`: (the assignment, the field and value the message

@@ -1,0 +1,263 @@
+"""kit.ensemble: two real quick runs of other architectures on the same folds (the separate
+15-key and 4-key networks of `quick_run`, and a shared trunk), blended per keypoint value;
+the refusals; the report's members table; the submission of an ensemble run."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kit import cli, cv, data, ensemble, report, submission
+from kit import config as config_io
+from kit.keypoints import COLUMN_INDEX, SUBSET_COLUMNS
+from tests.conftest import refusal
+
+
+@pytest.fixture(scope="module")
+def cv_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("ensemble-cv")
+
+
+@pytest.fixture(scope="module")
+def shared_run(cv_root, training, quick_config):
+    """A second member: other networks (one shared trunk), the same seed and so the same folds."""
+    return cv.run_cv(config_io.override(quick_config, ["shared_trunk=1"]), training, cv_root)
+
+
+@pytest.fixture(scope="module")
+def lookup(synth_competition):
+    _, data_dir = synth_competition
+    return data.load_lookup(data_dir, data.load_test(data_dir).image_ids)
+
+
+@pytest.fixture(scope="module")
+def ensemble_run(cv_root, quick_run, shared_run, training, lookup):
+    run_dir = ensemble.make_ensemble([quick_run, shared_run], cv_root, training)
+    report.write(run_dir, training, lookup)
+    return run_dir
+
+
+def column_lines(oof: pd.DataFrame, subset: str, name: str) -> pd.DataFrame:
+    part = oof[(oof["subset"] == subset) & (oof["column"] == COLUMN_INDEX[name])]
+    return part.sort_values("row")
+
+
+def copy_run(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("folds"))  # models not needed
+    return target
+
+
+def subset_rmse(oof: pd.DataFrame, subset: str) -> float:
+    part = oof[oof["subset"] == subset]
+    return float(np.sqrt(np.mean((part["prediction"] - part["truth"]) ** 2)))
+
+
+# ---------------------------------------------------------------- the weights
+
+
+def test_simplex_weights_are_the_constrained_optimum_not_the_free_one():
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=400)
+    noise = rng.normal(size=400)
+    # Free least squares would take 2 of the first and -1 of the second (an exact fit).
+    predictions = np.column_stack([truth + noise, truth + 2 * noise])
+    np.testing.assert_allclose(ensemble.simplex_weights(predictions, truth), [1.0, 0.0],
+                               atol=1e-9)
+    # Independent errors of equal size: an even blend; a perfect member takes everything.
+    independent = truth[:, None] + rng.normal(size=(400, 2)) * [[1.0, 1.0]]
+    assert ensemble.simplex_weights(independent, truth) == pytest.approx([0.5, 0.5], abs=0.1)
+    perfect = np.column_stack([truth + noise, truth])
+    np.testing.assert_allclose(ensemble.simplex_weights(perfect, truth), [0.0, 1.0], atol=1e-9)
+
+
+def test_saved_weights_are_non_negative_and_sum_to_one(ensemble_run, quick_run, shared_run):
+    saved = json.loads((ensemble_run / "ensemble.json").read_text())
+    assert [m["run"] for m in saved["members"]] == [quick_run.name, shared_run.name]
+    assert set(saved["weights"]) == {"15", "4"}
+    mixed = 0
+    for subset, columns in saved["weights"].items():
+        assert list(columns) == list(SUBSET_COLUMNS[subset])
+        for weights in columns.values():
+            values = np.array(list(weights.values()))
+            assert set(weights) == {quick_run.name, shared_run.name}
+            assert (values >= 0).all() and values.sum() == pytest.approx(1.0, abs=1e-9)
+            mixed += bool(((values > 0.01) & (values < 0.99)).any())
+    assert mixed, "no column blends both members: the submission test below would be weak"
+
+
+def test_in_sample_blend_is_no_worse_than_the_better_member(quick_run, shared_run):
+    members = [ensemble.load_member(quick_run), ensemble.load_member(shared_run)]
+    blended, _ = ensemble.blend(members, cross_fit=False)
+    for subset in ("15", "4"):
+        best = min(subset_rmse(m.oof, subset) for m in members)
+        assert subset_rmse(blended, subset) <= best + 1e-9
+        # The same lines as a member's: rows, folds, columns and truth.
+        ours = blended[blended["subset"] == subset].sort_values(["row", "column"])
+        theirs = members[0].oof[members[0].oof["subset"] == subset].sort_values(["row", "column"])
+        for column in ("row", "fold", "column", "truth"):
+            np.testing.assert_array_equal(ours[column].to_numpy(), theirs[column].to_numpy())
+
+
+def test_oof_csv_is_cross_fitted_by_fold(ensemble_run, quick_run, shared_run):
+    oof = report.read_oof(ensemble_run)
+    members = [report.read_oof(quick_run), report.read_oof(shared_run)]
+    for subset, name in (("15", "left_eyebrow_outer_end_x"), ("4", "mouth_center_bottom_lip_y")):
+        ours = column_lines(oof, subset, name)
+        predictions = np.column_stack([column_lines(m, subset, name)["prediction"]
+                                       for m in members])
+        truth, folds = ours["truth"].to_numpy(), ours["fold"].to_numpy()
+        for fold in np.unique(folds):
+            held = folds == fold
+            weights = ensemble.simplex_weights(predictions[~held], truth[~held])
+            np.testing.assert_allclose(ours["prediction"].to_numpy()[held],
+                                       predictions[held] @ weights, atol=2e-5)
+
+
+# ---------------------------------------------------------------- refusals
+
+
+def test_a_member_with_other_folds_is_refused(quick_run, quick_config, training, tmp_path):
+    other = copy_run(quick_run, tmp_path / "other-seed")
+    assignment = cv.assign_folds(dataclasses.replace(quick_config, seed=1), training)
+    assignment["training_rows"] = len(training)
+    (other / "folds.json").write_text(json.dumps(assignment))
+    message = refusal(
+        lambda: ensemble.make_ensemble([quick_run, other], tmp_path, training))
+    assert f"runs {quick_run.name} and other-seed have different folds" in message
+    assert "seeds 0 and 0" in message  # the copy kept its config: the folds are what differ
+
+
+def test_a_member_of_other_data_is_refused(quick_run, training, tmp_path):
+    other = copy_run(quick_run, tmp_path / "other-data")
+    assignment = json.loads((other / "folds.json").read_text())
+    assignment["fingerprint"] = "0123456789abcdef"
+    (other / "folds.json").write_text(json.dumps(assignment))
+    message = refusal(
+        lambda: ensemble.make_ensemble([quick_run, other], tmp_path, training))
+    assert f"runs {quick_run.name} and other-data were made on different data" in message
+
+
+def test_unfinished_members_and_a_lone_run_are_refused(quick_run, training, tmp_path):
+    unfinished = copy_run(quick_run, tmp_path / "unfinished")
+    (unfinished / "oof.csv").unlink()
+    message = refusal(
+        lambda: ensemble.make_ensemble([quick_run, unfinished], tmp_path, training))
+    assert "unfinished (no oof.csv)" in message
+    assert str(unfinished) in message
+    message = refusal(lambda: ensemble.make_ensemble([quick_run], tmp_path, training))
+    assert "at least 2 runs; got 1" in message
+    assert list(tmp_path.glob("ensemble-*")) == [], "a refusal leaves no run behind"
+
+
+def test_missing_evidence_names_the_subset_and_keypoint(quick_run, shared_run, training,
+                                                        tmp_path):
+    column = COLUMN_INDEX["left_eyebrow_outer_end_x"]
+    copies = [copy_run(run, tmp_path / run.name) for run in (quick_run, shared_run)]
+    for copy in copies:
+        oof = report.read_oof(copy)
+        oof = oof[~((oof["subset"] == "15") & (oof["column"] == column))]
+        oof.to_csv(copy / "oof.csv", index=False)
+    message = refusal(lambda: ensemble.make_ensemble(copies, tmp_path, training))
+    assert message.startswith("no member has out-of-fold predictions for 15-key "
+                              "left_eyebrow_outer_end_x;")
+    # With one member's evidence left, that member alone answers the column.
+    run_dir = ensemble.make_ensemble([quick_run, copies[1]], tmp_path, training)
+    weights = ensemble.read_weights(run_dir)["15"]["left_eyebrow_outer_end_x"]
+    assert weights == {quick_run.name: 1.0, shared_run.name: 0.0}
+
+
+def test_an_ensemble_can_be_a_member(ensemble_run, quick_run, training, cv_root):
+    run_dir = ensemble.make_ensemble([ensemble_run, quick_run], cv_root, training)
+    weights = ensemble.read_weights(run_dir)
+    assert set(weights["15"]["nose_tip_x"]) == {ensemble_run.name, quick_run.name}
+    assert (cv_root / "latest").resolve() == run_dir
+    images = training.images[:3]
+    expected = sum(np.array([weights["4"][c][run.name] for c in SUBSET_COLUMNS["4"]])
+                   * ensemble.predict_run(run, "4", images) for run in (ensemble_run, quick_run))
+    np.testing.assert_allclose(ensemble.predict_run(run_dir, "4", images), expected, atol=1e-6)
+
+
+# ---------------------------------------------------------------- report, show, submit
+
+
+def test_report_puts_each_member_beside_the_ensemble(ensemble_run, quick_run, shared_run,
+                                                     training, lookup):
+    stored = json.loads((ensemble_run / "report.json").read_text())
+    rows = {row["run"]: row for row in stored["members"]}
+    assert [row["role"] for row in stored["members"]] == ["member", "member", "ensemble"]
+    quick_report = json.loads((quick_run / "report.json").read_text())
+    assert rows[quick_run.name]["subsets"] == {
+        s: e["rmse"] for s, e in quick_report["subsets"].items()}
+    assert rows[quick_run.name]["leaderboard_estimate"] == (
+        quick_report["leaderboard_estimate"]["rmse"])
+    shared_figures = report.compute(report.read_oof(shared_run), training, lookup)
+    assert rows[shared_run.name]["leaderboard_estimate"] == (
+        shared_figures["leaderboard_estimate"]["rmse"])
+    own = rows[ensemble_run.name]
+    assert own["subsets"] == {s: e["rmse"] for s, e in stored["subsets"].items()}
+    assert own["leaderboard_estimate"] == stored["leaderboard_estimate"]["rmse"]
+    assert own["leaderboard_estimate"] is not None
+    weights = ensemble.read_weights(ensemble_run)
+    assert rows[quick_run.name]["mean_weight"]["4"] == pytest.approx(
+        np.mean([w[quick_run.name] for w in weights["4"].values()]))
+    markdown = (ensemble_run / "report.md").read_text()
+    assert "## Members" in markdown and quick_run.name in markdown and "curves.png" not in markdown
+    assert (ensemble_run / "worst.png").exists() and not (ensemble_run / "curves.png").exists()
+
+
+def test_show_prints_the_members_table(ensemble_run, quick_run, shared_run, capsys):
+    assert cli.main(["--runs", str(ensemble_run.parent), "show", ensemble_run.name]) == 0
+    out = capsys.readouterr().out
+    assert "Members" in out and quick_run.name in out and shared_run.name in out
+    for row in json.loads((ensemble_run / "report.json").read_text())["members"]:
+        assert f"{row['leaderboard_estimate']:.4f}" in out
+
+
+def test_submission_of_an_ensemble_is_the_weighted_member_predictions(
+        ensemble_run, quick_run, shared_run, synth_competition, lookup, tmp_path):
+    made, data_dir = synth_competition
+    written = submission.write_submission(ensemble_run, data_dir, tmp_path / "submissions")
+    test = data.load_test(data_dir)
+    weights = ensemble.read_weights(ensemble_run)
+    expected = {}
+    for subset in ("15", "4"):
+        columns = SUBSET_COLUMNS[subset]
+        expected[subset] = sum(
+            np.array([weights[subset][c][run.name] for c in columns])
+            * cv.predict_run(run, subset, test.images) for run in (quick_run, shared_run))
+    core_choice = json.loads((ensemble_run / "report.json").read_text())["core_choice"]
+    locations = submission.fill_lookup(lookup, test.image_ids, expected, core_choice)
+    values = pd.read_csv(written.csv_path)["Location"].to_numpy()
+    np.testing.assert_allclose(values, locations, atol=2e-5)
+    alone = submission.fill_lookup(
+        lookup, test.image_ids,
+        {s: cv.predict_run(quick_run, s, test.images) for s in ("15", "4")}, core_choice)
+    assert np.abs(values - alone).max() > 1e-3, "the blend differs from its first member"
+    manifest = json.loads(written.manifest_path.read_text())
+    assert manifest["members"] == [quick_run.name, shared_run.name]
+    assert manifest["run"] == ensemble_run.name
+    assert np.isfinite(submission.score(written.csv_path, made["solution"]))
+
+
+def test_cli_makes_an_ensemble_and_dry_runs_its_submission(quick_run, shared_run,
+                                                           synth_competition, tmp_path, capsys):
+    made, data_dir = synth_competition
+    root = tmp_path / "cv"
+    assert cli.main(["--data", str(data_dir), "ensemble", str(quick_run), str(shared_run),
+                     "--runs", str(root)]) == 0
+    out = capsys.readouterr().out
+    made_runs = list(root.glob("ensemble-*"))
+    assert len(made_runs) == 1 and made_runs[0].name in out and "Members" in out
+    assert cli.main(["--data", str(data_dir), "--runs", str(root), "submit", "--dry-run",
+                     "--solution", str(made["solution"]), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert f"score against {made['solution']}" in out and "dry run: not uploaded" in out
+    assert cli.main(["--data", str(data_dir), "--runs", str(root), "ensemble",
+                     str(quick_run)]) == 1
+    error = capsys.readouterr().err
+    assert "at least 2 runs" in error and error.strip().count("\n") == 0
