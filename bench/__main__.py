@@ -4,13 +4,15 @@ accuracy of one fold of the default preset on the practice data.
 python -m bench [parse|augment|train|torch|fold|cv ...]   (default: all)
 python -m bench fold [--preset P] [--fold K] [KEY=VALUE ...]   (one fold, with overrides)
 python -m bench cv [--preset P] [--epochs E] [--size practice|kaggle] [--engine new|old]
+python -m bench tta RUN [--data DIR] [--views NAME ...]   (test-time views of a finished run)
 """
 from __future__ import annotations
 
 import os
 import sys
 
-from bench import bench_augment, bench_cv, bench_fold, bench_parse, bench_torch, bench_train
+from bench import (bench_augment, bench_cv, bench_fold, bench_parse, bench_torch, bench_train,
+                   bench_tta)
 
 SUITES = {
     "parse": bench_parse.run,
@@ -22,7 +24,7 @@ SUITES = {
     "cv": lambda: bench_cv.run(["--epochs", "3"]),
     "cv-old": lambda: bench_cv.run(["--epochs", "3", "--engine", "old"]),
 }
-WITH_ARGUMENTS = {"fold": bench_fold.run, "cv": bench_cv.run}
+WITH_ARGUMENTS = {"fold": bench_fold.run, "cv": bench_cv.run, "tta": bench_tta.run}
 
 
 def main(argv: list[str]) -> None:

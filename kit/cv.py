@@ -281,7 +281,13 @@ def fold_oof(config: Config, training: TrainingSet, run_dir: Path, network: str,
              fold: int) -> list[pd.DataFrame]:
     """A finished fold's OOF lines for each subset its network answers."""
     with np.load(fold_dir(run_dir, network, fold) / "oof.npz", allow_pickle=False) as stored:
-        rows, outputs = stored["rows"], stored["predictions"]
+        return oof_tables(config, training, network, fold, stored["rows"],
+                          stored["predictions"])
+
+
+def oof_tables(config: Config, training: TrainingSet, network: str, fold: int,
+               rows: np.ndarray, outputs: np.ndarray) -> list[pd.DataFrame]:
+    """OOF lines of a fold's held-out `rows` from the network's `outputs` on them."""
     tables = []
     subsets = config.subsets if network == SHARED else (network,)
     for subset in subsets:
