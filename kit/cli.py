@@ -133,13 +133,10 @@ def cmd_cv(args) -> None:
     training = data.load_training(args.data)
     lookup = _lookup_or_none(args.data)
     teaching = None
-    if cfg.teacher:
-        # Pseudo-labels need the test faces and the lookup table's blocks; no warning here.
-        test = data.load_test(args.data) if cfg.pseudo_labels else None
+    if cfg.teacher:  # pseudo-labels need the test faces and the lookup table's blocks
+        test = data.load_test(args.data) if cfg.pseudo_labels and lookup is not None else None
         with console.status(f"preparing what run {cfg.teacher} teaches"):
-            teaching = teacher.prepare(cfg, args.runs, training, test,
-                                       data.load_lookup(args.data, test.image_ids)
-                                       if test is not None else None)
+            teaching = teacher.prepare(cfg, args.runs, training, test, lookup)
     started = time.perf_counter()
     with CVDisplay(console) as display:
         run_dir = cv.run_cv(cfg, training, args.runs, resume=args.resume, listener=display,

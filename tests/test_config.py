@@ -66,6 +66,8 @@ def test_v1_is_b2cd740s_default_exactly():
     now = json.loads(json.dumps(config_io.to_dict(config_io.preset("v1"))))
     assert now["train"].pop("select") == "best"  # b2cd740 kept the best epoch
     assert now.pop("engine") == dataclasses.asdict(config_io.EngineConfig())
+    taught = {name: now.pop(name) for name in ("teacher", "pseudo_labels", "flagged_labels")}
+    assert taught == {"teacher": "", "pseudo_labels": False, "flagged_labels": "keep"}
     assert now == then
 
 
