@@ -158,6 +158,9 @@ def prepare(config: Config, root: Path, training: TrainingSet, test: TestSet | N
     if not config.teacher:
         return None
     run_dir = Path(root) / config.teacher
+    if run_dir.is_symlink():  # `latest` moves: the record and a resumed run would lose it
+        raise KitError(f"{run_dir}: teacher={config.teacher!r} is a link; expected the id it "
+                       f"points to ({run_dir.resolve().name})")
     if run_dir.resolve().parent != Path(root).resolve() or not (run_dir / "config.json").exists():
         raise KitError(f"{run_dir}: teacher={config.teacher!r} is no run (no config.json); "
                        f"expected the id of a finished run in {root}")

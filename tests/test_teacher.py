@@ -254,10 +254,15 @@ def test_a_shared_networks_doubted_label_reaches_both_heads():
 
 
 def test_a_missing_teacher_is_refused(teacher_root, training, quick_config):
-    root, _, _ = teacher_root
+    root, teacher_run, _ = teacher_root
     message = refusal(lambda: teacher.prepare(student_config(quick_config, "no-such-run"),
                                               root, training))
     assert "no-such-run" in message and "no config.json" in message
+    if not (root / "latest").is_symlink():  # a student run may have made it already
+        (root / "latest").symlink_to(teacher_run.name)
+    message = refusal(lambda: teacher.prepare(student_config(quick_config, "latest"), root,
+                                              training))
+    assert "is a link" in message
 
 
 def test_an_unfinished_teacher_is_refused(teacher_root, training, quick_config):
