@@ -7,11 +7,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 KIT := $(PY) -m kit
 
-# Make variables, also accepted as CLI flags (python -m kit cv --help).
+# Make variables, also accepted as CLI flags (python -m kit cv --help). SET: config fields,
+# space-separated, each passed as --set (SET="teacher=<run-id> pseudo_labels=1").
 PRESET ?=
 FOLDS ?=
 SEED ?=
 EPOCHS ?=
+SET ?=
 RESUME ?= 1
 REMOTE ?=
 RUN ?=
@@ -40,7 +42,7 @@ data: $(STAMP)
 
 CV_FLAGS = $(if $(PRESET),--preset $(PRESET)) $(if $(FOLDS),--folds $(FOLDS)) $(if $(SEED),--seed $(SEED)) \
 	$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(filter 0,$(RESUME)),--no-resume) \
-	$(if $(REMOTE),--remote $(REMOTE))
+	$(if $(REMOTE),--remote $(REMOTE)) $(foreach setting,$(SET),--set $(setting))
 
 cv: $(STAMP)
 	$(KIT) cv $(CV_FLAGS)

@@ -199,8 +199,9 @@ def augment(
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Flip (each sample with flip_prob), warp (affine_prob, redrawn), then photometric.
 
-    Returns (images, keypoints, mask); the mask is only permuted by flips, and missing labels
-    stay 0. Jit with `config` static, e.g. jax.jit(augment, static_argnames="config").
+    Returns (images, keypoints, mask); the mask is only permuted by flips (a value's weight,
+    where it is not 1, follows its label), and missing labels stay 0. Jit with `config`
+    static, e.g. jax.jit(augment, static_argnames="config").
     """
     batch, size = images.shape[0], images.shape[-1]
     flip_key, warp_key, photo_key = jax.random.split(key, 3)
@@ -212,6 +213,7 @@ def augment(
         images = jnp.where(flip[:, None, None], flipped_images, images)
         keypoints = jnp.where(flip[:, None], flipped_keypoints, keypoints)
         present = jnp.where(flip[:, None], present[:, jnp.asarray(permutation)], present)
+        mask = jnp.where(flip[:, None], mask[:, jnp.asarray(permutation)], mask)
 
     if config.affine_prob > 0:
         matrices = choose_warps(warp_key, keypoints, present.astype(jnp.float32), config, size)
@@ -221,4 +223,4 @@ def augment(
         images = photometric(photo_key, images, config)
 
     keypoints = jnp.where(present, keypoints, 0.0)
-    return images, keypoints, present.astype(mask.dtype)
+    return images, keypoints, jnp.where(present, mask, 0.0).astype(mask.dtype)

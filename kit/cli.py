@@ -126,15 +126,21 @@ def cmd_cv(args) -> None:
         return cli_remote.cmd_cv_remote(args)
     cfg = make_config(args)  # checked before anything heavy is imported or read
 
-    from kit import cv, data, report
+    from kit import cv, data, report, teacher
     from kit.display import CVDisplay
 
     console.print(f"[bold]config[/] {escape(json.dumps(dataclasses.asdict(cfg)))}")
     training = data.load_training(args.data)
     lookup = _lookup_or_none(args.data)
+    teaching = None
+    if cfg.teacher:  # pseudo-labels need the test faces and the lookup table's blocks
+        test = data.load_test(args.data) if cfg.pseudo_labels and lookup is not None else None
+        with console.status(f"preparing what run {cfg.teacher} teaches"):
+            teaching = teacher.prepare(cfg, args.runs, training, test, lookup)
     started = time.perf_counter()
     with CVDisplay(console) as display:
-        run_dir = cv.run_cv(cfg, training, args.runs, resume=args.resume, listener=display)
+        run_dir = cv.run_cv(cfg, training, args.runs, resume=args.resume, listener=display,
+                            teaching=teaching)
     seconds = time.perf_counter() - started
     with console.status("writing the report and pictures"):
         result = report.write(run_dir, training, lookup, seconds)

@@ -30,6 +30,7 @@ SCHEDULES = ("onecycle", "constant")
 LOSSES = ("mse", "l1", "wing")
 SELECTIONS = ("best", "last")
 FOLD_BATCHINGS = ("auto", "vmap", "map")
+FLAGGED_LABELS = ("keep", "drop", "downweight")
 SUBSETS = tuple(SUBSET_COLUMNS)  # "15", "4"
 
 
@@ -139,6 +140,15 @@ class Config:
     tta_shift: float = 0.0  # pixels; > 0 adds four shifted copies to test-time augmentation
     tta_zoom: float = 0.0  # > 0 adds copies zoomed by 1 +- tta_zoom
     tta_rotate: float = 0.0  # degrees; > 0 adds copies turned both ways
+    # A second pass (kit.teacher): a finished run's id in the same runs folder, whose folds
+    # this run reuses. With it, `pseudo_labels` adds the test faces labelled by the teacher's
+    # model of each fold to that fold's training, and `flagged_labels` says what happens to
+    # the training labels the teacher's OOF residuals flag as wrong (kit.label_noise): "keep",
+    # "drop" (left out of training, never out of scoring) or "downweight" (their loss weighs
+    # kit.teacher.DOWNWEIGHT).
+    teacher: str = ""
+    pseudo_labels: bool = False
+    flagged_labels: str = "keep"
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -166,7 +176,8 @@ SECTIONS: dict[type, str] = {
 class Rule:
     """What one field accepts: a kind (bool, int, float, str or a config class), then a range
     for numbers (">= 1", "> 0", "[0, 1)", ...) or the names a string may take. With `many`
-    the field is a tuple whose items each follow the rule."""
+    the field is a tuple whose items each follow the rule; `may_be_empty` lets that tuple, or
+    a free-form name, be empty."""
 
     kind: type
     range: str = ""
@@ -198,6 +209,10 @@ RULES: dict[str, Rule] = {
     "tta_shift": Rule(float, HALF_FRAME),
     "tta_zoom": Rule(float, "[0, 0.5]"),  # beyond, a view shrinks the face to a thumbnail
     "tta_rotate": Rule(float, "[0, 45]"),  # upright faces: a larger turn is another task
+    # A run id, never a path: the teacher lives in the same runs folder (empty: none).
+    "teacher": Rule(str, may_be_empty=True),
+    "pseudo_labels": Rule(bool),  # _check_teacher: only with a teacher
+    "flagged_labels": Rule(str, names=FLAGGED_LABELS),
     "model": Rule(ModelConfig),
     "train": Rule(TrainConfig),
     "augment": Rule(AugmentConfig),
@@ -254,6 +269,8 @@ def check(config: Any) -> None:
             raise KitError(f"{key}={value!r}: expected {describe(RULES[key])}")
     if isinstance(config, ModelConfig):
         _check_network(config)
+    if isinstance(config, Config):
+        _check_teacher(config)
 
 
 def accepts(rule: Rule, value: Any) -> bool:
@@ -276,7 +293,9 @@ def _accepts_one(rule: Rule, value: Any) -> bool:
     if rule.kind is str:
         if not isinstance(value, str):
             return False
-        return value in rule.names if rule.names else re.fullmatch(r"[\w.-]+", value) is not None
+        if rule.names:
+            return value in rule.names
+        return (value == "" and rule.may_be_empty) or re.fullmatch(r"[\w.-]+", value) is not None
     return isinstance(value, rule.kind)
 
 
@@ -309,7 +328,8 @@ def _describe_one(rule: Rule) -> str:
     if rule.kind is bool:
         return "true or false"
     if rule.kind is str:
-        return "a name (letters, digits, '.', '-' or '_')"
+        name = "a name (letters, digits, '.', '-' or '_')"
+        return name + (" or nothing" if rule.may_be_empty and not rule.many else "")
     if rule.kind not in (int, float):
         return f"a {rule.kind.__name__}"
     noun = "an integer" if rule.kind is int else "a number"
@@ -318,6 +338,19 @@ def _describe_one(rule: Rule) -> str:
     if rule.range.startswith(">"):
         return f"{noun if rule.kind is int else 'a finite number'} {rule.range}"
     return f"{noun} in {rule.range}"
+
+
+def _check_teacher(config: Config) -> None:
+    """Pseudo-labels and flagged labels come from a teacher run: without one they would
+    silently change nothing."""
+    if config.teacher:
+        return
+    if config.pseudo_labels:
+        raise KitError("pseudo_labels=True: expected a teacher run too (--set teacher=<run-id>, "
+                       "a finished run in the same runs folder)")
+    if config.flagged_labels != "keep":
+        raise KitError(f"flagged_labels={config.flagged_labels!r}: expected 'keep' without a "
+                       "teacher run (--set teacher=<run-id> names the run whose OOF flags them)")
 
 
 def _check_network(model: ModelConfig) -> None:

@@ -8,7 +8,8 @@ A run lives in cv/<run-id>/:
                            after (a network per subset, "15" and "4", or one "shared")
     engine.json            what training cost: compile and train seconds, images/s, groups
     oof.csv                out-of-fold predictions: row, subset, fold, column, truth, prediction
-    report.json/.md, *.png written by kit.report
+    teacher.json           a second pass only (kit.teacher): what the teacher run contributed
+    report.json/.md, *.png written by kit.report; label-noise.csv/.png (kit.label_noise)
 
 `run_cv` reads as the recipe: assign folds, train each network's unfinished folds together
 (kit.engine), keep each fold's model and out-of-fold predictions, gather oof.csv.
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jax
 import numpy as np
@@ -41,6 +43,9 @@ from kit.keypoints import (
     SUBSET_COLUMNS,
 )
 from kit.runs import fold_dir, locked, new_run_dir, point_latest, resolve_run, unfinished_run
+
+if TYPE_CHECKING:
+    from kit.teacher import Teaching
 
 __all__ = ["Listener", "fold_dir", "resolve_run", "run_cv"]
 
@@ -180,26 +185,65 @@ class FoldModel:
     net_state: object
 
 
+@dataclass(frozen=True)
+class Lesson:
+    """What one network learns from. Rows 0..N-1 of images and targets are the training set's
+    own, as network_targets makes them: validation and out-of-fold scoring read only those.
+    A teacher (kit.teacher) may append rows that only training reads: copies of rows with
+    doubted labels, test faces with pseudo-labels."""
+
+    images: np.ndarray  # uint8 (rows, 96, 96)
+    targets: np.ndarray  # pixels (rows, outputs), NaN where nothing is learned
+    weights: np.ndarray | None  # loss weight of each target value; None: all 1
+    train_rows: dict[int, np.ndarray]  # each fold's training rows of the above
+
+
+def plain_lesson(config: Config, network: str, training: TrainingSet,
+                 assignment: dict) -> Lesson:
+    return Lesson(training.images,
+                  network_targets(network, training.keypoints, config.common_keypoints), None,
+                  {fold: fold_rows(assignment, network, fold)[0] for fold in range(config.folds)})
+
+
 def run_cv(config: Config, training: TrainingSet, root: Path, resume: bool = True,
-           listener: Listener | None = None) -> Path:
-    """Train every network's fold models; write folds, models, histories and oof.csv."""
+           listener: Listener | None = None, teaching: Teaching | None = None) -> Path:
+    """Train every network's fold models; write folds, models, histories and oof.csv.
+
+    A run with `config.teacher` takes `teaching` (kit.teacher.prepare): the teacher's folds,
+    and what its networks learn besides the training set's own labels."""
     listener = listener or Listener()
+    if bool(config.teacher) != (teaching is not None):
+        raise KitError(f"teacher={config.teacher!r} but {'no' if teaching is None else 'a'} "
+                       "teaching was given; expected kit.teacher.prepare's for a teacher run")
     run_dir = unfinished_run(root, config) if resume else None
     fresh = run_dir is None
     if fresh:
         run_dir = new_run_dir(root, config)
     with locked(run_dir):
         if fresh:
-            assignment = assign_folds(config, training)
-            assignment["training_rows"] = len(training)
+            if teaching is None:
+                assignment = assign_folds(config, training)
+                assignment["training_rows"] = len(training)
+            else:  # the teacher's folds, exactly: its fold-k models taught fold k
+                assignment = teaching.assignment
             fileio.write_json(run_dir / "folds.json", assignment)
             # config.json last: it is what marks a folder as a run that can be resumed.
             fileio.write_json(run_dir / "config.json", config_io.to_dict(config))
         assignment = load_assignment(run_dir, training)
         point_latest(root, run_dir)
+
+        def lesson_for(network: str) -> Lesson:
+            if teaching is None:
+                return plain_lesson(config, network, training, assignment)
+            return teaching.lesson(config, network, training, assignment)
+
+        if teaching is not None:
+            fileio.write_json(run_dir / "teacher.json", teaching.record(config))
         plan = [
             FoldPlan(network, fold,
-                     train.steps_per_epoch(fold_rows(assignment, network, fold)[0].size,
+                     train.steps_per_epoch(fold_rows(assignment, network, fold)[0].size
+                                           + (teaching.extra_rows(network, fold)
+                                              if teaching else 0),
                                            config.train.batch_size),
                      (fold_dir(run_dir, network, fold) / "oof.npz").exists())
             for network in networks(config) for fold in range(config.folds)
@@ -209,7 +253,8 @@ def run_cv(config: Config, training: TrainingSet, root: Path, resume: bool = Tru
         started = time.perf_counter()
         with programs.CompileClock() as clock:
             for network in networks(config):
-                train_network(config, training, run_dir, network, assignment, listener, stats)
+                train_network(config, training, run_dir, network, assignment, listener, stats,
+                              lesson=functools.partial(lesson_for, network))
         record_engine(run_dir, stats, time.perf_counter() - started, clock.seconds)
         oof_tables = [table for network in networks(config) for fold in range(config.folds)
                       for table in fold_oof(config, training, run_dir, network, fold)]
@@ -227,9 +272,11 @@ def fold_rows(assignment: dict, network: str, fold: int) -> tuple[np.ndarray, np
 
 def train_network(config: Config, training: TrainingSet, run_dir: Path, network: str,
                   assignment: dict, listener: Listener, stats: engine.Stats,
-                  only: tuple[int, ...] | None = None) -> None:
+                  only: tuple[int, ...] | None = None,
+                  lesson: Callable[[], Lesson] | None = None) -> None:
     """Train the network's unfinished folds (or those of `only`) together; keep each one's
-    model, history and out-of-fold predictions as its group finishes."""
+    model, history and out-of-fold predictions as its group finishes. `lesson` makes what
+    the network learns from (plain_lesson's by default), only if a fold is left to train."""
     jobs = []
     for fold in only if only is not None else range(config.folds):
         folder = fold_dir(run_dir, network, fold)
@@ -237,14 +284,17 @@ def train_network(config: Config, training: TrainingSet, run_dir: Path, network:
             listener.fold_finished(network, fold, _best_val(folder), skipped=True)
             continue
         folder.mkdir(parents=True, exist_ok=True)
-        train_rows, val_rows = fold_rows(assignment, network, fold)
-        jobs.append(engine.FoldJob(fold, train_rows, val_rows, folder / checkpoints.CHECKPOINT))
+        jobs.append(fold)
     if not jobs:
         return
+    taught = (lesson or functools.partial(plain_lesson, config, network, training,
+                                          assignment))()
+    jobs = [engine.FoldJob(fold, taught.train_rows[fold], fold_rows(assignment, network, fold)[1],
+                           fold_dir(run_dir, network, fold) / checkpoints.CHECKPOINT)
+            for fold in jobs]
     task = task_for(network)
-    targets = network_targets(network, training.keypoints, config.common_keypoints)
     placement = programs.Placement.for_batch(config.train.batch_size)
-    data = engine.DeviceData.put(training.images, targets, placement)
+    data = engine.DeviceData.put(taught.images, taught.targets, placement, taught.weights)
     val_rows = {job.fold: job.val_rows for job in jobs}
     for result in engine.fit_folds(config, task, data, jobs, listener, stats, network):
         folder = fold_dir(run_dir, network, result.fold)

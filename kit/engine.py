@@ -89,19 +89,21 @@ class Listener:
 @dataclass(frozen=True)
 class DeviceData:
     """A network's training data on the devices, once per run: uint8 images, pixel targets
-    (0 where missing) and their mask."""
+    (0 where missing) and their mask: 0 where missing, else the value's loss weight (1
+    unless `weights` says otherwise)."""
 
     arrays: dict
     placement: programs.Placement
 
     @classmethod
-    def put(cls, images: np.ndarray, targets: np.ndarray,
-            placement: programs.Placement) -> DeviceData:
+    def put(cls, images: np.ndarray, targets: np.ndarray, placement: programs.Placement,
+            weights: np.ndarray | None = None) -> DeviceData:
         present = ~np.isnan(targets)
+        mask = present if weights is None else np.where(present, weights, 0.0)
         return cls(placement.replicated({
             "images": np.ascontiguousarray(images, np.uint8),
             "keypoints": np.where(present, targets, 0.0).astype(np.float32),
-            "mask": present.astype(np.float32),
+            "mask": mask.astype(np.float32),
         }), placement)
 
 

@@ -1,5 +1,5 @@
 """The kit's figures: learning curves, per-keypoint errors, error ellipses on the mean face,
-the worst predictions, and an augmentation preview. Each function takes plain arrays and dicts,
+the worst predictions, the labels flagged as noise, and an augmentation preview. Each function takes plain arrays and dicts,
 writes one PNG atomically and returns its path.
 
 Figures are built with matplotlib's object API (`matplotlib.figure.Figure`), never through
@@ -364,6 +364,47 @@ def worst_cases(images: np.ndarray, truth: np.ndarray, prediction: np.ndarray,
             ax.set_title(f"{labels[row]}\nRMSE {rmse[row]:.2f} px", fontsize=8)
         figure.suptitle("Worst predictions: truth o (green), prediction x (red)", fontsize=10)
     return chosen
+
+
+def label_noise(images: np.ndarray, flagged, path: Path | str, count: int = 16) -> list[int]:
+    """A grid of the `count` faces with the worst flagged labels (4 across, the worst first),
+    each flagged keypoint's label as a green circle and the OOF prediction as a red cross
+    joined by a line; the caption names the row and its worst keypoint. Always
+    `worst_cases_pixel_size(count)`, with no faces when nothing is flagged. Returns the rows.
+
+    flagged: kit.label_noise's table (row, keypoint, truth_x/y, prediction_x/y, residual_px).
+    """
+    images = np.asarray(images)
+    if count < 1:
+        raise ValueError(f"label_noise: count is {count}; expected 1 or more")
+    worst = flagged.sort_values("residual_px", ascending=False)
+    rows = list(dict.fromkeys(int(r) for r in worst["row"]))[:count]
+    grid_rows, columns = _worst_grid(count)
+    size = (columns * WORST_CASE_CELL_INCHES[0], grid_rows * WORST_CASE_CELL_INCHES[1])
+    with _png(path, size) as figure:
+        axes = figure.subplots(grid_rows, columns, squeeze=False).ravel()
+        for ax in axes:
+            ax.set_axis_off()
+        for ax, row in zip(axes, rows):
+            _show_image(ax, images[row])
+            mine = worst[worst["row"] == row]
+            for line in mine.itertuples():
+                ax.plot([line.truth_x, line.prediction_x], [line.truth_y, line.prediction_y],
+                        color="yellow", linewidth=0.8, alpha=0.8)
+            ax.plot(mine["truth_x"], mine["truth_y"], linestyle="none", marker="o",
+                    markersize=6, markerfacecolor="none", markeredgecolor=TRUTH_COLOR,
+                    markeredgewidth=1.4)
+            ax.plot(mine["prediction_x"], mine["prediction_y"], linestyle="none", marker="x",
+                    markersize=6, color=PREDICTION_COLOR, markeredgewidth=1.4)
+            first = mine.iloc[0]
+            more = f" (+{len(mine) - 1})" if len(mine) > 1 else ""
+            ax.set_title(f"row {row}, {first['subset']}-key model\n{first['keypoint']}{more}: "
+                         f"{first['residual_px']:.1f} px", fontsize=7)
+        if not rows:
+            axes[0].text(0.0, 0.5, "no labels flagged", fontsize=10)
+        figure.suptitle(f"Labels the OOF predictions call wrong ({len(flagged)} flagged): "
+                        "label o (green), OOF prediction x (red)", fontsize=10)
+    return rows
 
 
 def _worst_grid(count: int) -> tuple[int, int]:

@@ -21,11 +21,13 @@ import numpy as np
 import pandas as pd
 
 from kit import config as config_io
-from kit import cv, ensemble, fileio, plots, runs
+from kit import cv, ensemble, fileio, label_noise, plots, runs
 from kit.data import LookupTable, TrainingSet, subset_indices
 from kit.keypoints import COLUMNS, CORE_COLUMN_INDICES, KEYPOINT_NAMES
 
 PICTURES = ("curves.png", "keypoint-error.png", "errors-on-face.png", "worst.png")
+LABEL_NOISE_CSV, LABEL_NOISE_PNG = "label-noise.csv", "label-noise.png"
+TEACHER_JSON = "teacher.json"  # written by kit.teacher's student runs
 
 
 def read_oof(run_dir: Path) -> pd.DataFrame:
@@ -183,9 +185,21 @@ def write(run_dir: Path, training: TrainingSet, lookup: LookupTable | None,
     if (run_dir / "engine.json").exists():
         report["engine"] = json.loads((run_dir / "engine.json").read_text())["calls"][-1]
     draw_pictures(run_dir, oof, training, histories, report)
+    report["label_noise"] = write_label_noise(run_dir, oof, training)
+    if (run_dir / TEACHER_JSON).exists():
+        report["teacher"] = json.loads((run_dir / TEACHER_JSON).read_text())
     fileio.write_text(run_dir / "report.md", markdown(report))
     fileio.write_json(run_dir / "report.json", report)
     return report
+
+
+def write_label_noise(run_dir: Path, oof: pd.DataFrame, training: TrainingSet) -> dict:
+    """label-noise.csv and .png: the training labels the OOF residuals flag (kit.label_noise)."""
+    flagged = label_noise.flag(oof)
+    with fileio.atomic_path(Path(run_dir) / LABEL_NOISE_CSV) as temporary:
+        flagged.to_csv(temporary, index=False, float_format="%.3f")
+    plots.label_noise(training.images, flagged, Path(run_dir) / LABEL_NOISE_PNG)
+    return label_noise.summary(flagged, oof)
 
 
 def wide_predictions(oof: pd.DataFrame, rows: int) -> dict[str, np.ndarray]:
@@ -226,6 +240,24 @@ def draw_pictures(run_dir: Path, oof: pd.DataFrame, training: TrainingSet,
     chosen = plots.worst_cases(training.images[used], truth[used], prediction[used],
                                list(labels[used]), run_dir / "worst.png")
     report["worst_rows"] = [int(r) for r in np.flatnonzero(used)[chosen]]
+
+
+def teacher_line(teacher: dict) -> str:
+    """What the teacher run gave this one, and how far the estimate can still be trusted."""
+    parts = [f"Taught by run `{teacher['teacher']}` (its folds reused exactly)"]
+    if teacher["pseudo_labels"]:
+        counts = ", ".join(f"{network}: {'/'.join(map(str, per_fold))}"
+                           for network, per_fold in teacher["pseudo_images_per_fold"].items())
+        parts.append(f"test images pseudo-labelled by the teacher's model of the same fold "
+                     f"({counts} per fold), so no fold's held-out faces reach its training "
+                     "through them")
+    if teacher["flagged_labels"] != "keep":
+        verb = "dropped from" if teacher["flagged_labels"] == "drop" else "down-weighted in"
+        parts.append(f"{teacher['labels_changed']} labels the teacher flagged {verb} "
+                     "training only (held-out scoring keeps every label); the flags came from "
+                     "teacher models that saw other folds' rows, a mild second-order leak that "
+                     "may flatter the estimate a little")
+    return "; ".join(parts) + "."
 
 
 def _fmt(value) -> str:
@@ -281,6 +313,14 @@ def markdown(report: dict) -> str:
         "each fold's epoch with the lowest validation RMSE, found on the same held-out rows "
         "that then give the out-of-fold predictions: that choice flatters the estimate a "
         "little (more for bigger models); `train.select=last` avoids it.")]
+    noise = report.get("label_noise")
+    if noise:
+        lines += ["", (f"Label noise: {noise['flagged']} of {noise['labels']:,} training labels "
+                       f"(on {noise['rows']} faces) flagged by their OOF residuals "
+                       f"({noise['rule']}); listed in `{LABEL_NOISE_CSV}`, the worst faces in "
+                       f"[{LABEL_NOISE_PNG}]({LABEL_NOISE_PNG}).")]
+    if report.get("teacher"):
+        lines += ["", teacher_line(report["teacher"])]
     lines += ["", "## Per fold", "", "| subset | " + " | ".join(
         f"fold {f}" for f in range(config["folds"])) + " | mean ± spread |",
         "|---|" + "---|" * (config["folds"] + 1)]

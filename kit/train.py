@@ -122,8 +122,9 @@ def learning_rate(train: TrainConfig, step: jax.Array, total_steps: jax.Array) -
 
 def masked_loss(prediction: jnp.ndarray, target: jnp.ndarray, mask: jnp.ndarray,
                 kind: str) -> jnp.ndarray:
-    """Mean loss over the values present; targets and predictions in unit coordinates."""
-    error = (prediction - target) * mask
+    """Mean loss over the values present; targets and predictions in unit coordinates. The
+    mask weighs each value (1: a label, 0: none, between: a doubted label, kit.teacher)."""
+    error = prediction - target
     if kind == "mse":
         per_value = error**2
     elif kind == "l1":
@@ -138,7 +139,7 @@ def masked_loss(prediction: jnp.ndarray, target: jnp.ndarray, mask: jnp.ndarray,
         ) / models.HALF
     else:
         raise ValueError(f"unknown loss {kind!r}")
-    return per_value.sum() / jnp.maximum(mask.sum(), 1.0)
+    return (per_value * mask).sum() / jnp.maximum(mask.sum(), 1.0)
 
 
 def pixel_rmse(prediction: np.ndarray, truth: np.ndarray) -> float:
@@ -178,7 +179,7 @@ def make_train_step(net: hk.TransformedWithState, optimizer: optax.GradientTrans
         average = state.average
         if config.train.ema:
             average = update_average(average, params, config.train.ema, state.step)
-        squared = ((output - target) * mask * models.HALF) ** 2
+        squared = ((output - target) * models.HALF) ** 2 * mask
         metrics = {"loss": loss, "squared_error": squared.sum(), "count": mask.sum()}
         return TrainState(params, net_state, opt_state, key, state.step + 1, average), metrics
 

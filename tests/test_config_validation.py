@@ -83,6 +83,11 @@ NONSENSE = [
     ("engine.checkpoint_seconds=-1", "engine.checkpoint_seconds=-1.0"),
     ("engine.checkpoint_seconds=nan", "engine.checkpoint_seconds=nan"),
     ("preset=", "preset=''"),
+    ("teacher=../elsewhere", "teacher='../elsewhere'"),  # a run id of the same runs folder
+    ("flagged_labels=fix", "flagged_labels='fix'"),
+    ("flagged_labels=drop", "flagged_labels='drop'"),  # without a teacher
+    ("pseudo_labels=1", "pseudo_labels=True"),  # without a teacher
+    ("pseudo_labels=maybe", "pseudo_labels='maybe'"),
     ("preset=../../elsewhere", "preset='../../elsewhere'"),
 ]
 
@@ -212,6 +217,9 @@ def test_dependent_settings_pass_in_either_order():
     five = ["model.widths=8,8,8,8,8", "model.input_size=64", "model.head_stride=16"]
     assert config_io.override(default, five).model.widths == (8,) * 5
     assert config_io.override(default, five[::-1]).model.input_size == 64
+    taught = ["pseudo_labels=1", "flagged_labels=drop", "teacher=20250101-000000-default"]
+    assert config_io.override(default, taught).pseudo_labels
+    assert config_io.override(default, taught[::-1]).flagged_labels == "drop"
 
 
 def test_sections_are_not_settings_and_settings_not_sections():
