@@ -11,8 +11,15 @@ from __future__ import annotations
 import os
 import sys
 
-from bench import (bench_augment, bench_cv, bench_fold, bench_parse, bench_torch, bench_train,
-                   bench_tta)
+from bench import (
+    bench_augment,
+    bench_cv,
+    bench_fold,
+    bench_parse,
+    bench_torch,
+    bench_train,
+    bench_tta,
+)
 
 SUITES = {
     "parse": bench_parse.run,

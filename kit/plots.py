@@ -344,12 +344,7 @@ def worst_cases(images: np.ndarray, truth: np.ndarray, prediction: np.ndarray,
         raise ValueError(f"worst_cases: count is {count}; expected 1 or more")
     chosen = select_worst(truth, prediction, count)
     rmse = per_image_rmse(truth, prediction)
-    rows, columns = _worst_grid(count)
-    size = (columns * WORST_CASE_CELL_INCHES[0], rows * WORST_CASE_CELL_INCHES[1])
-    with _png(path, size) as figure:
-        axes = figure.subplots(rows, columns, squeeze=False).ravel()
-        for ax in axes:
-            ax.set_axis_off()
+    with _face_grid(path, count) as (figure, axes):
         for ax, row in zip(axes, chosen):
             _show_image(ax, images[row])
             true_xy = truth[row].reshape(-1, 2)
@@ -379,12 +374,7 @@ def label_noise(images: np.ndarray, flagged, path: Path | str, count: int = 16) 
         raise ValueError(f"label_noise: count is {count}; expected 1 or more")
     worst = flagged.sort_values("residual_px", ascending=False)
     rows = list(dict.fromkeys(int(r) for r in worst["row"]))[:count]
-    grid_rows, columns = _worst_grid(count)
-    size = (columns * WORST_CASE_CELL_INCHES[0], grid_rows * WORST_CASE_CELL_INCHES[1])
-    with _png(path, size) as figure:
-        axes = figure.subplots(grid_rows, columns, squeeze=False).ravel()
-        for ax in axes:
-            ax.set_axis_off()
+    with _face_grid(path, count) as (figure, axes):
         for ax, row in zip(axes, rows):
             _show_image(ax, images[row])
             mine = worst[worst["row"] == row]
@@ -405,6 +395,18 @@ def label_noise(images: np.ndarray, flagged, path: Path | str, count: int = 16) 
         figure.suptitle(f"Labels the OOF predictions call wrong ({len(flagged)} flagged): "
                         "label o (green), OOF prediction x (red)", fontsize=10)
     return rows
+
+
+@contextlib.contextmanager
+def _face_grid(path: Path | str, count: int) -> Iterator[tuple[Figure, np.ndarray]]:
+    """A PNG of `count` face cells, 4 across, axes off: the worst-case pictures' layout."""
+    rows, columns = _worst_grid(count)
+    size = (columns * WORST_CASE_CELL_INCHES[0], rows * WORST_CASE_CELL_INCHES[1])
+    with _png(path, size) as figure:
+        axes = figure.subplots(rows, columns, squeeze=False).ravel()
+        for ax in axes:
+            ax.set_axis_off()
+        yield figure, axes
 
 
 def _worst_grid(count: int) -> tuple[int, int]:

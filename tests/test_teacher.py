@@ -13,19 +13,12 @@ from PIL import Image
 
 from kit import cli, cv, data, engine, label_noise, plots, report, teacher
 from kit import config as config_io
-from kit.errors import KitError
 from kit.keypoints import COLUMN_INDEX
+from tests.conftest import refusal
 
 EYEBROW = "left_eyebrow_outer_end"  # a 15-key-only keypoint: one subset's line per label
 EYEBROW_COLUMNS = [COLUMN_INDEX[f"{EYEBROW}_x"], COLUMN_INDEX[f"{EYEBROW}_y"]]
 
-
-def refusal(build) -> str:
-    with pytest.raises(KitError) as caught:
-        build()
-    message = str(caught.value)
-    assert "\n" not in message
-    return message
 
 
 def good_predictions(oof: pd.DataFrame, spread: float, seed: int = 0) -> pd.DataFrame:
