@@ -307,12 +307,14 @@ def markdown(report: dict) -> str:
                          f"{_fmt(row['subsets'].get('4'))} | {_fmt(row['leaderboard_estimate'])} "
                          f"| {_fmt(weight.get('15'))} | {_fmt(weight.get('4'))} |")
     select = config.get("train", {}).get("select", "best")
+    ema = config.get("train", {}).get("ema", 0.0)
+    average = f" (as the moving average of its weights, decay {ema})" if ema else ""
     lines += [] if members else ["", "Weights kept: " + (
-        "each fold's last epoch. Held-out rows score the folds but choose nothing, so the "
-        "estimate below is not flattered by selection." if select == "last" else
-        "each fold's epoch with the lowest validation RMSE, found on the same held-out rows "
-        "that then give the out-of-fold predictions: that choice flatters the estimate a "
-        "little (more for bigger models); `train.select=last` avoids it.")]
+        f"each fold's last epoch{average}. Held-out rows score the folds but choose nothing, "
+        "so the estimate below is not flattered by selection." if select == "last" else
+        f"each fold's epoch with the lowest validation RMSE{average}, found on the same "
+        "held-out rows that then give the out-of-fold predictions: that choice flatters the "
+        "estimate a little (more for bigger models); `train.select=last` avoids it.")]
     noise = report.get("label_noise")
     if noise:
         lines += ["", (f"Label noise: {noise['flagged']} of {noise['labels']:,} training labels "

@@ -270,3 +270,15 @@ def test_the_fingerprint_changes_with_the_data(training):
     moved = training.keypoints.copy()
     moved[0, 0] += 1.0
     assert cv.fingerprint(replace(training, keypoints=moved)) != cv.fingerprint(training)
+
+
+@pytest.mark.parametrize("train_settings, said", [
+    ({"select": "last"}, "each fold's last epoch. Held-out rows score the folds but choose"),
+    ({"select": "last", "ema": 0.99},
+     "each fold's last epoch (as the moving average of its weights, decay 0.99)."),
+    ({"select": "best"}, "each fold's epoch with the lowest validation RMSE, found on the same"),
+])
+def test_the_report_says_how_each_folds_weights_were_kept(run_dir, train_settings, said):
+    figures = json.loads((run_dir / "report.json").read_text())
+    figures["config"]["train"].update(train_settings)
+    assert said in report.markdown(figures)
