@@ -104,17 +104,18 @@ def network_targets(network: str, keypoints: np.ndarray,
 
 
 def subset_predictions(network: str, subset: str, outputs: np.ndarray,
-                       keypoints: np.ndarray | None = None) -> np.ndarray:
+                       full: np.ndarray | None = None) -> np.ndarray:
     """A subset's values from a network's outputs. For the shared network's 4-key values,
-    rows of the full source (where keypoints say so) take the 15-key head's core values."""
+    faces of the full annotation source (where `full` says so) take the 15-key head's core
+    values: the head that learned that source's convention (its bottom lip)."""
     if network != SHARED:
         return outputs
     fifteen, four = outputs[:, : len(COLUMNS)], outputs[:, len(COLUMNS):]
     if subset == "15":
         return fifteen
-    if keypoints is None:
+    if full is None:
         return four
-    return np.where(full_source(keypoints)[:, None], fifteen[:, CORE_COLUMN_INDICES], four)
+    return np.where(np.asarray(full)[:, None], fifteen[:, CORE_COLUMN_INDICES], four)
 
 
 # ---------------------------------------------------------------- assignment
@@ -344,7 +345,8 @@ def oof_tables(config: Config, training: TrainingSet, network: str, fold: int,
         mine = np.isin(rows, subset_indices(training.keypoints, subset))
         columns = column_indices(subset)
         truth = training.keypoints[rows[mine]][:, columns]
-        values = subset_predictions(network, subset, outputs[mine], training.keypoints[rows[mine]])
+        values = subset_predictions(network, subset, outputs[mine],
+                                    full_source(training.keypoints[rows[mine]]))
         tables.append(_long_table(subset, fold, rows[mine], columns, truth, values))
     return tables
 
@@ -407,8 +409,14 @@ def _predictor(model: ModelConfig, task: train.Task, flip_tta: bool, views: tupl
 
 
 def predict_run(run_dir: Path, subset: str, images: np.ndarray,
-                on_model: Callable[[int], None] | None = None) -> np.ndarray:
-    """Predict any uint8 (N, 96, 96) images with a saved run's ensemble for one subset."""
+                on_model: Callable[[int], None] | None = None,
+                full: np.ndarray | None = None) -> np.ndarray:
+    """Predict any uint8 (N, 96, 96) images with a saved run's ensemble for one subset.
+
+    `full` marks the images of the full annotation source (the test faces the lookup table
+    asks all values of): their 4-key values are made as the OOF's were on such faces, so a
+    blend or choice fitted on that OOF meets the same predictions on the test set. Without
+    it, every image is taken as the core-only source's."""
     config = config_io.load(Path(run_dir) / "config.json")
     if subset not in config.subsets:
         raise KitError(f"{run_dir}: the run has no {subset}-key models (its subsets: "
@@ -416,5 +424,4 @@ def predict_run(run_dir: Path, subset: str, images: np.ndarray,
     network = SHARED if config.shared_trunk else subset
     outputs = predict_images(config, task_for(network), load_fold_models(run_dir, network),
                              images)
-    # Test images of the core-only block come from the core-only source: the 4-key head.
-    return subset_predictions(network, subset, outputs)
+    return subset_predictions(network, subset, outputs, full)

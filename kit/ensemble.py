@@ -262,12 +262,14 @@ def read_weights(run_dir: Path) -> dict:
 
 
 def predict_run(run_dir: Path, subset: str, images: np.ndarray,
-                on_model: Callable[[int], None] | None = None) -> np.ndarray:
+                on_model: Callable[[int], None] | None = None,
+                full: np.ndarray | None = None) -> np.ndarray:
     """Any run's test prediction for a subset: a CV run's fold ensemble (kit.cv), or for an
-    ensemble run the per-column weighted sum of its members' predictions."""
+    ensemble run the per-column weighted sum of its members' predictions. `full` marks the
+    images of the full annotation source (see cv.predict_run)."""
     members = ensemble_members(run_dir)
     if not members:
-        return cv.predict_run(run_dir, subset, images, on_model=on_model)
+        return cv.predict_run(run_dir, subset, images, on_model=on_model, full=full)
     weights = read_weights(run_dir).get(subset)
     if weights is None:
         raise KitError(f"{run_dir / ENSEMBLE}: no {subset}-key weights; expected a run that "
@@ -278,5 +280,5 @@ def predict_run(run_dir: Path, subset: str, images: np.ndarray,
         member_weights = np.array([weights[c].get(member.name, 0.0) for c in columns])
         if not member_weights.any():
             continue  # no weight anywhere in this subset: its networks need not run
-        total += member_weights * predict_run(member, subset, images, on_model)
+        total += member_weights * predict_run(member, subset, images, on_model, full)
     return total

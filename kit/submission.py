@@ -367,10 +367,13 @@ def write_submission(run_dir: Path, data_dir: Path, out_dir: Path = SUBMISSIONS_
     sample_row_ids = data.load_sample(data_dir)
     answering_model(lookup, core_choice, config.subsets)  # refuses a run that cannot answer
 
+    # Faces the lookup table asks all values of come from the full annotation source: their
+    # 4-key values must be made as the OOF evidence behind core_choice and blends made them.
+    full = np.isin(test.image_ids, lookup.image_ids[lookup_blocks(lookup) == "full"])
     predictions = {}
     for subset in config.subsets:
         values = np.asarray(ensemble.predict_run(run_dir, subset, test.images,
-                                                 on_model=on_model))
+                                                 on_model=on_model, full=full))
         expected = (len(test), len(SUBSET_COLUMNS[subset]))
         if values.shape != expected:
             raise KitError(

@@ -176,6 +176,19 @@ def test_shared_trunk_run_gives_both_subsets_oof_and_predictions(tmp_path, train
     assert both.shape == (3, 38)
     np.testing.assert_allclose(cv.predict_run(run_dir, "15", images), both[:, :30], atol=1e-5)
     np.testing.assert_allclose(cv.predict_run(run_dir, "4", images), both[:, 30:], atol=1e-5)
+    # Faces of the full annotation source get their 4-key values from the 15-key head, as
+    # the OOF made them: a choice or blend fitted on that OOF meets the same on the test set.
+    full = np.array([True, False, True])
+    four = cv.predict_run(run_dir, "4", images, full=full)
+    np.testing.assert_allclose(four[full], both[full][:, CORE_COLUMN_INDICES], atol=1e-5)
+    np.testing.assert_allclose(four[~full], both[~full, 30:], atol=1e-5)
+    oof = oof[oof["subset"] == "4"]
+    on_full = oof[oof["row"].isin(subset_indices(training.keypoints, "15"))]
+    assert len(on_full) and np.array_equal(
+        on_full.sort_values(["row", "column"])["prediction"].to_numpy(),
+        report.read_oof(run_dir).query("subset == '15'").merge(
+            on_full[["row", "column"]], on=["row", "column"]).sort_values(
+            ["row", "column"])["prediction"].to_numpy())
 
 
 def test_shared_targets_keep_each_sources_labels_on_its_own_head(training):

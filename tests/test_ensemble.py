@@ -224,19 +224,23 @@ def test_submission_of_an_ensemble_is_the_weighted_member_predictions(
     written = submission.write_submission(ensemble_run, data_dir, tmp_path / "submissions")
     test = data.load_test(data_dir)
     weights = ensemble.read_weights(ensemble_run)
+    full = np.isin(test.image_ids, lookup.image_ids[report.lookup_blocks(lookup) == "full"])
+    assert full.any() and not full.all()
     expected = {}
     for subset in ("15", "4"):
         columns = SUBSET_COLUMNS[subset]
         expected[subset] = sum(
             np.array([weights[subset][c][run.name] for c in columns])
-            * cv.predict_run(run, subset, test.images) for run in (quick_run, shared_run))
+            * cv.predict_run(run, subset, test.images, full=full)
+            for run in (quick_run, shared_run))
     core_choice = json.loads((ensemble_run / "report.json").read_text())["core_choice"]
     locations = submission.fill_lookup(lookup, test.image_ids, expected, core_choice)
     values = pd.read_csv(written.csv_path)["Location"].to_numpy()
     np.testing.assert_allclose(values, locations, atol=2e-5)
     alone = submission.fill_lookup(
         lookup, test.image_ids,
-        {s: cv.predict_run(quick_run, s, test.images) for s in ("15", "4")}, core_choice)
+        {s: cv.predict_run(quick_run, s, test.images, full=full) for s in ("15", "4")},
+        core_choice)
     assert np.abs(values - alone).max() > 1e-3, "the blend differs from its first member"
     manifest = json.loads(written.manifest_path.read_text())
     assert manifest["members"] == [quick_run.name, shared_run.name]
