@@ -130,6 +130,13 @@ def lock_holder(run_dir: Path) -> dict | None:
     return holder if _alive(int(holder.get("pid", -1))) else None
 
 
+def remove_stale_temporaries(run_dir: Path) -> None:
+    """Delete the half-written files (fileio's `.NAME.XXXX.part`) of a process that was
+    killed mid-write; whoever takes the run's lock is its only writer, so none is live."""
+    for temporary in Path(run_dir).rglob(".*.part"):
+        temporary.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def locked(run_dir: Path) -> Iterator[None]:
     """Hold the run's lock while training it; a lock left by a dead process is taken over."""
@@ -154,6 +161,7 @@ def locked(run_dir: Path) -> Iterator[None]:
     else:
         raise KitError(f"{path}: could not take the run's lock; remove the file if no "
                        "`make cv` is running")
+    remove_stale_temporaries(run_dir)
     try:
         yield
     finally:

@@ -46,3 +46,17 @@ def test_engine_settings_do_not_make_another_run(quick_config):
 def test_two_new_runs_in_one_second_get_two_folders(tmp_path, quick_config):
     first, second = (runs.new_run_dir(tmp_path, quick_config) for _ in range(2))
     assert first != second and first.is_dir() and second.is_dir()
+
+
+def test_taking_the_lock_removes_what_a_killed_writer_left_half_written(tmp_path):
+    from kit import fileio
+
+    folder = tmp_path / "folds" / "shared-0"
+    folder.mkdir(parents=True)
+    left = [tmp_path / ".keypoint-error.png.x1y2.part", folder / ".oof.npz.abcd.part"]
+    for path in left:
+        path.write_bytes(b"half")
+    fileio.write_text(tmp_path / "report.md", "kept")
+    with runs.locked(tmp_path):
+        assert not any(path.exists() for path in left)
+    assert (tmp_path / "report.md").read_text() == "kept"
