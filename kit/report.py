@@ -64,6 +64,12 @@ def lookup_blocks(lookup: LookupTable) -> np.ndarray:
     return np.where(asked.to_numpy() > len(CORE_COLUMN_INDICES), "full", "core")
 
 
+def image_blocks(lookup: LookupTable, image_ids: np.ndarray) -> np.ndarray:
+    """Each test face's lookup block: 'full', 'core', or '' where the table asks nothing."""
+    block_of = dict(zip(lookup.image_ids.tolist(), lookup_blocks(lookup).tolist()))
+    return np.array([block_of.get(int(i), "") for i in image_ids], dtype=object)
+
+
 def leaderboard_estimate(oof: pd.DataFrame, complete_rows: np.ndarray, lookup: LookupTable,
                          choice: dict[str, str]) -> dict:
     blocks = lookup_blocks(lookup)

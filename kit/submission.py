@@ -35,7 +35,7 @@ from kit.config import COMPETITION
 from kit.data import LookupTable
 from kit.errors import KitError
 from kit.keypoints import COLUMN_INDEX, COLUMNS, CORE_COLUMNS, IMAGE_SIZE, SUBSET_COLUMNS
-from kit.report import lookup_blocks
+from kit.report import image_blocks, lookup_blocks
 from kit.runs import ensemble_members
 
 HEADER = "RowId,Location"
@@ -369,7 +369,7 @@ def write_submission(run_dir: Path, data_dir: Path, out_dir: Path = SUBMISSIONS_
 
     # Faces the lookup table asks all values of come from the full annotation source: their
     # 4-key values must be made as the OOF evidence behind core_choice and blends made them.
-    full = np.isin(test.image_ids, lookup.image_ids[lookup_blocks(lookup) == "full"])
+    full = image_blocks(lookup, test.image_ids) == "full"
     predictions = {}
     for subset in config.subsets:
         values = np.asarray(ensemble.predict_run(run_dir, subset, test.images,

@@ -125,12 +125,6 @@ def doubted_targets(network: str, keypoints: np.ndarray, common: tuple[str, ...]
     return np.isinf(cv.network_targets(network, marked, common))
 
 
-def image_blocks(lookup: LookupTable, image_ids: np.ndarray) -> np.ndarray:
-    """Each test face's lookup block: 'full', 'core', or '' where the table asks nothing."""
-    block_of = dict(zip(lookup.image_ids.tolist(), report.lookup_blocks(lookup).tolist()))
-    return np.array([block_of.get(int(i), "") for i in image_ids], dtype=object)
-
-
 def pseudo_targets(network: str, outputs: np.ndarray, blocks: np.ndarray,
                    subsets: tuple[str, ...]) -> np.ndarray:
     """A network's pseudo-targets from its teacher's outputs on the test faces: each face's
@@ -180,7 +174,7 @@ def prepare(config: Config, root: Path, training: TrainingSet, test: TestSet | N
             raise KitError(f"pseudo_labels=True (teacher {config.teacher}): expected the test "
                            "images and IdLookupTable.csv in the data folder")
         images = test.images
-        blocks = image_blocks(lookup, test.image_ids)
+        blocks = report.image_blocks(lookup, test.image_ids)
         for network in cv.networks(config):
             per_fold = [
                 pseudo_targets(network, cv.predict_images(teacher_config, cv.task_for(network),

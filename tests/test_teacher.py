@@ -157,7 +157,7 @@ def test_fold_k_learns_the_test_faces_from_the_teachers_fold_k_model_only(
     run_dir, given, test, lookup = student
     _, teacher_run, _ = teacher_root
     teacher_config = config_io.load(teacher_run / "config.json")
-    blocks = teacher.image_blocks(lookup, test.image_ids)
+    blocks = report.image_blocks(lookup, test.image_ids)
     assert set(blocks) == {"full", "core"}
     counts = json.loads((run_dir / "teacher.json").read_text())["pseudo_images_per_fold"]
     for network, (arrays, jobs) in given.items():
