@@ -11,9 +11,9 @@ import time
 import jax
 import jax.numpy as jnp
 
-from kit.augment import augment
 from kit.config import AugmentConfig
-from kit.keypoints import COLUMNS, IMAGE_SIZE, flip_permutation
+from kit.core.keypoints import COLUMNS, IMAGE_SIZE, flip_permutation
+from kit.model.augment import augment
 
 BATCH = 64
 STEPS = 50

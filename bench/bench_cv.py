@@ -28,7 +28,7 @@ import zipfile
 from pathlib import Path
 
 from bench.common import PRACTICE_SOLUTION, PRACTICE_ZIP, SHARED
-from kit import runtime
+from kit.training import runtime
 
 REPO = Path(__file__).resolve().parents[1]
 OLD_ENGINE = "b2cd740"  # the last commit of the per-step Python loop

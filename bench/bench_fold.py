@@ -19,7 +19,10 @@ import pandas as pd
 
 from bench.common import PRACTICE_ZIP
 from kit import config as config_io
-from kit import cv, data, download, engine, report
+from kit.data import download, tables
+from kit.results import report
+from kit.runs import cv
+from kit.training import engine
 
 
 def run(argv: list[str] | None = None) -> dict:
@@ -34,17 +37,17 @@ def run(argv: list[str] | None = None) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="kit-bench-fold-"))
     try:
         download.download(folder / "data", archive=PRACTICE_ZIP)
-        training = data.load_training(folder / "data")
-        lookup = data.load_lookup(folder / "data")
+        training = tables.load_training(folder / "data")
+        lookup = tables.load_lookup(folder / "data")
         assignment = cv.assign_folds(config, training)
         started = time.perf_counter()
-        tables = []
+        oof_parts = []
         for network in cv.networks(config):
             cv.train_network(config, training, folder / "run", network, assignment,
                              cv.Listener(), engine.Stats(), only=(args.fold,))
-            tables += cv.fold_oof(config, training, folder / "run", network, args.fold)
+            oof_parts += cv.fold_oof(config, training, folder / "run", network, args.fold)
         minutes = (time.perf_counter() - started) / 60
-        figures = report.compute(pd.concat(tables, ignore_index=True), training, lookup)
+        figures = report.compute(pd.concat(oof_parts, ignore_index=True), training, lookup)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return {

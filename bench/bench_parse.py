@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 
 from bench.common import PRACTICE_ZIP, median_seconds
-from kit import data
+from kit.data import tables
 
 KAGGLE_ROWS = 7049
 
@@ -30,9 +30,9 @@ def run() -> dict:
     folder = Path(tempfile.mkdtemp(prefix="kit-bench-parse-"))
     try:
         path = kaggle_size_training_csv(folder)
-        parse = median_seconds(lambda: data.parse_training(path))
-        data.load_training(folder)  # fills the cache
-        reload = median_seconds(lambda: data.load_training(folder), repeats=5)
+        parse = median_seconds(lambda: tables.parse_training(path))
+        tables.load_training(folder)  # fills the cache
+        reload = median_seconds(lambda: tables.load_training(folder), repeats=5)
         return {
             "csv_mb": round(path.stat().st_size / 1e6, 1),
             "rows": KAGGLE_ROWS,

@@ -12,7 +12,7 @@ import optax
 
 from bench.common import median_seconds
 from kit import config as config_io
-from kit import models
+from kit.model import networks
 
 STEPS = 20
 REPEATS = 3  # the median: a single timing moves by 20% here
@@ -20,7 +20,7 @@ REPEATS = 3  # the median: a single timing moves by 20% here
 
 def jax_rate(batch: int, images: np.ndarray, targets: np.ndarray) -> float:
     config = config_io.preset("seed")
-    net = models.build(config.model, targets.shape[1])
+    net = networks.build(config.model, targets.shape[1])
     params, state = net.init(jax.random.PRNGKey(0), images, True)
     optimizer = optax.sgd(config.train.learning_rate)
     opt_state = optimizer.init(params)

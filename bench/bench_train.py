@@ -7,8 +7,8 @@ import numpy as np
 
 from bench.common import median_seconds
 from kit import config as config_io
-from kit import programs, train
-from kit.cv import networks, task_for
+from kit.runs.cv import networks, task_for
+from kit.training import programs, train
 
 REPEATS = 3  # the median: a single timing moves by 20% here
 
@@ -18,7 +18,7 @@ def step_rate(config, steps: int = 10) -> float:
     task = task_for(networks(config)[0])
     train_step = jax.jit(train.compiled(config, task)[2])
     size = config.train.batch_size
-    # Split over the devices as training splits it (one per core on a CPU: kit.runtime).
+    # Split over the devices as training splits it (one per core on a CPU: kit.training.runtime).
     placement = programs.Placement.for_batch(size)
     state = placement.replicated(train.init_state(config, task, 0))
     rng = np.random.default_rng(0)

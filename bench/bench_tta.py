@@ -14,7 +14,10 @@ from pathlib import Path
 import pandas as pd
 
 from kit import config as config_io
-from kit import cv, data, places, report
+from kit.data import tables
+from kit.kaggle import places
+from kit.results import report
+from kit.runs import cv
 
 # Name -> the TTA settings it sets on the run's config.
 VIEWS = {
@@ -34,20 +37,20 @@ def run(argv: list[str] | None = None) -> dict:
     parser.add_argument("--views", nargs="+", choices=list(VIEWS), default=list(VIEWS))
     args = parser.parse_args(argv)
     base = config_io.load(args.run / "config.json")
-    training, lookup = data.load_training(args.data), data.load_lookup(args.data)
+    training, lookup = tables.load_training(args.data), tables.load_lookup(args.data)
     assignment = cv.load_assignment(args.run, training)
     results = {}
     for name in args.views:
         config = dataclasses.replace(base, **VIEWS[name])
         started = time.perf_counter()
-        tables = []
+        oof_parts = []
         for network in cv.networks(config):
             task = cv.task_for(network)
             for fold, model in enumerate(cv.load_fold_models(args.run, network)):
                 _, rows = cv.fold_rows(assignment, network, fold)
                 outputs = cv.predict_images(config, task, [model], training.images[rows])
-                tables += cv.oof_tables(config, training, network, fold, rows, outputs)
-        figures = report.compute(pd.concat(tables, ignore_index=True), training, lookup)
+                oof_parts += cv.oof_tables(config, training, network, fold, rows, outputs)
+        figures = report.compute(pd.concat(oof_parts, ignore_index=True), training, lookup)
         results[name] = (f"15-key {figures['subsets']['15']['rmse']:.4f}, "
                          f"4-key {figures['subsets']['4']['rmse']:.4f}, "
                          f"LB estimate {figures['leaderboard_estimate']['rmse']:.4f} "

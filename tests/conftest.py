@@ -16,8 +16,10 @@ os.environ.setdefault("KIT_KAGGLE_ROOT", tempfile.mkdtemp(prefix="kit-test-no-ka
 import pytest
 
 from kit import config as config_io
-from kit import cv, data, download, report, synth
-from kit.errors import KitError
+from kit.core.errors import KitError
+from kit.data import download, synth, tables
+from kit.results import report
+from kit.runs import cv
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 QUICK = ["folds=2", "train.epochs=2", "grouped_folds=0"]
@@ -34,7 +36,7 @@ def synth_competition(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def training(synth_competition):
-    return data.load_training(synth_competition[1])
+    return tables.load_training(synth_competition[1])
 
 
 @pytest.fixture(scope="session")
@@ -48,8 +50,8 @@ def quick_run(tmp_path_factory, synth_competition, training, quick_config):
     _, data_dir = synth_competition
     root = tmp_path_factory.mktemp("cv")
     run_dir = cv.run_cv(quick_config, training, root)
-    test = data.load_test(data_dir)
-    report.write(run_dir, training, data.load_lookup(data_dir, test.image_ids))
+    test = tables.load_test(data_dir)
+    report.write(run_dir, training, tables.load_lookup(data_dir, test.image_ids))
     return run_dir
 
 

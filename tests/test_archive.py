@@ -1,4 +1,4 @@
-"""kit.archive: Kaggle's nested zip into data/*.csv, refusing anything odd before writing a byte.
+"""kit.data.archive: Kaggle's nested zip into data/*.csv, refusing anything odd before writing a byte.
 
 Each bad archive must raise a one-line KitError naming the archive (and the member) and leave the
 target folder without any file: no CSV, no marker, no temporary file.
@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kit import archive
-from kit.errors import KitError
-from kit.synth import make_competition
+from kit.core.errors import KitError
+from kit.data import archive
+from kit.data.synth import make_competition
 
 CSV_NAMES = ("training.csv", "test.csv", "IdLookupTable.csv", "SampleSubmission.csv")
 

@@ -11,7 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kit.augment import (
+from kit.config import AugmentConfig
+from kit.core.keypoints import COLUMNS, CORE_COLUMNS, MIRROR_NAME, flip_permutation
+from kit.model.augment import (
     affine_matrices,
     augment,
     hflip,
@@ -20,8 +22,6 @@ from kit.augment import (
     similarity_matrices,
     warp,
 )
-from kit.config import AugmentConfig
-from kit.keypoints import COLUMNS, CORE_COLUMNS, MIRROR_NAME, flip_permutation
 
 SIZE = 96
 # Jit once per function; shapes below are kept few so each compiles a handful of times at most.

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from kit import cli
+from kit.cli import main as cli
 
 REPO = Path(__file__).resolve().parents[1]
 

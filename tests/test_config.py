@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from kit import config as config_io
-from kit.errors import KitError
+from kit.core.errors import KitError
 
 
 @pytest.mark.parametrize("name", sorted(config_io.PRESETS))
@@ -12,7 +12,7 @@ def test_every_preset_round_trips_through_its_saved_form(name, tmp_path):
     config = config_io.preset(name)
     assert config.preset == name
     path = tmp_path / "config.json"
-    from kit import fileio
+    from kit.core import fileio
 
     fileio.write_json(path, config_io.to_dict(config))
     assert config_io.load(path) == config
@@ -84,7 +84,7 @@ def test_without_a_preset_the_hardware_picks_one(platform, expected):
 def test_the_cli_says_which_preset_the_hardware_picked_and_an_explicit_one_wins(capsys):
     import argparse
 
-    from kit import cli
+    from kit.cli import main as cli
 
     picked = cli.make_config(argparse.Namespace(preset=None, set=None))
     assert picked.preset == "default"  # these tests run on CPUs

@@ -14,7 +14,7 @@ import pytest
 
 from kit import config as config_io
 from kit.config import AugmentConfig, Config, ModelConfig, TrainConfig
-from kit.errors import KitError
+from kit.core.errors import KitError
 from tests.conftest import refusal
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,7 +113,7 @@ def cli_args(**flags) -> argparse.Namespace:
     ({"set": ["train.optimizer=lion"]}, "train.optimizer='lion': expected one of adamw, sgd"),
 ])
 def test_command_line_flags_are_checked_like_set(flags, shown):
-    from kit import cli
+    from kit.cli import main as cli
 
     assert refusal(lambda: cli.make_config(cli_args(**flags))) == shown
 
@@ -231,20 +231,20 @@ def test_sections_are_not_settings_and_settings_not_sections():
 
 
 def test_the_name_lists_are_the_ones_the_networks_know():
-    from kit import models
+    from kit.model import networks
 
-    assert config_io.NETWORK_KINDS == tuple(models.NETWORKS)
+    assert config_io.NETWORK_KINDS == tuple(networks.NETWORKS)
 
 
 @pytest.mark.parametrize("widths, input_size", [((8,), 32), ((8, 8), 48), ((8, 8, 8), 96),
                                                 ((8, 8, 8), 32)])
 def test_every_head_stride_accepted_is_the_grid_the_network_reads(widths, input_size):
-    """The rule mirrors models.soft_argmax_head: each accepted stride gives exactly its grid,
+    """The rule mirrors networks.soft_argmax_head: each accepted stride gives exactly its grid,
     at least 2x2; every other power of two is refused rather than silently moved."""
     import haiku as hk
     import numpy as np
 
-    from kit import models
+    from kit.model import networks
 
     accepted = []
     for stride in (2**k for k in range(8)):
@@ -255,7 +255,7 @@ def test_every_head_stride_accepted_is_the_grid_the_network_reads(widths, input_
             assert f"model.head_stride={stride}: expected one of" in str(error)
             continue
         accepted.append(stride)
-        forward = models.resnet(model, 2)
+        forward = networks.resnet(model, 2)
         images = np.zeros((1, input_size, input_size), np.float32)
         calls = hk.experimental.eval_summary(partial(forward, is_training=True))(images)
         heatmaps = [c for c in calls if "conv2_d" in c.module_details.module.module_name][-1]

@@ -9,10 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kit import checkpoints, cv, models, report, train
 from kit import config as config_io
-from kit.data import subset_indices
-from kit.keypoints import CORE_COLUMN_INDICES
+from kit.core.keypoints import CORE_COLUMN_INDICES
+from kit.data.tables import subset_indices
+from kit.model import networks
+from kit.results import report
+from kit.runs import cv
+from kit.training import checkpoints, train
 
 
 @pytest.fixture(scope="module")
@@ -129,13 +132,13 @@ def test_the_loss_falls_when_training_on_a_batch(training, quick_config, head):
 def test_seed_preset_is_the_reports_network_and_takes_a_step(training):
     config = config_io.preset("seed")
     assert (config.train.batch_size, config.train.learning_rate) == (32, 0.01)
-    net = models.build(config.model, 30)
+    net = networks.build(config.model, 30)
     params, _ = net.init(jax.random.PRNGKey(0), np.zeros((1, 96, 96), np.float32), True)
     names = sorted(params)
     assert [n.split("/")[-1] for n in names] == ["conv2_d", "conv2_d_1", "linear", "linear_1"]
     # conv 3x3 1->32, conv 3x3 32->64, dense 24*24*64 -> 500, dense 500 -> 30 (with biases).
     expected = (9 * 32 + 32) + (9 * 32 * 64 + 64) + (24 * 24 * 64 * 500 + 500) + (500 * 30 + 30)
-    assert models.parameter_count(params) == expected
+    assert networks.parameter_count(params) == expected
     task = cv.task_for("15")
     _, _, train_step = train.compiled(config, task)
     state = train.init_state(config, task, 0)
@@ -148,7 +151,7 @@ def test_seed_preset_is_the_reports_network_and_takes_a_step(training):
 
 
 def test_predicting_a_subset_the_run_lacks_is_a_clear_error(run_dir, training):
-    from kit.errors import KitError
+    from kit.core.errors import KitError
 
     config = json.loads((run_dir / "config.json").read_text())
     config["subsets"] = ["4"]
@@ -238,7 +241,7 @@ def test_test_time_views_and_flips_are_mapped_back(views):
         grid = jnp.arange(96.0)
         x = (weights * grid[None, None, :]).sum((1, 2))
         y = (weights * grid[None, :, None]).sum((1, 2))
-        return models.to_unit(jnp.tile(jnp.stack([x, y], axis=1), (1, 15)))
+        return networks.to_unit(jnp.tile(jnp.stack([x, y], axis=1), (1, 15)))
 
     net = hk.transform_with_state(centroid)
     params, state = net.init(jax.random.PRNGKey(0), np.zeros((1, 96, 96), np.float32), False)
@@ -262,7 +265,7 @@ def test_reshape_max_pool_equals_haikus_max_pool():
 
     x = np.random.default_rng(0).normal(size=(2, 10, 10, 3)).astype(np.float32)
     expected = hk.max_pool(x, window_shape=(1, 2, 2, 1), strides=(1, 2, 2, 1), padding="VALID")
-    np.testing.assert_array_equal(models.max_pool_2x2(x), expected)
+    np.testing.assert_array_equal(networks.max_pool_2x2(x), expected)
 
 
 def test_a_row_has_one_fold_whatever_the_network(training, quick_config):

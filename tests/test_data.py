@@ -1,7 +1,7 @@
 """kit.data: parsing, validation and caching of the four competition CSVs.
 
 Every malformed file must raise KitError with one line naming the file, the line and what was
-expected. The valid files come from kit.synth, read here with zipfile, not with the kit's unpacker.
+expected. The valid files come from kit.data.synth, read here with zipfile, not with the kit's unpacker.
 """
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kit import data
-from kit.errors import KitError
-from kit.keypoints import COLUMNS, IMAGE_SIZE
-from kit.synth import make_competition
+from kit.core.errors import KitError
+from kit.core.keypoints import COLUMNS, IMAGE_SIZE
+from kit.data import tables
+from kit.data.synth import make_competition
 from tests.conftest import read_archive
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -28,7 +28,7 @@ HEADER = ",".join((*COLUMNS, "Image")).encode()
 
 
 @pytest.fixture(scope="module")
-def tables(tmp_path_factory) -> dict[str, bytes]:
+def competition_csvs(tmp_path_factory) -> dict[str, bytes]:
     summary = make_competition(tmp_path_factory.mktemp("synth"), N_TRAIN, N_TEST, seed=11,
                                complete_fraction=0.5)
     return read_archive(summary["archive"])
@@ -211,87 +211,87 @@ TRAINING_CASES = [
 @pytest.mark.parametrize("edit, line, phrases",
                          [case[1:] for case in TRAINING_CASES],
                          ids=[case[0] for case in TRAINING_CASES])
-def test_malformed_training_csv_is_rejected(tables, tmp_path, edit, line, phrases):
-    raw = tables["training.csv"]
+def test_malformed_training_csv_is_rejected(competition_csvs, tmp_path, edit, line, phrases):
+    raw = competition_csvs["training.csv"]
     edited = edit(raw)
     assert edited != raw
     path = write(tmp_path, "training.csv", edited)
-    assert_rejected(path, data.parse_training, line, *phrases)
+    assert_rejected(path, tables.parse_training, line, *phrases)
 
 
-def test_valid_training_csv_parses(tables, tmp_path):
-    training = data.parse_training(write(tmp_path, "training.csv", tables["training.csv"]))
+def test_valid_training_csv_parses(competition_csvs, tmp_path):
+    training = tables.parse_training(write(tmp_path, "training.csv", competition_csvs["training.csv"]))
     assert training.images.shape == (N_TRAIN, IMAGE_SIZE, IMAGE_SIZE)
     assert training.images.dtype == np.uint8
     assert training.keypoints.shape == (N_TRAIN, 30)
     assert training.keypoints.dtype == np.float32
     # The synthetic data: half the rows carry all 30 values, the rest only the 8 core ones.
-    assert len(data.subset_indices(training.keypoints, "15")) == N_TRAIN // 2
-    assert len(data.subset_indices(training.keypoints, "4")) == N_TRAIN
-    first = lines_of(tables["training.csv"])[1].split(b",")
+    assert len(tables.subset_indices(training.keypoints, "15")) == N_TRAIN // 2
+    assert len(tables.subset_indices(training.keypoints, "4")) == N_TRAIN
+    first = lines_of(competition_csvs["training.csv"])[1].split(b",")
     assert training.keypoints[0, 0] == np.float32(first[0].decode())
     pixels = np.array(first[-1].split(b" "), dtype=np.int64)
     assert np.array_equal(training.images[0].ravel(), pixels)
 
 
-def test_bom_and_crlf_parse_to_identical_arrays(tables, tmp_path):
-    raw = tables["training.csv"]
-    plain = data.parse_training(write(tmp_path, "training.csv", raw))
+def test_bom_and_crlf_parse_to_identical_arrays(competition_csvs, tmp_path):
+    raw = competition_csvs["training.csv"]
+    plain = tables.parse_training(write(tmp_path, "training.csv", raw))
     windows = b"\xef\xbb\xbf" + raw.replace(b"\n", b"\r\n")
-    other = data.parse_training(write(tmp_path, "training-crlf.csv", windows))
+    other = tables.parse_training(write(tmp_path, "training-crlf.csv", windows))
     assert np.array_equal(plain.images, other.images)
     assert np.array_equal(plain.keypoints, other.keypoints, equal_nan=True)
-    test_plain = data.parse_test(write(tmp_path, "test.csv", tables["test.csv"]))
-    test_windows = data.parse_test(write(
-        tmp_path, "test-crlf.csv", b"\xef\xbb\xbf" + tables["test.csv"].replace(b"\n", b"\r\n")))
+    test_plain = tables.parse_test(write(tmp_path, "test.csv", competition_csvs["test.csv"]))
+    test_windows = tables.parse_test(write(
+        tmp_path, "test-crlf.csv", b"\xef\xbb\xbf" + competition_csvs["test.csv"].replace(b"\n", b"\r\n")))
     assert np.array_equal(test_plain.images, test_windows.images)
     assert np.array_equal(test_plain.image_ids, test_windows.image_ids)
-    lookup_windows = tables["IdLookupTable.csv"].replace(b"\n", b"\r\n")
+    lookup_windows = competition_csvs["IdLookupTable.csv"].replace(b"\n", b"\r\n")
     assert np.array_equal(
-        data.parse_lookup(write(tmp_path, "IdLookupTable.csv", tables["IdLookupTable.csv"])).columns,
-        data.parse_lookup(write(tmp_path, "lookup-crlf.csv", b"\xef\xbb\xbf" + lookup_windows)).columns,
+        tables.parse_lookup(write(tmp_path, "IdLookupTable.csv", competition_csvs["IdLookupTable.csv"])).columns,
+        tables.parse_lookup(write(tmp_path, "lookup-crlf.csv", b"\xef\xbb\xbf" + lookup_windows)).columns,
     )
 
 
-def test_no_trailing_newline_and_quoted_fields_are_accepted(tables, tmp_path):
-    raw = tables["training.csv"]
-    plain = data.parse_training(write(tmp_path, "training.csv", raw))
-    unterminated = data.parse_training(write(tmp_path, "a.csv", raw[:-1]))
+def test_no_trailing_newline_and_quoted_fields_are_accepted(competition_csvs, tmp_path):
+    raw = competition_csvs["training.csv"]
+    plain = tables.parse_training(write(tmp_path, "training.csv", raw))
+    unterminated = tables.parse_training(write(tmp_path, "a.csv", raw[:-1]))
     assert np.array_equal(plain.images, unterminated.images)
     # A CSV writer may quote every field: "left_eye_center_x","40.1",...,"12 34 ..."
     quoted = joined([b",".join(b'"' + field + b'"' for field in line.split(b","))
                      for line in lines_of(raw)])
-    other = data.parse_training(write(tmp_path, "b.csv", quoted))
+    other = tables.parse_training(write(tmp_path, "b.csv", quoted))
     assert np.array_equal(plain.images, other.images)
     assert np.array_equal(plain.keypoints, other.keypoints, equal_nan=True)
 
 
-def test_columns_in_another_order_are_read_by_name(tables, tmp_path):
-    raw = tables["training.csv"]
-    plain = data.parse_training(write(tmp_path, "training.csv", raw))
+def test_columns_in_another_order_are_read_by_name(competition_csvs, tmp_path):
+    raw = competition_csvs["training.csv"]
+    plain = tables.parse_training(write(tmp_path, "training.csv", raw))
     # Swap the first two keypoint columns, header and values alike.
     swapped = []
     for line in lines_of(raw):
         fields = line.split(b",")
         fields[0], fields[1] = fields[1], fields[0]
         swapped.append(b",".join(fields))
-    other = data.parse_training(write(tmp_path, "swapped.csv", joined(swapped)))
+    other = tables.parse_training(write(tmp_path, "swapped.csv", joined(swapped)))
     assert np.array_equal(plain.keypoints, other.keypoints, equal_nan=True)
 
 
 def test_missing_file_says_run_download(tmp_path):
-    assert_rejected(tmp_path / "training.csv", data.parse_training, None, "not found")
+    assert_rejected(tmp_path / "training.csv", tables.parse_training, None, "not found")
     with pytest.raises(KitError, match="make download"):
-        data.load_training(tmp_path)
+        tables.load_training(tmp_path)
     with pytest.raises(KitError, match="make download"):
-        data.load_test(tmp_path)
+        tables.load_test(tmp_path)
 
 
 # ---------------------------------------------------------------- test.csv
 
 
-def test_valid_test_csv_parses(tables, tmp_path):
-    test = data.parse_test(write(tmp_path, "test.csv", tables["test.csv"]))
+def test_valid_test_csv_parses(competition_csvs, tmp_path):
+    test = tables.parse_test(write(tmp_path, "test.csv", competition_csvs["test.csv"]))
     assert test.images.shape == (N_TEST, IMAGE_SIZE, IMAGE_SIZE)
     assert test.image_ids.tolist() == list(range(1, N_TEST + 1))
     assert test.image_ids.dtype == np.int64
@@ -321,25 +321,25 @@ TEST_CASES = [
 
 @pytest.mark.parametrize("edit, line, phrases", [case[1:] for case in TEST_CASES],
                          ids=[case[0] for case in TEST_CASES])
-def test_malformed_test_csv_is_rejected(tables, tmp_path, edit, line, phrases):
-    raw = tables["test.csv"]
+def test_malformed_test_csv_is_rejected(competition_csvs, tmp_path, edit, line, phrases):
+    raw = competition_csvs["test.csv"]
     edited = edit(raw)
     assert edited != raw
-    assert_rejected(write(tmp_path, "test.csv", edited), data.parse_test, line, *phrases)
+    assert_rejected(write(tmp_path, "test.csv", edited), tables.parse_test, line, *phrases)
 
 
 # ---------------------------------------------------------------- IdLookupTable.csv, SampleSubmission.csv
 
 
-def test_valid_lookup_parses(tables, tmp_path):
-    lookup = data.parse_lookup(write(tmp_path, "IdLookupTable.csv", tables["IdLookupTable.csv"]),
+def test_valid_lookup_parses(competition_csvs, tmp_path):
+    lookup = tables.parse_lookup(write(tmp_path, "IdLookupTable.csv", competition_csvs["IdLookupTable.csv"]),
                                np.arange(1, N_TEST + 1))
-    rows = [line.split(b",") for line in lines_of(tables["IdLookupTable.csv"])[1:]]
+    rows = [line.split(b",") for line in lines_of(competition_csvs["IdLookupTable.csv"])[1:]]
     assert lookup.row_ids.tolist() == [int(row[0]) for row in rows]
     assert lookup.image_ids.tolist() == [int(row[1]) for row in rows]
     assert [COLUMNS[c] for c in lookup.columns] == [row[2].decode() for row in rows]
-    sample = data.parse_sample(write(tmp_path, "SampleSubmission.csv",
-                                     tables["SampleSubmission.csv"]))
+    sample = tables.parse_sample(write(tmp_path, "SampleSubmission.csv",
+                                     competition_csvs["SampleSubmission.csv"]))
     assert np.array_equal(sample, lookup.row_ids)
 
 
@@ -373,22 +373,22 @@ LOOKUP_CASES = [
                          ids=[case[0] for case in LOOKUP_CASES])
 def test_malformed_lookup_is_rejected(tmp_path, lines, line, phrases):
     path = write(tmp_path, "IdLookupTable.csv", lookup_with(lines))
-    assert_rejected(path, lambda p: data.parse_lookup(p, np.arange(1, 5)), line, *phrases)
+    assert_rejected(path, lambda p: tables.parse_lookup(p, np.arange(1, 5)), line, *phrases)
 
 
 def test_lookup_header_and_encoding_are_checked(tmp_path):
     path = write(tmp_path, "IdLookupTable.csv", b"RowId,FeatureName,ImageId,Location\n1,x,1,\n")
-    assert_rejected(path, data.parse_lookup, 1, "order")
+    assert_rejected(path, tables.parse_lookup, 1, "order")
     path = write(tmp_path, "IdLookupTable.csv",
                  lookup_with([b"1,1,nose_tip_x,", "2,1,nosé_tip_y,".encode("latin-1")]))
-    assert_rejected(path, data.parse_lookup, 3, "UTF-8")
+    assert_rejected(path, tables.parse_lookup, 3, "UTF-8")
 
 
 def test_kaggle_lookup_habits_are_accepted(tmp_path):
     # Kaggle's own IdLookupTable.csv ends lines in CR CR LF and leaves out the empty Location.
-    plain = data.parse_lookup(write(tmp_path, "a.csv", lookup_with(
+    plain = tables.parse_lookup(write(tmp_path, "a.csv", lookup_with(
         [b"1,1,nose_tip_x,", b"2,1,nose_tip_y,", b"3,2,nose_tip_x,"])))
-    kaggle = data.parse_lookup(write(
+    kaggle = tables.parse_lookup(write(
         tmp_path, "b.csv",
         b"RowId,ImageId,FeatureName,Location\r\r\n1,1,nose_tip_x\r\r\n2,1,nose_tip_y\r\r\n"
         b"3,2,nose_tip_x\r\r\n"))
@@ -396,68 +396,68 @@ def test_kaggle_lookup_habits_are_accepted(tmp_path):
         assert np.array_equal(getattr(plain, field), getattr(kaggle, field))
     # Still, a row short of a required field is refused at its own line.
     path = write(tmp_path, "c.csv", b"RowId,ImageId,FeatureName,Location\r\r\n1,1\r\r\n")
-    assert_rejected(path, data.parse_lookup, 2, "2 fields")
+    assert_rejected(path, tables.parse_lookup, 2, "2 fields")
 
 
 def test_sample_submission_is_checked(tmp_path):
     path = write(tmp_path, "SampleSubmission.csv", b"RowId,Location\n1,0\n1,0\n")
-    assert_rejected(path, data.parse_sample, 3, "duplicate RowId 1")
+    assert_rejected(path, tables.parse_sample, 3, "duplicate RowId 1")
     path = write(tmp_path, "SampleSubmission.csv", b"Location,RowId\n0,1\n")
-    assert_rejected(path, data.parse_sample, 1, "order")
+    assert_rejected(path, tables.parse_sample, 1, "order")
 
 
 @pytest.mark.skipif(not REAL_LOOKUP.is_file(),
                     reason=f"the real competition's lookup table is not at {REAL_LOOKUP}")
 def test_real_lookup_table_loads():
-    lookup = data.parse_lookup(REAL_LOOKUP, np.arange(1, 1784))
+    lookup = tables.parse_lookup(REAL_LOOKUP, np.arange(1, 1784))
     assert len(lookup) == 27124
     assert len(np.unique(lookup.image_ids)) == 1783
     assert lookup.row_ids.tolist() == list(range(1, 27125))
     # ImageIds 1-591 ask up to 30 values, 592-1783 the 8 core ones.
     per_image = np.bincount(lookup.image_ids)
     assert per_image[592:].max() == 8 and per_image[1:592].max() == 30
-    assert np.array_equal(data.parse_sample(REAL_SAMPLE), lookup.row_ids)
+    assert np.array_equal(tables.parse_sample(REAL_SAMPLE), lookup.row_ids)
     # Without ImageId 1783 among the test images the table is refused.
     with pytest.raises(KitError, match=r"line \d+: ImageId 1783 is not in test.csv"):
-        data.parse_lookup(REAL_LOOKUP, np.arange(1, 1783))
+        tables.parse_lookup(REAL_LOOKUP, np.arange(1, 1783))
 
 
 # ---------------------------------------------------------------- validate_all
 
 
-def write_tables(data_dir: Path, tables: dict[str, bytes]) -> Path:
+def write_tables(data_dir: Path, competition_csvs: dict[str, bytes]) -> Path:
     data_dir.mkdir(parents=True, exist_ok=True)
-    for name in data.CSV_FILES:
-        (data_dir / name).write_bytes(tables[name])
+    for name in tables.CSV_FILES:
+        (data_dir / name).write_bytes(competition_csvs[name])
     return data_dir
 
 
-def test_validate_all_counts(tables, tmp_path):
-    counts = data.validate_all(write_tables(tmp_path / "data", tables))
-    lookup_rows = len(lines_of(tables["IdLookupTable.csv"])) - 1
+def test_validate_all_counts(competition_csvs, tmp_path):
+    counts = tables.validate_all(write_tables(tmp_path / "data", competition_csvs))
+    lookup_rows = len(lines_of(competition_csvs["IdLookupTable.csv"])) - 1
     assert counts == {"training_rows": N_TRAIN, "test_images": N_TEST, "lookup_rows": lookup_rows}
 
 
-def test_validate_all_refuses_sample_with_other_row_ids(tables, tmp_path):
-    data_dir = write_tables(tmp_path / "data", tables)
-    lines = lines_of(tables["SampleSubmission.csv"])
+def test_validate_all_refuses_sample_with_other_row_ids(competition_csvs, tmp_path):
+    data_dir = write_tables(tmp_path / "data", competition_csvs)
+    lines = lines_of(competition_csvs["SampleSubmission.csv"])
     (data_dir / "SampleSubmission.csv").write_bytes(joined(lines[:-1]))  # one row short
     with pytest.raises(KitError) as caught:
-        data.validate_all(data_dir)
+        tables.validate_all(data_dir)
     message = str(caught.value)
     assert "SampleSubmission.csv" in message and "RowIds differ" in message, message
     (data_dir / "SampleSubmission.csv").write_bytes(joined(lines[:1] + lines[2:3] + lines[1:2]
                                                            + lines[3:]))  # same ids, reordered
     with pytest.raises(KitError, match="same order"):
-        data.validate_all(data_dir)
+        tables.validate_all(data_dir)
 
 
-def test_validate_all_refuses_lookup_naming_unknown_images(tables, tmp_path):
-    data_dir = write_tables(tmp_path / "data", tables)
-    lines = lines_of(tables["test.csv"])
+def test_validate_all_refuses_lookup_naming_unknown_images(competition_csvs, tmp_path):
+    data_dir = write_tables(tmp_path / "data", competition_csvs)
+    lines = lines_of(competition_csvs["test.csv"])
     (data_dir / "test.csv").write_bytes(joined(lines[:-1]))  # drop the last test image
     with pytest.raises(KitError, match=rf"IdLookupTable.csv: line \d+: ImageId {N_TEST} is not"):
-        data.validate_all(data_dir)
+        tables.validate_all(data_dir)
 
 
 # ---------------------------------------------------------------- subsets
@@ -468,12 +468,12 @@ def test_subsets_and_missing_patterns():
     keypoints[1, COLUMNS.index("left_eye_inner_corner_x")] = np.nan
     keypoints[1, COLUMNS.index("left_eye_inner_corner_y")] = np.nan
     keypoints[2, COLUMNS.index("nose_tip_y")] = np.nan
-    assert data.subset_indices(keypoints, "15").tolist() == [0]
-    assert data.subset_indices(keypoints, "4").tolist() == [0, 1]
-    patterns = dict(data.missing_patterns(keypoints))
+    assert tables.subset_indices(keypoints, "15").tolist() == [0]
+    assert tables.subset_indices(keypoints, "4").tolist() == [0, 1]
+    patterns = dict(tables.missing_patterns(keypoints))
     assert patterns[()] == 1 and patterns[("left_eye_inner_corner",)] == 1
     with pytest.raises(KitError, match="'15' or '4'"):
-        data.subset_indices(keypoints, "5")
+        tables.subset_indices(keypoints, "5")
 
 
 # ---------------------------------------------------------------- the cache
@@ -483,30 +483,30 @@ def cache_files(data_dir: Path) -> list[Path]:
     return sorted((data_dir / "cache").glob("training-*.npz"))
 
 
-def test_second_load_reads_the_cache_not_the_csv(tables, tmp_path, monkeypatch):
-    data_dir = write_tables(tmp_path / "data", tables)
-    first = data.load_training(data_dir)
+def test_second_load_reads_the_cache_not_the_csv(competition_csvs, tmp_path, monkeypatch):
+    data_dir = write_tables(tmp_path / "data", competition_csvs)
+    first = tables.load_training(data_dir)
     [cache] = cache_files(data_dir)
     stamp = cache.stat().st_mtime_ns
 
     def no_parse(path):
         raise AssertionError("the CSV was parsed again")
 
-    monkeypatch.setattr(data, "parse_training", no_parse)
-    second = data.load_training(data_dir)
+    monkeypatch.setattr(tables, "parse_training", no_parse)
+    second = tables.load_training(data_dir)
     assert np.array_equal(first.images, second.images)
     assert np.array_equal(first.keypoints, second.keypoints, equal_nan=True)
     assert second.images.dtype == np.uint8 and second.keypoints.dtype == np.float32
     assert cache_files(data_dir) == [cache] and cache.stat().st_mtime_ns == stamp
     monkeypatch.undo()
-    direct = data.load_training(data_dir, use_cache=False)
+    direct = tables.load_training(data_dir, use_cache=False)
     assert np.array_equal(first.keypoints, direct.keypoints, equal_nan=True)
 
 
-def test_changed_csv_rebuilds_the_cache(tables, tmp_path):
-    data_dir = write_tables(tmp_path / "data", tables)
-    before = data.load_training(data_dir)
-    raw = tables["training.csv"]
+def test_changed_csv_rebuilds_the_cache(competition_csvs, tmp_path):
+    data_dir = write_tables(tmp_path / "data", competition_csvs)
+    before = tables.load_training(data_dir)
+    raw = competition_csvs["training.csv"]
     old = lines_of(raw)[1].split(b",")[0]
     # Same length, new value, written at once. On a coarse clock (a kernel tick; 2 s on FAT)
     # the mtime can come out unchanged too: set it back to show that this is still noticed.
@@ -516,13 +516,13 @@ def test_changed_csv_rebuilds_the_cache(tables, tmp_path):
     path.write_bytes(set_field(raw, 2, 0, new))
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert (path.stat().st_size, path.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
-    after = data.load_training(data_dir)
+    after = tables.load_training(data_dir)
     assert after.keypoints[0, 0] == np.float32(new.decode())
     assert after.keypoints[0, 0] != before.keypoints[0, 0]
     assert len(cache_files(data_dir)) == 1  # the stale cache is gone
     # Content back as before: the values come back too.
     path.write_bytes(raw)
-    assert data.load_training(data_dir).keypoints[0, 0] == before.keypoints[0, 0]
+    assert tables.load_training(data_dir).keypoints[0, 0] == before.keypoints[0, 0]
 
 
 @pytest.mark.parametrize("damage", [
@@ -531,12 +531,12 @@ def test_changed_csv_rebuilds_the_cache(tables, tmp_path):
     lambda content: os.urandom(len(content)),
     lambda content: content[:100] + bytes(200) + content[300:],
 ], ids=["empty", "truncated", "random", "zeroed"])
-def test_damaged_cache_is_rebuilt(tables, tmp_path, damage):
-    data_dir = write_tables(tmp_path / "data", tables)
-    first = data.load_training(data_dir)
+def test_damaged_cache_is_rebuilt(competition_csvs, tmp_path, damage):
+    data_dir = write_tables(tmp_path / "data", competition_csvs)
+    first = tables.load_training(data_dir)
     [cache] = cache_files(data_dir)
     cache.write_bytes(damage(cache.read_bytes()))
-    second = data.load_training(data_dir)
+    second = tables.load_training(data_dir)
     assert np.array_equal(first.images, second.images)
     assert np.array_equal(first.keypoints, second.keypoints, equal_nan=True)
     # The rebuilt cache is whole again and is used.
@@ -544,22 +544,22 @@ def test_damaged_cache_is_rebuilt(tables, tmp_path, damage):
         assert np.array_equal(stored["images"], first.images)
 
 
-def test_cache_with_wrong_arrays_is_rebuilt(tables, tmp_path):
-    data_dir = write_tables(tmp_path / "data", tables)
-    first = data.load_test(data_dir)
+def test_cache_with_wrong_arrays_is_rebuilt(competition_csvs, tmp_path):
+    data_dir = write_tables(tmp_path / "data", competition_csvs)
+    first = tables.load_test(data_dir)
     [cache] = sorted((data_dir / "cache").glob("test-*.npz"))
     with open(cache, "wb") as f:
         np.savez(f, images=np.zeros((2, 3), np.float64), image_ids=np.array([7]))
-    second = data.load_test(data_dir)
+    second = tables.load_test(data_dir)
     assert np.array_equal(first.images, second.images)
     assert np.array_equal(first.image_ids, second.image_ids)
 
 
-def test_bad_csv_leaves_no_cache(tables, tmp_path):
-    data_dir = write_tables(tmp_path / "data", tables)
-    (data_dir / "training.csv").write_bytes(set_pixel(tables["training.csv"], 3, 0, b"256"))
+def test_bad_csv_leaves_no_cache(competition_csvs, tmp_path):
+    data_dir = write_tables(tmp_path / "data", competition_csvs)
+    (data_dir / "training.csv").write_bytes(set_pixel(competition_csvs["training.csv"], 3, 0, b"256"))
     with pytest.raises(KitError, match="line 3"):
-        data.load_training(data_dir)
+        tables.load_training(data_dir)
     assert cache_files(data_dir) == []
     assert not list((data_dir / "cache").glob("*.part"))
 
@@ -595,20 +595,20 @@ def test_random_valid_values_round_trip(tmp_path, rows, data_):
     corner = data_.draw(st.sampled_from([0, 255]))
     images[0, 0, 0] = corner
     path = write(tmp_path, "training.csv", simple_training_csv(keypoints, images))
-    parsed = data.parse_training(path)
+    parsed = tables.parse_training(path)
     assert np.array_equal(parsed.keypoints, keypoints, equal_nan=True)
     assert np.array_equal(parsed.images, images.astype(np.uint8))
 
 
 @pytest.fixture(scope="module")
-def small_training(tables) -> tuple[bytes, data.TrainingSet]:
-    raw = tables["training.csv"]
+def small_training(competition_csvs) -> tuple[bytes, tables.TrainingSet]:
+    raw = competition_csvs["training.csv"]
     # Two rows keep each example fast; the corruption can land anywhere in them.
     small = joined(lines_of(raw)[:3])
     import tempfile
 
     with tempfile.TemporaryDirectory() as folder:
-        parsed = data.parse_training(write(Path(folder), "training.csv", small))
+        parsed = tables.parse_training(write(Path(folder), "training.csv", small))
     return small, parsed
 
 
@@ -628,7 +628,7 @@ def test_corrupted_training_csv_parses_validly_or_raises_kit_error(tmp_path, sma
         corrupted[at:at + delete] = insert
     path = write(tmp_path, "training.csv", bytes(corrupted))
     try:
-        parsed = data.parse_training(path)
+        parsed = tables.parse_training(path)
     except KitError as error:
         assert "\n" not in str(error) and "training.csv" in str(error)
         return
@@ -644,11 +644,11 @@ def test_corrupted_training_csv_parses_validly_or_raises_kit_error(tmp_path, sma
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(positions=st.lists(st.integers(0, 10**9), min_size=1, max_size=3),
        values=st.lists(st.integers(0, 255), min_size=3, max_size=3))
-def test_random_byte_flips_in_small_tables_raise_only_kit_error(tmp_path, tables, positions,
+def test_random_byte_flips_in_small_tables_raise_only_kit_error(tmp_path, competition_csvs, positions,
                                                                 values):
-    for name, parse in (("test.csv", data.parse_test), ("IdLookupTable.csv", data.parse_lookup),
-                        ("SampleSubmission.csv", data.parse_sample)):
-        corrupted = bytearray(tables[name])
+    for name, parse in (("test.csv", tables.parse_test), ("IdLookupTable.csv", tables.parse_lookup),
+                        ("SampleSubmission.csv", tables.parse_sample)):
+        corrupted = bytearray(competition_csvs[name])
         for position, value in zip(positions, values):
             corrupted[position % len(corrupted)] = value
         try:
@@ -657,8 +657,8 @@ def test_random_byte_flips_in_small_tables_raise_only_kit_error(tmp_path, tables
             assert "\n" not in str(error) and name in str(error)
 
 
-def test_pixel_field_count_reports_the_first_bad_row(tables, tmp_path):
+def test_pixel_field_count_reports_the_first_bad_row(competition_csvs, tmp_path):
     # Two bad rows: the message names the earlier one, whichever thread found it.
-    raw = change_pixel_count(change_pixel_count(tables["training.csv"], 6, -2), 3, -1)
-    assert_rejected(write(tmp_path, "training.csv", raw), data.parse_training, 3, "9215")
+    raw = change_pixel_count(change_pixel_count(competition_csvs["training.csv"], 6, -2), 3, -1)
+    assert_rejected(write(tmp_path, "training.csv", raw), tables.parse_training, 3, "9215")
 

@@ -17,7 +17,11 @@ SCRIPT = """
 import json, sys
 from pathlib import Path
 import jax, numpy as np
-from kit import config as config_io, cv, engine, programs, synth
+from kit import config as config_io
+from kit.runs import cv
+from kit.training import engine
+from kit.training import programs
+from kit.data import synth
 stop_after, folder = int(sys.argv[1]), Path(sys.argv[2])
 images, points = synth.make_faces(48, seed=3, source="full")
 config = config_io.override(config_io.preset("quick"), [

@@ -5,8 +5,8 @@ import io
 
 from rich.console import Console
 
-from kit import cv
-from kit.display import CVDisplay
+from kit.cli.display import CVDisplay
+from kit.runs import cv
 
 
 def test_a_log_gets_one_line_per_epoch_and_no_bars(tmp_path, training, quick_config):

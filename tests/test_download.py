@@ -1,4 +1,4 @@
-"""kit.download: archive -> staged, validated, cached data/, or nothing changed at all."""
+"""kit.data.download: archive -> staged, validated, cached data/, or nothing changed at all."""
 from __future__ import annotations
 
 import hashlib
@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kit import archive as archive_io
-from kit import data, download
-from kit.errors import KitError
-from kit.synth import make_competition
+from kit.core.errors import KitError
+from kit.data import archive as archive_io
+from kit.data import download, tables
+from kit.data.synth import make_competition
+from kit.kaggle import client
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PRACTICE_ARCHIVE = SHARED / "data" / "practice" / "facial-keypoints-detection.zip"
@@ -53,15 +54,15 @@ def test_download_unpacks_validates_and_caches(competition, tmp_path):
     assert result.source == competition["archive"] and result.data_dir == data_dir
     assert result.counts == {"training_rows": N_TRAIN, "test_images": N_TEST,
                              "lookup_rows": competition["n_lookup_rows"]}
-    for name in data.CSV_FILES:
+    for name in tables.CSV_FILES:
         assert (data_dir / name).is_file()
     assert (data_dir / archive_io.MARKER).is_file()
     assert sorted((data_dir / "cache").glob("*.npz"))  # validation filled the cache
     assert_no_staging(data_dir)
-    training = data.load_training(data_dir)
+    training = tables.load_training(data_dir)
     assert len(training) == N_TRAIN
-    assert len(data.subset_indices(training.keypoints, "15")) == competition["n_train_complete"]
-    assert len(data.subset_indices(training.keypoints, "4")) == N_TRAIN
+    assert len(tables.subset_indices(training.keypoints, "15")) == competition["n_train_complete"]
+    assert len(tables.subset_indices(training.keypoints, "4")) == N_TRAIN
 
 
 def test_second_download_is_a_no_op_and_force_unpacks_again(competition, tmp_path, monkeypatch):
@@ -77,8 +78,8 @@ def test_second_download_is_a_no_op_and_force_unpacks_again(competition, tmp_pat
 
     with monkeypatch.context() as patch:
         patch.setattr(archive_io, "unpack", no_unpack)
-        patch.setattr(data, "parse_training", no_parse)
-        patch.setattr(data, "parse_test", no_parse)
+        patch.setattr(tables, "parse_training", no_parse)
+        patch.setattr(tables, "parse_test", no_parse)
         second = download.download(data_dir, archive=competition["archive"])
     assert not second.unpacked and second.counts == first.counts
     # Nothing rewritten: the CSVs and caches are the same files, untouched.
@@ -89,7 +90,7 @@ def test_second_download_is_a_no_op_and_force_unpacks_again(competition, tmp_pat
     forced = download.download(data_dir, archive=competition["archive"], force=True)
     assert forced.unpacked and forced.counts == first.counts
     again = snapshot(data_dir)
-    for name in data.CSV_FILES:
+    for name in tables.CSV_FILES:
         assert again[name][0] == before[name][0]  # same content
         assert again[name][2] != before[name][2]  # a new file, renamed into place
     assert_no_staging(data_dir)
@@ -100,8 +101,8 @@ def test_another_archive_replaces_the_data(competition, other_competition, tmp_p
     download.download(data_dir, archive=competition["archive"])
     result = download.download(data_dir, archive=other_competition["archive"])
     assert result.unpacked and result.counts["training_rows"] == N_TRAIN + 3
-    assert len(data.load_training(data_dir)) == N_TRAIN + 3
-    assert len(data.load_test(data_dir)) == N_TEST + 1
+    assert len(tables.load_training(data_dir)) == N_TRAIN + 3
+    assert len(tables.load_test(data_dir)) == N_TEST + 1
     # One cache per table: the old archive's caches are gone.
     assert len(list((data_dir / "cache").glob("training-*.npz"))) == 1
     assert archive_io.is_unpacked(other_competition["archive"], data_dir)
@@ -171,7 +172,7 @@ def test_bad_archive_leaves_valid_data_untouched(competition, tmp_path, build, p
     assert not (data_dir / ".staging").exists()
     # Still whole, still the earlier archive's data.
     assert archive_io.is_unpacked(competition["archive"], data_dir)
-    assert data.validate_all(data_dir)["training_rows"] == N_TRAIN
+    assert tables.validate_all(data_dir)["training_rows"] == N_TRAIN
 
 
 @pytest.mark.parametrize("build, phrases", [case[1:] for case in BAD_ARCHIVES],
@@ -220,7 +221,6 @@ def test_move_cut_short_leaves_no_marker(competition, other_competition, tmp_pat
 
 
 def test_without_an_archive_it_fetches_once(competition, tmp_path, monkeypatch):
-    from kit import kaggle_io
 
     fetches = []
 
@@ -231,7 +231,7 @@ def test_without_an_archive_it_fetches_once(competition, tmp_path, monkeypatch):
         shutil.copy(competition["archive"], target)
         return target
 
-    monkeypatch.setattr(kaggle_io, "download_competition", fake_download)
+    monkeypatch.setattr(client, "download_competition", fake_download)
     data_dir = tmp_path / "data"
     first = download.download(data_dir)
     assert first.fetched and first.unpacked and first.source == download.raw_archive_path(data_dir)
@@ -247,18 +247,18 @@ def test_practice_archive_end_to_end(tmp_path):
     data_dir = tmp_path / "data"
     result = download.download(data_dir, archive=PRACTICE_ARCHIVE)
     assert result.counts == {"training_rows": 2557, "test_images": 633, "lookup_rows": 9856}
-    training = data.load_training(data_dir)
+    training = tables.load_training(data_dir)
     complete = np.isfinite(training.keypoints).all(axis=1)
     assert complete.sum() == 825
-    assert len(data.subset_indices(training.keypoints, "15")) == 825
-    assert len(data.subset_indices(training.keypoints, "4")) == 2557
-    test = data.load_test(data_dir)
+    assert len(tables.subset_indices(training.keypoints, "15")) == 825
+    assert len(tables.subset_indices(training.keypoints, "4")) == 2557
+    test = tables.load_test(data_dir)
     assert len(test) == 633 and test.image_ids.tolist() == list(range(1, 634))
-    lookup = data.load_lookup(data_dir, test.image_ids)
+    lookup = tables.load_lookup(data_dir, test.image_ids)
     assert len(lookup) == 9856
-    assert np.array_equal(data.load_sample(data_dir), lookup.row_ids)
+    assert np.array_equal(tables.load_sample(data_dir), lookup.row_ids)
     # The cache gives back exactly what a fresh parse gives.
-    fresh = data.load_training(data_dir, use_cache=False)
+    fresh = tables.load_training(data_dir, use_cache=False)
     assert np.array_equal(fresh.images, training.images)
     assert np.array_equal(fresh.keypoints, training.keypoints, equal_nan=True)
     again = download.download(data_dir, archive=PRACTICE_ARCHIVE)

@@ -7,8 +7,9 @@ import numpy as np
 import optax
 import pytest
 
-from kit import checkpoints, cv, engine, programs, train
 from kit import config as config_io
+from kit.runs import cv
+from kit.training import checkpoints, engine, programs, train
 
 NETWORK = "4"  # 60 synthetic rows: 30 training rows a fold, 3 steps of 8 an epoch
 

@@ -1,4 +1,4 @@
-"""kit.ensemble: two real quick runs of other architectures on the same folds (the separate
+"""kit.results.ensemble: two real quick runs of other architectures on the same folds (the separate
 15-key and 4-key networks of `quick_run`, and a shared trunk), blended per keypoint value;
 the refusals; the report's members table; the submission of an ensemble run."""
 from __future__ import annotations
@@ -12,9 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kit import cli, cv, data, ensemble, report, submission
 from kit import config as config_io
-from kit.keypoints import COLUMN_INDEX, SUBSET_COLUMNS
+from kit.cli import main as cli
+from kit.core.keypoints import COLUMN_INDEX, SUBSET_COLUMNS
+from kit.data import tables
+from kit.results import ensemble, report
+from kit.runs import cv
+from kit.submit import submission
 from tests.conftest import refusal
 
 
@@ -32,7 +36,7 @@ def shared_run(cv_root, training, quick_config):
 @pytest.fixture(scope="module")
 def lookup(synth_competition):
     _, data_dir = synth_competition
-    return data.load_lookup(data_dir, data.load_test(data_dir).image_ids)
+    return tables.load_lookup(data_dir, tables.load_test(data_dir).image_ids)
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +226,7 @@ def test_submission_of_an_ensemble_is_the_weighted_member_predictions(
         ensemble_run, quick_run, shared_run, synth_competition, lookup, tmp_path):
     made, data_dir = synth_competition
     written = submission.write_submission(ensemble_run, data_dir, tmp_path / "submissions")
-    test = data.load_test(data_dir)
+    test = tables.load_test(data_dir)
     weights = ensemble.read_weights(ensemble_run)
     full = np.isin(test.image_ids, lookup.image_ids[report.lookup_blocks(lookup) == "full"])
     assert full.any() and not full.all()

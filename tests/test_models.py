@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from kit import config as config_io
-from kit import models
-from kit.errors import KitError
+from kit.core.errors import KitError
+from kit.model import networks
 
 
 def peaked_logits(height: int, width: int, cells: list[tuple[int, int]]) -> np.ndarray:
@@ -22,8 +22,8 @@ def peaked_logits(height: int, width: int, cells: list[tuple[int, int]]) -> np.n
 @pytest.mark.parametrize("grid", [12, 10, 6])
 def test_soft_argmax_of_a_peak_is_its_cell_centre_in_kaggle_pixels(grid):
     cells = [(0, 0), (grid - 1, 2), (grid // 2, grid - 1)]
-    unit = models.soft_argmax(peaked_logits(grid, grid, cells))
-    pixels = np.asarray(models.to_pixels(unit)).reshape(-1, 2)
+    unit = networks.soft_argmax(peaked_logits(grid, grid, cells))
+    pixels = np.asarray(networks.to_pixels(unit)).reshape(-1, 2)
     cell = 96 / grid
     expected = [((c + 0.5) * cell - 0.5, (r + 0.5) * cell - 0.5) for r, c in cells]
     np.testing.assert_allclose(pixels, expected, atol=1e-3)
@@ -31,19 +31,19 @@ def test_soft_argmax_of_a_peak_is_its_cell_centre_in_kaggle_pixels(grid):
 
 def test_soft_argmax_of_flat_maps_is_the_frame_centre_and_moves_smoothly():
     flat = np.zeros((1, 12, 12, 2), np.float32)
-    np.testing.assert_allclose(models.to_pixels(models.soft_argmax(flat)), [[47.5] * 4],
+    np.testing.assert_allclose(networks.to_pixels(networks.soft_argmax(flat)), [[47.5] * 4],
                                atol=1e-4)
     # Two equal peaks in neighbouring cells: the read-out lies halfway, a sub-cell position.
     logits = np.zeros((1, 12, 12, 1), np.float32)
     logits[0, 3, 4, 0] = logits[0, 3, 5, 0] = 60.0
-    x, y = np.asarray(models.to_pixels(models.soft_argmax(logits)))[0]
+    x, y = np.asarray(networks.to_pixels(networks.soft_argmax(logits)))[0]
     assert x == pytest.approx((4.5 + 5.5) / 2 * 8 - 0.5, abs=1e-3)
     assert y == pytest.approx(3.5 * 8 - 0.5, abs=1e-3)
 
 
 def heatmap_shape(model: config_io.ModelConfig, outputs: int) -> tuple[int, ...]:
     """The shape of the logits the soft-argmax head reads: its last convolution's output."""
-    forward = models.NETWORKS[model.kind](model, outputs)
+    forward = networks.NETWORKS[model.kind](model, outputs)
     images = np.zeros((2, model.input_size, model.input_size), np.float32)
     calls = hk.experimental.eval_summary(lambda x: forward(x, True))(images)
     convolutions = [c for c in calls if "conv2_d" in c.module_details.module.module_name]
@@ -61,12 +61,12 @@ def test_head_stride_sets_the_heatmap_grid(input_size, stride, grid):
 def test_default_preset_reads_19_maps_on_a_12_by_12_grid_and_starts_at_the_centre():
     model = config_io.preset("default").model
     assert heatmap_shape(model, 38) == (2, 12, 12, 19)
-    net = models.build(model, 38)
+    net = networks.build(model, 38)
     images = np.random.default_rng(0).integers(0, 255, (2, 96, 96)).astype(np.float32) / 255
     params, state = net.init(jax.random.PRNGKey(0), images, True)
     output, _ = net.apply(params, state, None, images, False)
     # Near-zero logits at initialisation: every keypoint starts near the frame's centre.
-    assert np.abs(np.asarray(models.to_pixels(output)) - 47.5).max() < 2.0
+    assert np.abs(np.asarray(networks.to_pixels(output)) - 47.5).max() < 2.0
     names = set(params)
     assert not any("linear" in name for name in names)  # no dense layer in this head
 
@@ -88,7 +88,7 @@ def test_one_channel_convolution_and_its_gradients_equal_xlas():
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
     expected, expected_vjp = jax.vjp(reference, images, kernel)
-    output, vjp = jax.vjp(models.conv3x3_one_channel, images, kernel)
+    output, vjp = jax.vjp(networks.conv3x3_one_channel, images, kernel)
     np.testing.assert_allclose(output, expected, rtol=1e-5, atol=1e-5)
     for got, want in zip(vjp(output_gradient), expected_vjp(output_gradient)):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
@@ -96,7 +96,7 @@ def test_one_channel_convolution_and_its_gradients_equal_xlas():
 
 def test_one_channel_conv_module_is_hk_conv2d_with_the_same_parameters():
     def ours(x):
-        return models.OneChannelConv2D(7)(x)
+        return networks.OneChannelConv2D(7)(x)
 
     def haikus(x):
         return hk.Conv2D(7, 3)(x[..., None])

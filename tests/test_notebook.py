@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kit import archive as archive_io
-from kit import cli, data, download, places
-from kit.errors import KitError
+from kit.cli import main as cli
+from kit.core.errors import KitError
+from kit.data import archive as archive_io
+from kit.data import download, tables
+from kit.kaggle import places
 
 LAYOUTS = ("nested", "extracted")
 
@@ -73,16 +75,16 @@ def test_both_layouts_load_the_same_data_into_scratch(layout, synth_competition,
     data_dir = places.default_data_dir()
     assert data_dir == root / "temp" / "kit-data"
 
-    message = places.prepare_data(data_dir)
+    message = download.prepare_notebook_data(data_dir)
     assert message and str(root / "input" / "facial-keypoints-detection") in message
     assert f"{made['n_train']} training rows" in message
 
-    training, expected = data.load_training(data_dir), data.load_training(local_data)
+    training, expected = tables.load_training(data_dir), tables.load_training(local_data)
     np.testing.assert_array_equal(training.images, expected.images)
     np.testing.assert_array_equal(training.keypoints, expected.keypoints)
-    np.testing.assert_array_equal(data.load_test(data_dir).images,
-                                  data.load_test(local_data).images)
-    assert len(data.load_lookup(data_dir)) == made["n_lookup_rows"]
+    np.testing.assert_array_equal(tables.load_test(data_dir).images,
+                                  tables.load_test(local_data).images)
+    assert len(tables.load_lookup(data_dir)) == made["n_lookup_rows"]
     assert sorted((data_dir / "cache").glob("*.npz"))  # parsed caches: in scratch
     assert snapshot(root / "input") == before  # nothing written under input/
     assert list((root / "working").iterdir()) == []  # nor into what Kaggle saves
@@ -93,17 +95,17 @@ def test_a_second_prepare_is_a_no_op_and_a_changed_input_is_taken_again(synth_co
     made, _ = synth_competition
     root = on_kaggle(made["archive"])
     data_dir = places.notebook_data_dir()
-    assert places.prepare_data(data_dir)
+    assert download.prepare_notebook_data(data_dir)
 
     def no_unpack(*args, **kwargs):
         raise AssertionError("unpacked again")
 
     with monkeypatch.context() as patch:
         patch.setattr(archive_io, "unpack_folder", no_unpack)
-        assert places.prepare_data(data_dir) is None
+        assert download.prepare_notebook_data(data_dir) is None
     lookup = root / "input" / "facial-keypoints-detection" / "IdLookupTable.csv"
     lookup.write_bytes(lookup.read_bytes())  # a new mount: same bytes, a new time
-    assert places.prepare_data(data_dir)
+    assert download.prepare_notebook_data(data_dir)
 
 
 def test_off_kaggle_the_defaults_are_the_checkout_folders(off_kaggle, monkeypatch, tmp_path):
@@ -111,7 +113,7 @@ def test_off_kaggle_the_defaults_are_the_checkout_folders(off_kaggle, monkeypatc
     assert places.default_data_dir() == Path("data")
     assert places.default_runs_dir() == Path("cv")
     assert places.default_submissions_dir() == Path("submissions")
-    assert places.prepare_data(Path("data")) is None
+    assert download.prepare_notebook_data(Path("data")) is None
     assert places.publish_submission(tmp_path / "any.csv") is None
     monkeypatch.setenv("KIT_DATA", str(tmp_path / "mine"))
     assert places.default_data_dir() == tmp_path / "mine"
@@ -140,14 +142,14 @@ def test_a_notebook_without_the_competition_says_how_to_add_it(off_kaggle, monke
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
     assert places.on_kaggle()
     with pytest.raises(KitError, match="Add Input > Competitions > facial-keypoints-detection"):
-        places.prepare_data(places.notebook_data_dir())
+        download.prepare_notebook_data(places.notebook_data_dir())
 
 
 def test_an_incomplete_input_folder_names_what_is_missing(synth_competition, on_kaggle):
     root = on_kaggle(synth_competition[0]["archive"])
     (root / "input" / "facial-keypoints-detection" / "test.zip").unlink()
     with pytest.raises(KitError, match=r"no test\.zip, test/test\.csv or test\.csv"):
-        places.prepare_data(places.notebook_data_dir())
+        download.prepare_notebook_data(places.notebook_data_dir())
 
 
 def test_download_on_kaggle_takes_the_mounted_competition(synth_competition, on_kaggle):
@@ -162,7 +164,7 @@ def test_download_on_kaggle_takes_the_mounted_competition(synth_competition, on_
 @pytest.mark.slow
 def test_notebook_api_runs_cv_shows_it_and_writes_submission_csv(synth_competition, on_kaggle,
                                                                  tmp_path, monkeypatch, capsys):
-    import kit.notebook as kn
+    import kit.cli.notebook as kn
     from tests.fake_kaggle import isolated_kaggle_home
 
     isolated_kaggle_home(tmp_path, monkeypatch)  # a notebook without credentials

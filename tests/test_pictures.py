@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from kit import plots, report
+from kit.results import plots, report
 
 
 def test_every_picture_is_a_png_of_its_expected_size(quick_run):

@@ -1,4 +1,4 @@
-"""kit.plots: every figure is a readable PNG of the promised size, written atomically; the
+"""kit.results.plots: every figure is a readable PNG of the promised size, written atomically; the
 worst-row selection picks the rows it should."""
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-from kit import plots
-from kit.keypoints import CORE_COLUMN_INDICES, CORE_KEYPOINTS, KEYPOINT_NAMES
+from kit.core.keypoints import CORE_COLUMN_INDICES, CORE_KEYPOINTS, KEYPOINT_NAMES
+from kit.results import plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -135,7 +135,7 @@ def test_figures_never_touch_pyplot_or_a_display(tmp_path):
     # A backend that needs a display, and none: the figures must not care.
     script = (
         "import sys, numpy as np\n"
-        "from kit import plots\n"
+        "from kit.results import plots\n"
         "plots.learning_curves({'15': [[{'epoch': 1, 'train_rmse': 2.0, 'val_rmse': 3.0}]]},"
         f" {str(tmp_path / 'curves.png')!r})\n"
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'\n"

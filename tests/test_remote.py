@@ -3,7 +3,7 @@ client against the loopback fake in fake_kaggle.py, whose kernels really run wha
 import os
 
 # KaggleApi decides where to connect when it is first imported, so this must come before
-# anything imports it (kit.kaggle_io imports it lazily). See tests/fake_kaggle.py.
+# anything imports it (kit.kaggle.client imports it lazily). See tests/fake_kaggle.py.
 os.environ["KAGGLE_API_ENVIRONMENT"] = "LOCALHOST"
 
 import ast
@@ -18,9 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from kit import cli, download, kaggle_io, kernel_setup, places, remote
+from kit.cli import main as cli
 from kit.config import COMPETITION
-from kit.errors import KitError
+from kit.core.errors import KitError
+from kit.data import download
+from kit.kaggle import client, kernel_setup, places
+from kit.remote import kernels
 from tests.conftest import SHARED
 from tests.fake_kaggle import FakeKaggle, isolated_kaggle_home
 
@@ -70,7 +73,7 @@ def kaggle_log(*lines: str) -> str:
 
 
 def entry_for(kernel: str, **fields) -> dict:
-    return {"id": kernel.split("kit-cv-")[-1], "kernel": kernel, "pushed": remote._now(),
+    return {"id": kernel.split("kit-cv-")[-1], "kernel": kernel, "pushed": kernels._now(),
             "status": "QUEUED", "failure": "", "timeout": None, **fields}
 
 
@@ -82,12 +85,12 @@ def no_sleep(seconds: float) -> None:
 
 
 def test_cv_flags_keep_every_cv_flag_and_drop_the_remote_ones():
-    from kit import cli_remote
+    from kit.cli import remote_verbs
 
     argv = ["--debug", "--runs", "x", "cv", "--preset", "quick", "--remote", "kaggle", "--set",
             "train.learning_rate=0.002", "--public", "--epochs", "3", "--timeout=900",
             "--poll", "1", "--no-internet", "--no-resume", "--accelerator", "none", "--no-wait"]
-    assert remote.cv_flags(argv, cli_remote.add_cv_flags) == [
+    assert kernels.cv_flags(argv, remote_verbs.add_cv_flags) == [
         "--preset", "quick", "--set", "train.learning_rate=0.002", "--epochs", "3",
         "--no-resume"]
 
@@ -118,16 +121,16 @@ def untar(bundle: bytes) -> dict[str, bytes]:
 
 
 def test_the_code_is_the_working_tree_with_its_commit_and_changes(checkout, credentials):
-    clean = remote.collect_code(checkout)
+    clean = kernels.collect_code(checkout)
     assert clean.files == ("kit/__init__.py", "kit/a.py", "pyproject.toml")
     assert re.fullmatch(r"[0-9a-f]{40}", clean.commit) and clean.changed == ()
-    assert remote.collect_code(checkout).sha256 == clean.sha256  # the same code, the same bytes
+    assert kernels.collect_code(checkout).sha256 == clean.sha256  # the same code, the same bytes
 
     (checkout / "kit" / "a.py").write_text("A = 2\n")  # saved but not committed
     (checkout / "kit" / "new.py").write_text("B = 1\n")  # untracked, not ignored
     (checkout / "kit" / "debug.log").write_text("ignored\n")
     (checkout / "notes.txt").write_text("not kit code\n")
-    dirty = remote.collect_code(checkout)
+    dirty = kernels.collect_code(checkout)
     assert dirty.files == ("kit/__init__.py", "kit/a.py", "kit/new.py", "pyproject.toml")
     assert dirty.changed == ("kit/a.py", "kit/new.py") and dirty.commit == clean.commit
     assert "dirty: 2 changed files" in dirty.source
@@ -137,13 +140,13 @@ def test_the_code_is_the_working_tree_with_its_commit_and_changes(checkout, cred
 def test_code_holding_a_credential_is_never_pushed(checkout, credentials):
     (checkout / "kit" / "settings.py").write_text(f'KEY = "{FAKE_KEY}"\n')
     with pytest.raises(KitError, match=r"settings\.py: holds one of your Kaggle credentials"):
-        remote.collect_code(checkout)
+        kernels.collect_code(checkout)
 
 
 def test_the_script_unpacks_the_code_and_installs_only_what_is_missing(checkout, tmp_path,
                                                                       credentials):
-    code = remote.collect_code(checkout)
-    script = remote.script_text(code, ["--preset", "quick"])
+    code = kernels.collect_code(checkout)
+    script = kernels.script_text(code, ["--preset", "quick"])
     names = {node.targets[0].id: ast.literal_eval(node.value)
              for node in ast.parse(script).body if isinstance(node, ast.Assign)
              and node.targets[0].id in ("SOURCE", "CV_ARGS", "BUNDLE")}
@@ -195,21 +198,21 @@ def test_log_lines_reads_kaggle_json_logs_and_plain_text():
     entries = [{"stream_name": "stdout", "time": 1.0, "data": "one\ntw"},
                {"stream_name": "stderr", "time": 2.0, "data": "o\n\x1b[32mgreen\x1b[0m\n"},
                {"stream_name": "stdout", "time": 3.0, "data": "10%\r50%\r100%\n\n"}]
-    assert remote.log_lines(json.dumps(entries)) == ["one", "two", "green", "100%"]
-    assert remote.log_lines("plain\nlines\n") == ["plain", "lines"]
-    assert remote.log_lines("") == []
+    assert kernels.log_lines(json.dumps(entries)) == ["one", "two", "green", "100%"]
+    assert kernels.log_lines("plain\nlines\n") == ["plain", "lines"]
+    assert kernels.log_lines("") == []
 
 
 def test_wait_polls_until_the_kernel_stops_and_reports_every_poll(runs, monkeypatch):
     statuses = iter(["QUEUED", "QUEUED", "RUNNING", "RUNNING", "COMPLETE"])
     logs = iter([kaggle_log("epoch 1"), kaggle_log("epoch 1", "epoch 2"),
                  kaggle_log("epoch 1", "epoch 2", "done")])
-    monkeypatch.setattr(kaggle_io, "kernel_status", lambda kernel, api: (next(statuses), ""))
-    monkeypatch.setattr(kaggle_io, "kernel_log", lambda kernel, api: next(logs))
+    monkeypatch.setattr(client, "kernel_status", lambda kernel, api: (next(statuses), ""))
+    monkeypatch.setattr(client, "kernel_log", lambda kernel, api: next(logs))
     entry = entry_for("me/kit-cv-1", pushed="2024-05-01T12:00:00+00:00")
     updates, slept = [], []
     clock = iter(range(1_714_564_800 + 5, 1_714_564_800 + 500, 60))
-    status, message, lines = remote.wait(runs, entry, poll=7, on_update=updates.append,
+    status, message, lines = kernels.wait(runs, entry, poll=7, on_update=updates.append,
                                          api=object(), now=lambda: next(clock),
                                          sleep=slept.append)
     assert (status, message, lines) == ("COMPLETE", "", ["epoch 1", "epoch 2", "done"])
@@ -223,16 +226,16 @@ def test_wait_polls_until_the_kernel_stops_and_reports_every_poll(runs, monkeypa
 def test_waiting_without_a_terminal_prints_changes_and_a_heartbeat():
     from rich.console import Console
 
-    from kit import cli_remote
+    from kit.cli import remote_verbs
 
     out = io.StringIO()
     console = Console(file=out, force_terminal=False, force_jupyter=False, width=200)
     polls = [("QUEUED", 5, ()), ("QUEUED", 65, ()), ("RUNNING", 125, ("epoch 1",)),
              ("RUNNING", 200, ("epoch 2",)), ("RUNNING", 500, ("[kit 14:31:04] epoch 9",)),
              ("COMPLETE", 560, ("epoch 9", "done"))]
-    with cli_remote._Watch(console, {"kernel": "me/kit-cv-1"}) as watch:
+    with remote_verbs._Watch(console, {"kernel": "me/kit-cv-1"}) as watch:
         for status, elapsed, tail in polls:
-            watch(remote.Update(status, elapsed, tail))
+            watch(kernels.Update(status, elapsed, tail))
     assert out.getvalue().splitlines() == [
         "me/kit-cv-1: QUEUED, 0:05 since the push",
         "me/kit-cv-1: RUNNING, 2:05 since the push | epoch 1",
@@ -243,15 +246,15 @@ def test_waiting_without_a_terminal_prints_changes_and_a_heartbeat():
 def test_waiting_in_a_terminal_is_live_and_keeps_each_change_of_status():
     from rich.console import Console
 
-    from kit import cli_remote
+    from kit.cli import remote_verbs
 
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, width=200)
-    with cli_remote._Watch(console, {"kernel": "me/kit-cv-1"}) as watch:
+    with remote_verbs._Watch(console, {"kernel": "me/kit-cv-1"}) as watch:
         assert watch.live is not None
-        watch(remote.Update("RUNNING", 65, ("epoch 1", "epoch 2")))
-        watch(remote.Update("RUNNING", 95, ("epoch 3",)))
-    text = remote.ANSI.sub("", out.getvalue())
+        watch(kernels.Update("RUNNING", 65, ("epoch 1", "epoch 2")))
+        watch(kernels.Update("RUNNING", 95, ("epoch 3",)))
+    text = kernels.ANSI.sub("", out.getvalue())
     assert text.count("me/kit-cv-1: RUNNING, 1:05 since the push") >= 1
     assert "1:35 since the push" not in text.split("\n")[0]
 
@@ -266,7 +269,7 @@ def test_waiting_in_a_terminal_is_live_and_keeps_each_change_of_status():
 def test_a_kernel_that_stops_without_a_run_is_one_line(runs, status, message, expected):
     entry = entry_for("me/kit-cv-1", timeout=600)
     lines = ["a", "b", "c", "ValueError: boom"]
-    error = remote.failure(entry, status, message, lines, remote.save_log(runs, entry, lines))
+    error = kernels.failure(entry, status, message, lines, kernels.save_log(runs, entry, lines))
     assert expected in str(error) and "\n" not in str(error)
     assert (runs / ".remote" / "1.log").read_text().splitlines() == lines
 
@@ -274,15 +277,15 @@ def test_a_kernel_that_stops_without_a_run_is_one_line(runs, status, message, ex
 def test_find_entry_by_id_kernel_or_run_and_the_newest_waiting_by_default(runs):
     for stamp, run in (("20240101-000000-quick", "r1"), ("20240102-000000-quick", None),
                        ("20240103-000000-quick", "r3")):
-        remote.save_entry(runs, {**entry_for(f"me/kit-cv-{stamp}"), "run": run})
-    assert remote.find_entry(runs)["id"] == "20240102-000000-quick"
-    assert remote.find_entry(runs, "r1")["id"] == "20240101-000000-quick"
-    assert remote.find_entry(runs, "kit-cv-20240103-000000-quick")["run"] == "r3"
-    assert remote.find_entry(runs, "me/kit-cv-20240101-000000-quick")["run"] == "r1"
+        kernels.save_entry(runs, {**entry_for(f"me/kit-cv-{stamp}"), "run": run})
+    assert kernels.find_entry(runs)["id"] == "20240102-000000-quick"
+    assert kernels.find_entry(runs, "r1")["id"] == "20240101-000000-quick"
+    assert kernels.find_entry(runs, "kit-cv-20240103-000000-quick")["run"] == "r3"
+    assert kernels.find_entry(runs, "me/kit-cv-20240101-000000-quick")["run"] == "r1"
     with pytest.raises(KitError, match="no remote run 'nope'"):
-        remote.find_entry(runs, "nope")
+        kernels.find_entry(runs, "nope")
     with pytest.raises(KitError, match="no remote runs yet"):
-        remote.find_entry(runs.parent / "empty")
+        kernels.find_entry(runs.parent / "empty")
 
 
 # ---------------------------------------------------------------- through the client
@@ -292,7 +295,7 @@ def test_push_sends_a_private_gpu_script_kernel_with_the_competition(runs, crede
                                                                      monkeypatch):
     fake = scripted(monkeypatch, [("QUEUED", "")])
     try:
-        entry = remote.push(runs, ["--preset", "quick"], "quick", remote.KernelOptions())
+        entry = kernels.push(runs, ["--preset", "quick"], "quick", kernels.KernelOptions())
         body = fake.kernel().body
     finally:
         fake.stop()
@@ -311,9 +314,9 @@ def test_push_sends_a_private_gpu_script_kernel_with_the_competition(runs, crede
 
 def test_kernel_options_public_cpu_offline_timeout(runs, credentials, monkeypatch):
     fake = scripted(monkeypatch, [("QUEUED", "")])
-    options = remote.KernelOptions(public=True, accelerator="none", internet=False, timeout=900)
+    options = kernels.KernelOptions(public=True, accelerator="none", internet=False, timeout=900)
     try:
-        remote.push(runs, [], "default", options)
+        kernels.push(runs, [], "default", options)
         body = fake.kernel().body
     finally:
         fake.stop()
@@ -337,7 +340,7 @@ def test_a_refused_push_is_one_clear_line(runs, credentials, monkeypatch, setup,
         fake.fail(*fail)
     try:
         with pytest.raises(KitError) as raised:
-            remote.push(runs, [], "quick", remote.KernelOptions())
+            kernels.push(runs, [], "quick", kernels.KernelOptions())
     finally:
         fake.stop()
     assert expected in str(raised.value) and "\n" not in str(raised.value)
@@ -352,11 +355,11 @@ def test_status_retries_429_then_says_it_in_one_line(credentials, monkeypatch, t
         fake.fail("GetKernelSessionStatus", 429, times=times)
         slept = []
         if times:
-            assert kaggle_io.kernel_status("me/kit-cv-1", sleep=slept.append) == ("RUNNING", "")
+            assert client.kernel_status("me/kit-cv-1", sleep=slept.append) == ("RUNNING", "")
             assert slept == [2.0, 4.0]
         else:
             with pytest.raises(KitError, match=r"limiting requests \(429\).*\(5 attempts\)"):
-                kaggle_io.kernel_status("me/kit-cv-1", sleep=slept.append)
+                client.kernel_status("me/kit-cv-1", sleep=slept.append)
     finally:
         fake.stop()
 
@@ -381,9 +384,9 @@ def test_status_and_output_refusals_are_one_line(tmp_path, credentials, monkeypa
         fake.fail(method, status)
         with pytest.raises(KitError) as raised:
             if method == "GetKernelSessionStatus":
-                kaggle_io.kernel_status("me/kit-cv-1", sleep=no_sleep)
+                client.kernel_status("me/kit-cv-1", sleep=no_sleep)
             else:
-                kaggle_io.download_kernel_output("me/kit-cv-1", tmp_path / "out", sleep=no_sleep)
+                client.download_kernel_output("me/kit-cv-1", tmp_path / "out", sleep=no_sleep)
     finally:
         fake.stop()
     assert expected in str(raised.value) and "\n" not in str(raised.value)
@@ -394,9 +397,9 @@ def test_a_completed_kernel_comes_back_laid_out_as_a_local_run(runs, credentials
     fake = scripted(monkeypatch, [("QUEUED", ""), ("RUNNING", ""), ("COMPLETE", "")],
                     files=run_files(), log=log, output_page_size=2)
     try:
-        entry = remote.push(runs, ["--preset", "quick"], "quick", remote.KernelOptions())
-        status, _, lines = remote.wait(runs, entry, poll=0, sleep=no_sleep)
-        run_dir = remote.fetch(runs, entry)
+        entry = kernels.push(runs, ["--preset", "quick"], "quick", kernels.KernelOptions())
+        status, _, lines = kernels.wait(runs, entry, poll=0, sleep=no_sleep)
+        run_dir = kernels.fetch(runs, entry)
     finally:
         fake.stop()
     assert status == "COMPLETE" and lines[-1] == "epoch 1/1 train 3.0 val 2.0"
@@ -415,9 +418,9 @@ def test_outputs_holding_a_credential_are_not_copied(runs, credentials, monkeypa
     files = {**run_files(), f"cv/{RUN}/env.txt": f"KAGGLE_KEY={FAKE_KEY}".encode()}
     fake = scripted(monkeypatch, [("COMPLETE", "")], files=files)
     try:
-        entry = remote.push(runs, [], "quick", remote.KernelOptions())
+        entry = kernels.push(runs, [], "quick", kernels.KernelOptions())
         with pytest.raises(KitError, match="env.txt holds one of your Kaggle credentials"):
-            remote.fetch(runs, entry)
+            kernels.fetch(runs, entry)
     finally:
         fake.stop()
     assert not (runs / RUN).exists() and not list((runs / ".remote").glob("*.download"))
@@ -437,7 +440,7 @@ def test_an_error_kernel_is_one_line_with_its_message_and_last_log_lines(runs, c
     err = capsys.readouterr().err.strip()
     assert code == 1 and err.count("\n") == 0, err
     assert "failed (ERROR: Your notebook hit an error.)" in err and "ValueError: boom" in err
-    entry = remote.find_entry(runs)
+    entry = kernels.find_entry(runs)
     assert entry["status"] == "ERROR" and (runs / ".remote" / f"{entry['id']}.log").is_file()
 
 
@@ -445,25 +448,25 @@ def test_a_kernel_past_its_timeout_is_stopped_and_said_so(tmp_path, runs, creden
                                                           monkeypatch):
     folder = tmp_path / "kernel"
     folder.mkdir()
-    options = remote.KernelOptions(accelerator="none", timeout=1)
-    remote.write_kernel_folder(folder, f"{FAKE_USER}/kit-cv-sleepy",
+    options = kernels.KernelOptions(accelerator="none", timeout=1)
+    kernels.write_kernel_folder(folder, f"{FAKE_USER}/kit-cv-sleepy",
                                "import time\nprint('sleeping', flush=True)\ntime.sleep(60)\n",
                                options)
     with FakeKaggle(kernel_home=tmp_path / "kaggle", queued_polls=0) as fake:
         fake.install(monkeypatch)
-        pushed = kaggle_io.push_kernel(folder, timeout=1)
+        pushed = client.push_kernel(folder, timeout=1)
         entry = entry_for(f"{FAKE_USER}/kit-cv-sleepy", timeout=1, version=pushed["version"])
-        status, message, lines = remote.wait(runs, entry, poll=0.2)
+        status, message, lines = kernels.wait(runs, entry, poll=0.2)
     assert status == "ERROR" and lines == ["sleeping"]
     assert "ran out of time: Kaggle stopped it at its limit of 1 s" in str(
-        remote.failure(entry, status, message, lines, None))
+        kernels.failure(entry, status, message, lines, None))
 
 
 def test_ctrl_c_stops_waiting_not_the_kernel_and_attach_downloads_later(runs, credentials,
                                                                          monkeypatch, capsys):
     fake = scripted(monkeypatch, [("RUNNING", ""), ("RUNNING", ""), ("COMPLETE", "")],
                     files=run_files())
-    real_status = kaggle_io.kernel_status
+    real_status = client.kernel_status
     calls = []
 
     def interrupted(kernel, api=None, **kwargs):
@@ -474,13 +477,13 @@ def test_ctrl_c_stops_waiting_not_the_kernel_and_attach_downloads_later(runs, cr
 
     try:
         with monkeypatch.context() as patch:
-            patch.setattr(kaggle_io, "kernel_status", interrupted)
+            patch.setattr(client, "kernel_status", interrupted)
             with pytest.raises(SystemExit) as stopped:
                 cli.main(["--runs", str(runs), "cv", "--preset", "quick", "--remote", "kaggle",
                           "--poll", "0"])
         assert stopped.value.code == 130
         out = capsys.readouterr().out
-        entry = remote.find_entry(runs)
+        entry = kernels.find_entry(runs)
         assert f"`python -m kit remote attach {entry['id']}`" in out
         assert entry["status"] == "RUNNING" and not entry["run"]
         assert set(fake.calls) <= {"SaveKernel", "GetKernelSessionStatus",
@@ -503,7 +506,7 @@ def test_ctrl_c_stops_waiting_not_the_kernel_and_attach_downloads_later(runs, cr
 def test_remote_list_without_credentials_shows_the_states_last_seen(runs, tmp_path,
                                                                     monkeypatch, capsys):
     isolated_kaggle_home(tmp_path, monkeypatch)
-    remote.save_entry(runs, {**entry_for("me/kit-cv-20240101-000000-quick"),
+    kernels.save_entry(runs, {**entry_for("me/kit-cv-20240101-000000-quick"),
                              "status": "RUNNING"})
     assert cli.main(["--runs", str(runs), "remote", "list"]) == 0
     captured = capsys.readouterr()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kit import report
+from kit.results import report
 from tests.conftest import QUICK
 
 REPO = Path(__file__).resolve().parents[1]

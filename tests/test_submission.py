@@ -1,9 +1,9 @@
-"""kit.submission: the lookup fill at full size, validation, the ledger, the upload through the
+"""kit.submit.submission: the lookup fill at full size, validation, the ledger, the upload through the
 real kaggle client against tests/fake_kaggle.py, and write_submission on a synthetic run."""
 import os
 
 # KaggleApi decides where to connect when it is first imported, so this must come before
-# anything imports it (kit.kaggle_io imports it lazily). See tests/fake_kaggle.py.
+# anything imports it (kit.kaggle.client imports it lazily). See tests/fake_kaggle.py.
 os.environ["KAGGLE_API_ENVIRONMENT"] = "LOCALHOST"
 
 import hashlib
@@ -19,11 +19,12 @@ import pandas as pd
 import pytest
 
 from kit import config as config_io
-from kit import data, submission
-from kit.data import LookupTable
-from kit.errors import KitError
-from kit.keypoints import COLUMN_INDEX, COLUMNS, CORE_COLUMN_INDICES, CORE_COLUMNS
-from kit.submission import LEDGER_COLUMNS, Submission
+from kit.core.errors import KitError
+from kit.core.keypoints import COLUMN_INDEX, COLUMNS, CORE_COLUMN_INDICES, CORE_COLUMNS
+from kit.data import tables
+from kit.data.tables import LookupTable
+from kit.submit import submission
+from kit.submit.submission import LEDGER_COLUMNS, Submission
 from tests.fake_kaggle import FakeKaggle, isolated_kaggle_home, write_kaggle_json
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -60,8 +61,8 @@ def expected_value(lookup: LookupTable, from_four: np.ndarray) -> np.ndarray:
 def kaggle_tables():
     if not (KAGGLE_FORMAT / "IdLookupTable.csv").is_file():
         pytest.skip(f"{KAGGLE_FORMAT} is absent: the real lookup table lives in ../shared")
-    lookup = data.parse_lookup(KAGGLE_FORMAT / "IdLookupTable.csv")
-    sample = data.parse_sample(KAGGLE_FORMAT / "SampleSubmission.csv")
+    lookup = tables.parse_lookup(KAGGLE_FORMAT / "IdLookupTable.csv")
+    sample = tables.parse_sample(KAGGLE_FORMAT / "SampleSubmission.csv")
     return lookup, sample
 
 

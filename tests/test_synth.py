@@ -11,9 +11,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from kit.errors import KitError
-from kit.keypoints import COLUMNS, CORE_COLUMNS, IMAGE_SIZE, KEYPOINT_NAMES, PIXELS
-from kit.synth import ARCHIVE_NAME, SOLUTION_NAME, make_competition, make_faces
+from kit.core.errors import KitError
+from kit.core.keypoints import COLUMNS, CORE_COLUMNS, IMAGE_SIZE, KEYPOINT_NAMES, PIXELS
+from kit.data.synth import ARCHIVE_NAME, SOLUTION_NAME, make_competition, make_faces
 from tests.conftest import read_archive
 
 N_TRAIN, N_TEST = 240, 60

@@ -1,5 +1,5 @@
-"""The second pass: labels the OOF residuals flag (kit.label_noise), and a student run taught
-by a finished one (kit.teacher): its folds, its dropped labels, its pseudo-labelled test faces."""
+"""The second pass: labels the OOF residuals flag (kit.results.label_noise), and a student run taught
+by a finished one (kit.results.teacher): its folds, its dropped labels, its pseudo-labelled test faces."""
 from __future__ import annotations
 
 import json
@@ -11,9 +11,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from kit import cli, cv, data, engine, label_noise, plots, report, teacher
 from kit import config as config_io
-from kit.keypoints import COLUMN_INDEX
+from kit.cli import main as cli
+from kit.core.keypoints import COLUMN_INDEX
+from kit.data import tables
+from kit.results import label_noise, plots, report, teacher
+from kit.runs import cv
+from kit.training import engine
 from tests.conftest import refusal
 
 EYEBROW = "left_eyebrow_outer_end"  # a 15-key-only keypoint: one subset's line per label
@@ -112,8 +116,8 @@ def student(teacher_root, synth_competition, training, quick_config):
     _, data_dir = synth_competition
     config = student_config(quick_config, teacher_run.name, "pseudo_labels=1",
                             "flagged_labels=drop")
-    test = data.load_test(data_dir)
-    lookup = data.load_lookup(data_dir, test.image_ids)
+    test = tables.load_test(data_dir)
+    lookup = tables.load_lookup(data_dir, test.image_ids)
     teaching = teacher.prepare(config, root, training, test, lookup)
     given = {}
     fit_folds = engine.fit_folds

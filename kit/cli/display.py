@@ -1,0 +1,148 @@
+"""The view of a CV run: live bars in a terminal or a notebook, plain lines in a log.
+
+A log (a batch kernel's, `nohup`, CI) has no terminal to redraw bars in: there each epoch is
+one line, and a long epoch adds a progress line every `PLAIN_EVERY` seconds.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from kit.runs.cv import SHARED, FoldPlan
+from kit.training.engine import EpochReport, Listener
+
+PLAIN_EVERY = 15.0  # seconds between progress lines in a log
+
+
+def network_label(network: str) -> str:
+    return "shared trunk" if network == SHARED else f"{network}-key"
+
+
+def folds_label(folds: list[int]) -> str:
+    numbers = [f + 1 for f in folds]
+    if len(numbers) > 2 and numbers == list(range(numbers[0], numbers[-1] + 1)):
+        return f"folds {numbers[0]}-{numbers[-1]}"
+    return ("fold " if len(numbers) == 1 else "folds ") + ", ".join(map(str, numbers))
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class CVDisplay(Listener):
+    """The whole run in training steps (so the time left is honest) and the group of folds
+    in hand, whose caption carries the last epoch's RMSEs."""
+
+    def __init__(self, console: Console, live: bool | None = None):
+        self.console = console
+        self.live = (console.is_terminal or console.is_jupyter) if live is None else live
+        self.bars = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=console,
+        ) if self.live else None
+        self.run_task = None
+        self.group_task = None
+        self.steps: dict[tuple[str, int], int] = {}
+        self.epochs = 0
+        self.total = 0
+        self.done = 0
+        self.group = ""
+        self.group_planned: int | None = None
+        self.group_start = 0
+        self.started = time.monotonic()
+        self.last_line = self.started
+
+    def __enter__(self):
+        if self.bars is not None:
+            self.bars.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bars is not None:
+            self.bars.__exit__(*exc)
+
+    def _say(self, text: str) -> None:
+        self.console.print(text)
+
+    def run_started(self, run_dir: Path, plan: list[FoldPlan], epochs: int) -> None:
+        self._say(f"run folder {run_dir}")
+        self.epochs = epochs
+        self.steps = {(e.network, e.fold): e.steps_per_epoch for e in plan}
+        # An upper bound: early stopping ends some folds sooner.
+        self.total = max(sum(e.steps_per_epoch * epochs for e in plan if not e.finished), 1)
+        self.started = self.last_line = time.monotonic()
+        if self.bars is not None:
+            self.run_task = self.bars.add_task("whole run", total=self.total)
+
+    def group_started(self, network: str, folds: list[int], epoch: int, epochs: int) -> None:
+        self.group = f"{network_label(network)} {folds_label(folds)}"
+        self.group_planned = sum(self.steps.get((network, f), 0) for f in folds) * (
+            epochs - epoch)
+        self.group_start = self.done
+        where = f"from epoch {epoch + 1}/{epochs}" if epoch else f"{epochs} epochs"
+        self._say(f"training {self.group} together, {where}")
+        if self.bars is not None:
+            if self.group_task is not None:
+                self.bars.remove_task(self.group_task)
+            self.group_task = self.bars.add_task(f"{self.group} epoch {epoch + 1}/{epochs}",
+                                                     total=max(self.group_planned, 1))
+
+    def progress(self, network: str, fold_steps: int) -> None:
+        self.done += fold_steps
+        if self.bars is not None:
+            self.bars.advance(self.group_task, fold_steps)
+            self.bars.advance(self.run_task, fold_steps)
+            return
+        now = time.monotonic()
+        if now - self.last_line >= PLAIN_EVERY:
+            self.last_line = now
+            self._say(f"  {self.group}: {self.done / self.total:.0%} of the run, "
+                      f"{_clock(now - self.started)} elapsed, {self._left(now)} left")
+
+    def _left(self, now: float) -> str:
+        if not self.done:
+            return "?"
+        return _clock((now - self.started) * (self.total - self.done) / self.done)
+
+    def epoch(self, network: str, reports: list[EpochReport]) -> None:
+        if not reports:
+            return
+        first = reports[0]
+        vals = " ".join(f"{r.val_rmse:.3f}" for r in reports)
+        train = sum(r.train_rmse for r in reports) / len(reports)
+        text = (f"{self.group} epoch {first.epoch}/{first.epochs} train {train:.3f} "
+                f"val {vals}")
+        if self.bars is not None:
+            self.bars.update(self.group_task, description=text)
+            return
+        now = time.monotonic()
+        self.last_line = now
+        self._say(f"{text} ({first.seconds:.0f} s; {_clock(now - self.started)} elapsed, "
+                  f"{self._left(now)} left)")
+
+    def fold_finished(self, network: str, fold: int, best_val_rmse: float,
+                      skipped: bool) -> None:
+        note = " (trained earlier, kept)" if skipped else ""
+        self._say(f"{network_label(network)} fold {fold + 1}: validation RMSE of the kept "
+                  f"weights {best_val_rmse:.4f}{note}")
+        if skipped or self.group_planned is None:
+            return
+        # The group is done; steps its early-stopped folds never took leave the total.
+        self.total -= self.group_planned - (self.done - self.group_start)
+        self.group_planned = None
+        if self.bars is not None:
+            self.bars.update(self.run_task, total=max(self.total, 1))
+
+    def note(self, text: str) -> None:
+        self._say(f"[yellow]note:[/] {text}")

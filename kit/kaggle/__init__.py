@@ -1,0 +1,5 @@
+"""Kaggle itself, and the only place the `kaggle` client is imported: credentials and the API
+calls with their retries and one-line errors (client), where a Kaggle notebook keeps the
+competition, scratch space and outputs (places), and the installer a kernel or notebook
+runs before the kit can import (kernel_setup, a standalone script).
+"""

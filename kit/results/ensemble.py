@@ -1,0 +1,285 @@
+"""Ensembles of CV runs: each keypoint column a weighted blend of the members' predictions,
+the weights fitted to the members' out-of-fold (OOF) predictions.
+
+An ensemble run lives beside the CV runs, in cv/ensemble-<date>-<hash of the members>/:
+    ensemble.json    the members (run ids, paths relative to the cv root) and, per subset and
+                     column, each member's weight, fitted on every OOF row: what the test uses
+    folds.json       the members' shared row -> fold map, the data's fingerprint and row count,
+                     so an ensemble can itself be a member of another
+    config.json      the first member's config with preset "ensemble" and the ensemble's subsets
+    oof.csv          the blended OOF, cross-fitted: fold k's rows are blended with weights
+                     fitted on the other folds' rows only, so no row scores weights it chose
+    report.json/.md  kit.results.report's, with a table of the members beside the ensemble
+
+Weights are non-negative and sum to 1, chosen to minimise the column's OOF mean squared error.
+Members must have finished (oof.csv), be made on the same data (fingerprint, training rows)
+and share folds (every row two members both hold is in the same fold in each); a member
+without OOF for a column has no weight there.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import nnls
+
+from kit import config as config_io
+from kit.config import SUBSETS, Config
+from kit.core import fileio
+from kit.core.errors import KitError
+from kit.core.keypoints import COLUMN_INDEX, COLUMNS, SUBSET_COLUMNS
+from kit.data.tables import TrainingSet
+from kit.runs import cv
+from kit.runs.folders import ENSEMBLE, ensemble_members, new_named_dir, point_latest
+
+PRESET = "ensemble"
+NETWORK = "ensemble"  # the one "network" of an ensemble's folds.json: the members' fold map
+
+
+@dataclass(frozen=True)
+class Member:
+    """A finished run as the ensemble sees it."""
+
+    name: str
+    path: Path
+    config: Config
+    fold_of_row: np.ndarray  # (training rows,), -1 where the run holds no row
+    fingerprint: str
+    training_rows: int
+    oof: pd.DataFrame
+
+
+# ---------------------------------------------------------------- members
+
+
+def load_member(run_dir: Path) -> Member:
+    """A run's config, folds and OOF; refused in one line if it has not finished."""
+    run_dir = Path(run_dir).resolve()
+    oof_path = run_dir / "oof.csv"
+    if not oof_path.is_file():
+        raise KitError(f"{run_dir}: unfinished (no oof.csv); expected a finished run "
+                       "(`make cv` finishes it)")
+    assignment = json.loads((run_dir / "folds.json").read_text())
+    if not assignment.get("fingerprint"):
+        raise KitError(f"{run_dir / 'folds.json'}: no data fingerprint (a run from before runs "
+                       "shared their folds); expected a run made by this version of the kit")
+    return Member(
+        name=run_dir.name, path=run_dir, config=config_io.load(run_dir / "config.json"),
+        fold_of_row=fold_map(assignment, run_dir), fingerprint=assignment["fingerprint"],
+        training_rows=int(assignment["training_rows"]),
+        oof=pd.read_csv(oof_path, dtype={"subset": str}),
+    )
+
+
+def fold_map(assignment: dict, run_dir: Path) -> np.ndarray:
+    """Each training row's fold in the run (-1 where none), merged over its networks."""
+    fold_of_row = np.full(int(assignment["training_rows"]), -1, np.int64)
+    for network, entry in assignment["networks"].items():
+        rows, folds = np.asarray(entry["rows"], np.int64), np.asarray(entry["fold"], np.int64)
+        clash = (fold_of_row[rows] >= 0) & (fold_of_row[rows] != folds)
+        if clash.any():
+            row = int(rows[np.flatnonzero(clash)[0]])
+            raise KitError(
+                f"{run_dir / 'folds.json'}: the {network} network puts row {row} in fold "
+                f"{folds[rows == row][0]}, another network in fold {fold_of_row[row]} (a run "
+                "from before runs shared their folds); expected one fold per row")
+        fold_of_row[rows] = folds
+    return fold_of_row
+
+
+def check_members(members: Sequence[Member], training: TrainingSet | None = None) -> None:
+    """Refuse members that cannot be blended: too few, repeated, other data, other folds."""
+    if len(members) < 2:
+        raise KitError(f"an ensemble needs at least 2 runs; got {len(members)}"
+                       + (f" ({members[0].name})" if members else ""))
+    names = [m.name for m in members]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise KitError(f"run {repeated[0]} is named twice; expected each member once")
+    first = members[0]
+    for other in members[1:]:
+        if (other.fingerprint, other.training_rows) != (first.fingerprint, first.training_rows):
+            raise KitError(
+                f"runs {first.name} and {other.name} were made on different data (fingerprint "
+                f"{first.fingerprint} on {first.training_rows} rows against {other.fingerprint} "
+                f"on {other.training_rows}); expected the same training data")
+    if training is not None and first.fingerprint != cv.fingerprint(training):
+        raise KitError(f"run {first.name} was made on other data than the training set loaded "
+                       f"now ({len(training)} rows); expected runs of this data folder")
+    for a_index, a in enumerate(members):
+        for b in members[a_index + 1:]:
+            both = (a.fold_of_row >= 0) & (b.fold_of_row >= 0)
+            differ = both & (a.fold_of_row != b.fold_of_row)
+            if differ.any():
+                row = int(np.flatnonzero(differ)[0])
+                raise KitError(
+                    f"runs {a.name} and {b.name} have different folds ({int(differ.sum())} of "
+                    f"the {int(both.sum())} rows they share, row {row} in fold "
+                    f"{a.fold_of_row[row]} against {b.fold_of_row[row]}; seeds {a.config.seed} "
+                    f"and {b.config.seed}); expected runs of the same seed, folds and grouping")
+
+
+# ---------------------------------------------------------------- weights
+
+
+def simplex_weights(predictions: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Non-negative weights summing to 1 that minimise the blend's mean squared error.
+
+    With R the members' errors (rows x members), non-negative least squares on [R; 1'] v = [0; 1]
+    minimises ||R v||^2 + (sum v - 1)^2; writing v = s w with w on the simplex, the best s
+    leaves q/(1 + q) for q = ||R w||^2, which rises with q: so w = v / sum v is the exact
+    simplex optimum, and never worse than the best single member.
+    """
+    errors = (predictions - truth[:, None]) / np.sqrt(len(truth))
+    system = np.vstack([errors, np.ones((1, errors.shape[1]))])
+    target = np.zeros(len(system))
+    target[-1] = 1.0
+    solution, _ = nnls(system, target)
+    return solution / solution.sum()
+
+
+def blend_column(predictions: np.ndarray, truth: np.ndarray, folds: np.ndarray,
+                 cross_fit: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """A column's blended OOF and the weights fitted on all its rows.
+
+    Cross-fitted: fold k's rows take weights fitted on the other folds' rows, so the OOF
+    estimate stays out-of-fold for the blend as well as for the members' networks.
+    """
+    weights = simplex_weights(predictions, truth)
+    if not cross_fit:
+        return predictions @ weights, weights
+    blended = np.empty(len(truth))
+    for fold in np.unique(folds):
+        held = folds == fold
+        blended[held] = predictions[held] @ simplex_weights(predictions[~held], truth[~held])
+    return blended, weights
+
+
+def column_evidence(members: Sequence[Member], subset: str, column: int):
+    """The OOF lines of one (subset, column): rows, folds, truth and each member's predictions
+    (rows x members with evidence), and which members those are."""
+    parts = {}
+    for index, member in enumerate(members):
+        part = member.oof[(member.oof["subset"] == subset) & (member.oof["column"] == column)]
+        if len(part):
+            parts[index] = part.sort_values("row")
+    if not parts:
+        raise KitError(
+            f"no member has out-of-fold predictions for {subset}-key {COLUMNS[column]}; "
+            f"expected at least one run of {', '.join(m.name for m in members)} with "
+            f"{subset}-key models")
+    first_index, first = next(iter(parts.items()))
+    for index, part in parts.items():
+        if not np.array_equal(part["row"].to_numpy(), first["row"].to_numpy()):
+            raise KitError(
+                f"runs {members[first_index].name} and {members[index].name} predict different "
+                f"rows for {subset}-key {COLUMNS[column]} ({len(first)} against {len(part)}); "
+                "expected the same out-of-fold rows")
+    predictions = np.column_stack([part["prediction"].to_numpy(np.float64)
+                                   for part in parts.values()])
+    return (first["row"].to_numpy(), first["fold"].to_numpy(),
+            first["truth"].to_numpy(np.float64), predictions, list(parts))
+
+
+def ensemble_subsets(members: Sequence[Member]) -> tuple[str, ...]:
+    """Every subset some member answers, in the usual order."""
+    return tuple(s for s in SUBSETS if any(s in m.config.subsets for m in members))
+
+
+def blend(members: Sequence[Member], cross_fit: bool = True) -> tuple[pd.DataFrame, dict]:
+    """The blended OOF table and, per subset and column, each member's weight (by name)."""
+    tables, weights = [], {}
+    for subset in ensemble_subsets(members):
+        weights[subset] = {}
+        for name in SUBSET_COLUMNS[subset]:
+            column = COLUMN_INDEX[name]
+            rows, folds, truth, predictions, which = column_evidence(members, subset, column)
+            blended, fitted = blend_column(predictions, truth, folds, cross_fit)
+            column_weights = dict.fromkeys((m.name for m in members), 0.0)
+            column_weights.update({members[i].name: float(w) for i, w in zip(which, fitted)})
+            weights[subset][name] = column_weights
+            tables.append(pd.DataFrame({"row": rows, "subset": subset, "fold": folds,
+                                        "column": column, "truth": truth,
+                                        "prediction": blended}))
+    oof = pd.concat(tables, ignore_index=True)
+    # The order the CV runs write: subset, fold, row, then the columns of a row.
+    oof = oof.sort_values(["subset", "fold", "row", "column"], kind="stable",
+                          key=lambda c: c.map(SUBSETS.index) if c.name == "subset" else c)
+    return oof.reset_index(drop=True), weights
+
+
+# ---------------------------------------------------------------- the ensemble run
+
+
+def run_name(members: Sequence[Member], now: time.struct_time | None = None) -> str:
+    """ensemble-<UTC date>-<short hash of the member ids>: the same members, the same hash."""
+    digest = hashlib.sha256("\n".join(sorted(m.name for m in members)).encode()).hexdigest()
+    return f"ensemble-{time.strftime('%Y%m%d', now or time.gmtime())}-{digest[:8]}"
+
+
+def make_ensemble(run_dirs: Sequence[Path], root: Path,
+                  training: TrainingSet | None = None) -> Path:
+    """Check the members, blend their OOF, write the ensemble run (all but its report)."""
+    members = [load_member(Path(d)) for d in run_dirs]
+    check_members(members, training)
+    oof, weights = blend(members)
+    first = members[0]
+    union = np.flatnonzero(np.any([m.fold_of_row >= 0 for m in members], axis=0))
+    fold_of_row = np.max([m.fold_of_row for m in members], axis=0)  # shared: any holder's
+    run_dir = new_named_dir(root, run_name(members))
+    fileio.write_json(run_dir / ENSEMBLE, {
+        "members": [{"run": m.name, "path": os.path.relpath(m.path, Path(root).resolve())}
+                    for m in members],
+        "weights": weights,
+        "fitted_on": "every OOF row of the members; oof.csv's fold k uses weights fitted on "
+                     "the other folds",
+    })
+    fileio.write_json(run_dir / "folds.json", {
+        "groups": None, "fingerprint": first.fingerprint, "training_rows": first.training_rows,
+        "networks": {NETWORK: {"rows": union.tolist(), "fold": fold_of_row[union].tolist()}},
+    })
+    with fileio.atomic_path(run_dir / "oof.csv") as temporary:
+        oof.to_csv(temporary, index=False, float_format="%.5f")
+    config = dataclasses.replace(first.config, preset=PRESET, subsets=ensemble_subsets(members))
+    # config.json last, as for a CV run: a folder with it is a complete run.
+    fileio.write_json(run_dir / "config.json", config_io.to_dict(config))
+    point_latest(root, run_dir)
+    return run_dir
+
+
+def read_weights(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / ENSEMBLE).read_text())["weights"]
+
+
+# ---------------------------------------------------------------- prediction
+
+
+def predict_run(run_dir: Path, subset: str, images: np.ndarray,
+                on_model: Callable[[int], None] | None = None,
+                full: np.ndarray | None = None) -> np.ndarray:
+    """Any run's test prediction for a subset: a CV run's fold ensemble (kit.runs.cv), or for an
+    ensemble run the per-column weighted sum of its members' predictions. `full` marks the
+    images of the full annotation source (see cv.predict_run)."""
+    members = ensemble_members(run_dir)
+    if not members:
+        return cv.predict_run(run_dir, subset, images, on_model=on_model, full=full)
+    weights = read_weights(run_dir).get(subset)
+    if weights is None:
+        raise KitError(f"{run_dir / ENSEMBLE}: no {subset}-key weights; expected a run that "
+                       f"answers the {subset}-key subset")
+    columns = SUBSET_COLUMNS[subset]
+    total = np.zeros((len(images), len(columns)))
+    for member in members:
+        member_weights = np.array([weights[c].get(member.name, 0.0) for c in columns])
+        if not member_weights.any():
+            continue  # no weight anywhere in this subset: its networks need not run
+        total += member_weights * predict_run(member, subset, images, on_model, full)
+    return total

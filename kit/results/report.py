@@ -1,0 +1,369 @@
+"""The leaderboard-style report of a CV run, computed from oof.csv alone (plus the lookup table
+for the leaderboard estimate), and the pictures that go with it.
+
+Leaderboard estimate. Kaggle scores RMSE over the lookup rows. Test images asked for more than
+the 8 core values ("full" images, answered by the 15-key model, and for the core keypoints by
+whichever model the OOF evidence favours) come from the first annotation source; the others
+("core" images, answered by the 4-key model) from the second. So
+
+    LB^2 = sum over (block b, column c) of n(b, c) * MSE(b, c)  /  sum of n(b, c)
+
+where n(b, c) counts lookup rows of block b asking column c, MSE(full, c) is the answering
+model's OOF mean squared error on column c over the training rows with all 30 values, and
+MSE(core, c) the 4-key model's OOF error on column c over the rows with only the core values.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kit import config as config_io
+from kit.core import fileio
+from kit.core.keypoints import COLUMNS, CORE_COLUMN_INDICES, KEYPOINT_NAMES
+from kit.data.tables import LookupTable, TrainingSet, subset_indices
+from kit.results import ensemble, label_noise, plots
+from kit.runs import cv, folders
+
+PICTURES = ("curves.png", "keypoint-error.png", "errors-on-face.png", "worst.png")
+LABEL_NOISE_CSV, LABEL_NOISE_PNG = "label-noise.csv", "label-noise.png"
+TEACHER_JSON = "teacher.json"  # written by kit.results.teacher's student runs
+
+
+def read_oof(run_dir: Path) -> pd.DataFrame:
+    return pd.read_csv(Path(run_dir) / "oof.csv", dtype={"subset": str})
+
+
+def _rmse(frame: pd.DataFrame) -> float:
+    if len(frame) == 0:
+        return float("nan")
+    return float(np.sqrt(np.mean((frame["prediction"] - frame["truth"]) ** 2)))
+
+
+def _mse(frame: pd.DataFrame) -> float:
+    return _rmse(frame) ** 2
+
+
+def core_choice(oof: pd.DataFrame, complete_rows: np.ndarray) -> dict[str, str]:
+    """For each core column, the model with the lower OOF error on the rows both predicted."""
+    choice = {}
+    in_complete = oof["row"].isin(complete_rows)
+    for column in CORE_COLUMN_INDICES:
+        errors = {}
+        for subset in ("15", "4"):
+            part = oof[(oof["subset"] == subset) & (oof["column"] == column) & in_complete]
+            errors[subset] = _mse(part) if len(part) else float("inf")
+        if np.isfinite(min(errors.values())):
+            choice[COLUMNS[column]] = min(errors, key=errors.get)
+    return choice
+
+
+def lookup_blocks(lookup: LookupTable) -> np.ndarray:
+    """'full' for rows of images asked more than the 8 core values, else 'core'."""
+    asked = pd.Series(lookup.image_ids).map(pd.Series(lookup.image_ids).value_counts())
+    return np.where(asked.to_numpy() > len(CORE_COLUMN_INDICES), "full", "core")
+
+
+def image_blocks(lookup: LookupTable, image_ids: np.ndarray) -> np.ndarray:
+    """Each test face's lookup block: 'full', 'core', or '' where the table asks nothing."""
+    block_of = dict(zip(lookup.image_ids.tolist(), lookup_blocks(lookup).tolist()))
+    return np.array([block_of.get(int(i), "") for i in image_ids], dtype=object)
+
+
+def leaderboard_estimate(oof: pd.DataFrame, complete_rows: np.ndarray, lookup: LookupTable,
+                         choice: dict[str, str]) -> dict:
+    blocks = lookup_blocks(lookup)
+    in_complete = oof["row"].isin(complete_rows)
+    total, weight, terms = 0.0, 0, []
+    counts = pd.DataFrame({"block": blocks, "column": lookup.columns}).value_counts()
+    for (block, column), n in counts.items():
+        name = COLUMNS[column]
+        if block == "full":
+            subset = choice.get(name, "15")
+            part = oof[(oof["subset"] == subset) & (oof["column"] == column) & in_complete]
+        else:
+            subset = "4"
+            part = oof[(oof["subset"] == "4") & (oof["column"] == column) & ~in_complete]
+            if len(part) == 0:
+                part = oof[(oof["subset"] == "4") & (oof["column"] == column)]
+        mse = _mse(part)
+        if not np.isfinite(mse):
+            return {"rmse": None, "reason": f"no OOF predictions for {name} ({block} images)"}
+        total += n * mse
+        weight += int(n)
+        terms.append({"block": block, "column": name, "rows": int(n), "model": subset,
+                      "rmse": float(np.sqrt(mse))})
+    blocks_count = {b: int((blocks == b).sum()) for b in ("full", "core")}
+    return {"rmse": float(np.sqrt(total / weight)), "lookup_rows": weight,
+            "rows_by_block": blocks_count, "terms": terms}
+
+
+def compute(oof: pd.DataFrame, training: TrainingSet, lookup: LookupTable | None,
+            histories: dict[str, list[list[dict]]] | None = None) -> dict:
+    """Every figure of the report, from the OOF table."""
+    complete_rows = subset_indices(training.keypoints, "15")
+    report: dict = {"overall_rmse": _rmse(oof), "subsets": {}}
+    for subset, part in oof.groupby("subset", sort=False):
+        subset = str(subset)
+        keypoint_names = np.array([COLUMNS[c][:-2] for c in part["column"]])
+        per_keypoint = {
+            name: _rmse(part[keypoint_names == name])
+            for name in KEYPOINT_NAMES if (keypoint_names == name).any()
+        }
+        per_fold = {int(f): _rmse(p) for f, p in part.groupby("fold")}
+        fold_values = np.array(list(per_fold.values()))
+        entry = {
+            "rmse": _rmse(part),
+            "rows": int(part["row"].nunique()),
+            "values": len(part),
+            "per_keypoint": per_keypoint,
+            "per_fold": per_fold,
+            "fold_mean": float(fold_values.mean()),
+            "fold_std": float(fold_values.std(ddof=1)) if len(fold_values) > 1 else 0.0,
+        }
+        if histories and subset in histories:
+            entry["best_epochs"] = [
+                int(np.argmin([h["val_rmse"] for h in fold]) + 1) for fold in histories[subset]
+            ]
+        report["subsets"][subset] = entry
+    choice = core_choice(oof, complete_rows)
+    report["core_choice"] = choice
+    report["core_choice_rule"] = (
+        "for each core keypoint value, the model (15-key or 4-key) with the lower OOF RMSE "
+        "on the training rows that carry all 30 values answers the fully-asked test images"
+    )
+    if lookup is not None and {"15", "4"} <= set(report["subsets"]):
+        report["leaderboard_estimate"] = leaderboard_estimate(oof, complete_rows, lookup, choice)
+    else:
+        report["leaderboard_estimate"] = {
+            "rmse": None, "reason": "needs both subsets and data/IdLookupTable.csv"
+        }
+    return report
+
+
+def member_rows(run_dir: Path, training: TrainingSet, lookup: LookupTable | None,
+                own: dict) -> list[dict]:
+    """An ensemble run's members, each scored by compute() as a run of its own, then the
+    ensemble (`own`, its figures): where the ensemble's score comes from."""
+    weights = ensemble.read_weights(run_dir)
+    rows = []
+    for member in folders.ensemble_members(run_dir):
+        row = _summary_row(member.name, "member", compute(read_oof(member), training, lookup))
+        row["mean_weight"] = {
+            subset: float(np.mean([w.get(member.name, 0.0) for w in columns.values()]))
+            for subset, columns in weights.items()
+        }
+        rows.append(row)
+    return rows + [_summary_row(Path(run_dir).name, "ensemble", own)]
+
+
+def _summary_row(run: str, role: str, figures: dict) -> dict:
+    return {"run": run, "role": role,
+            "subsets": {s: e["rmse"] for s, e in figures["subsets"].items()},
+            "leaderboard_estimate": figures["leaderboard_estimate"].get("rmse")}
+
+
+def load_histories(run_dir: Path) -> dict[str, list[list[dict]]]:
+    config = config_io.load(Path(run_dir) / "config.json")
+    out = {}
+    for network in cv.networks(config):
+        out[network] = []
+        for fold in range(config.folds):
+            path = cv.fold_dir(run_dir, network, fold) / "history.json"
+            out[network].append(json.loads(path.read_text())["history"] if path.exists() else [])
+    return out
+
+
+def write(run_dir: Path, training: TrainingSet, lookup: LookupTable | None,
+          seconds: float | None = None) -> dict:
+    """report.json, report.md and the pictures, from the run's files."""
+    run_dir = Path(run_dir)
+    oof = read_oof(run_dir)
+    is_ensemble = bool(folders.ensemble_members(run_dir))
+    histories = {} if is_ensemble else load_histories(run_dir)  # an ensemble trains nothing
+    report = compute(oof, training, lookup, histories)
+    if is_ensemble:
+        report["members"] = member_rows(run_dir, training, lookup, report)
+    report["run"] = run_dir.name
+    report["config"] = json.loads((run_dir / "config.json").read_text())
+    if seconds is not None:
+        report["train_seconds"] = seconds
+    if (run_dir / "engine.json").exists():
+        report["engine"] = json.loads((run_dir / "engine.json").read_text())["calls"][-1]
+    draw_pictures(run_dir, oof, training, histories, report)
+    report["label_noise"] = write_label_noise(run_dir, oof, training)
+    if (run_dir / TEACHER_JSON).exists():
+        report["teacher"] = json.loads((run_dir / TEACHER_JSON).read_text())
+    fileio.write_text(run_dir / "report.md", markdown(report))
+    fileio.write_json(run_dir / "report.json", report)
+    return report
+
+
+def write_label_noise(run_dir: Path, oof: pd.DataFrame, training: TrainingSet) -> dict:
+    """label-noise.csv and .png: the training labels the OOF residuals flag (kit.results.label_noise)."""
+    flagged = label_noise.flag(oof)
+    with fileio.atomic_path(Path(run_dir) / LABEL_NOISE_CSV) as temporary:
+        flagged.to_csv(temporary, index=False, float_format="%.3f")
+    plots.label_noise(training.images, flagged, Path(run_dir) / LABEL_NOISE_PNG)
+    return label_noise.summary(flagged, oof)
+
+
+def wide_predictions(oof: pd.DataFrame, rows: int) -> dict[str, np.ndarray]:
+    """oof.csv's long table as (rows, 30) truth and prediction arrays per subset (NaN elsewhere)."""
+    out = {}
+    for subset, part in oof.groupby("subset", sort=False):
+        truth = np.full((rows, len(COLUMNS)), np.nan, np.float32)
+        prediction = np.full((rows, len(COLUMNS)), np.nan, np.float32)
+        truth[part["row"], part["column"]] = part["truth"]
+        prediction[part["row"], part["column"]] = part["prediction"]
+        out[str(subset)] = (truth, prediction)
+    return out
+
+
+def draw_pictures(run_dir: Path, oof: pd.DataFrame, training: TrainingSet,
+                  histories: dict, report: dict) -> None:
+    report["pictures"] = list(PICTURES if histories else PICTURES[1:])
+    if histories:
+        plots.learning_curves(histories, run_dir / "curves.png")
+    per_keypoint = {s: e["per_keypoint"] for s, e in report["subsets"].items()}
+    plots.keypoint_error_bars(per_keypoint, run_dir / "keypoint-error.png")
+    wide = wide_predictions(oof, len(training))
+    # The face picture and the worst cases pool both models: each row's values from the
+    # model that predicted most of them (the 15-key model where it has the row).
+    truth = np.full((len(training), len(COLUMNS)), np.nan, np.float32)
+    prediction = truth.copy()
+    labels = np.array([""] * len(training), dtype=object)
+    for subset in ("4", "15"):
+        if subset not in wide:
+            continue
+        t, p = wide[subset]
+        has = ~np.isnan(t).all(axis=1)
+        truth[has], prediction[has] = t[has], p[has]
+        labels[has] = [f"row {r}, {subset}-key model" for r in np.flatnonzero(has)]
+    used = ~np.isnan(truth).all(axis=1)
+    mean_image = training.images.mean(axis=0)
+    plots.errors_on_face(mean_image, truth[used], prediction[used], run_dir / "errors-on-face.png")
+    chosen = plots.worst_cases(training.images[used], truth[used], prediction[used],
+                               list(labels[used]), run_dir / "worst.png")
+    report["worst_rows"] = [int(r) for r in np.flatnonzero(used)[chosen]]
+
+
+def teacher_line(teacher: dict) -> str:
+    """What the teacher run gave this one, and how far the estimate can still be trusted."""
+    parts = [f"Taught by run `{teacher['teacher']}` (its folds reused exactly)"]
+    if teacher["pseudo_labels"]:
+        counts = ", ".join(f"{network}: {'/'.join(map(str, per_fold))}"
+                           for network, per_fold in teacher["pseudo_images_per_fold"].items())
+        parts.append(f"test images pseudo-labelled by the teacher's model of the same fold "
+                     f"({counts} per fold), so no fold's held-out faces reach its training "
+                     "through them")
+    if teacher["flagged_labels"] != "keep":
+        verb = "dropped from" if teacher["flagged_labels"] == "drop" else "down-weighted in"
+        parts.append(f"{teacher['labels_changed']} labels the teacher flagged {verb} "
+                     "training only (held-out scoring keeps every label); the flags came from "
+                     "teacher models that saw other folds' rows, a mild second-order leak that "
+                     "may flatter the estimate a little")
+    return "; ".join(parts) + "."
+
+
+def _fmt(value) -> str:
+    return "–" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.4f}"
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# CV run {report['run']}", ""]
+    config = report["config"]
+    split = "grouped by near-duplicate faces" if config["grouped_folds"] else "plain K-fold"
+    members = [row for row in report.get("members", []) if row["role"] == "member"]
+    if members:
+        lines += [(f"Ensemble of {len(members)} runs on {config['folds']} shared folds ({split}), "
+                   f"seed {config['seed']}: each keypoint value a weighted blend of the "
+                   "members' predictions, weights (non-negative, summing to 1) fitted per "
+                   "subset and keypoint value to the members' OOF predictions; fold k's OOF "
+                   "below uses weights fitted on the other folds only."), ""]
+    else:
+        lines += [(f"Preset `{config['preset']}`, {config['folds']} folds ({split}), "
+                   f"seed {config['seed']}, flip TTA {'on' if config['flip_tta'] else 'off'}."),
+                  ""]
+    lines += [
+        "| measure | RMSE (pixels) |",
+        "|---|---|",
+        f"| OOF, all values | {_fmt(report['overall_rmse'])} |",
+    ]
+    for subset, entry in report["subsets"].items():
+        lines.append(f"| OOF, {subset}-key model ({entry['rows']} rows) | {_fmt(entry['rmse'])} |")
+    estimate = report["leaderboard_estimate"]
+    lines.append(f"| **leaderboard estimate** | **{_fmt(estimate.get('rmse'))}** |")
+    if "train_seconds" in report:
+        lines += ["", f"Training took {report['train_seconds'] / 60:.1f} minutes."]
+    if "engine" in report:
+        engine = report["engine"]
+        lines += ["", (f"The last `make cv` call trained {engine['images']:,} images in "
+                       f"{engine['train_seconds']:.0f} s ({engine['images_per_second']:,.0f} "
+                       f"images/s on {engine['devices']} {engine['backend']} device(s)) and "
+                       f"spent {engine['compile_seconds']:.1f} s compiling.")]
+    if members:
+        lines += ["", "## Members", "",
+                  ("| run | 15-key OOF | 4-key OOF | leaderboard estimate | mean weight, 15-key "
+                   "| mean weight, 4-key |"), "|---|---|---|---|---|---|"]
+        for row in report["members"]:
+            weight = row.get("mean_weight", {})
+            name = f"**{row['run']}** (ensemble)" if row["role"] == "ensemble" else row["run"]
+            lines.append(f"| {name} | {_fmt(row['subsets'].get('15'))} | "
+                         f"{_fmt(row['subsets'].get('4'))} | {_fmt(row['leaderboard_estimate'])} "
+                         f"| {_fmt(weight.get('15'))} | {_fmt(weight.get('4'))} |")
+    select = config.get("train", {}).get("select", "best")
+    ema = config.get("train", {}).get("ema", 0.0)
+    average = f" (as the moving average of its weights, decay {ema})" if ema else ""
+    lines += [] if members else ["", "Weights kept: " + (
+        f"each fold's last epoch{average}. Held-out rows score the folds but choose nothing, "
+        "so the estimate below is not flattered by selection." if select == "last" else
+        f"each fold's epoch with the lowest validation RMSE{average}, found on the same "
+        "held-out rows that then give the out-of-fold predictions: that choice flatters the "
+        "estimate a little (more for bigger models); `train.select=last` avoids it.")]
+    noise = report.get("label_noise")
+    if noise:
+        lines += ["", (f"Label noise: {noise['flagged']} of {noise['labels']:,} training labels "
+                       f"(on {noise['rows']} faces) flagged by their OOF residuals "
+                       f"({noise['rule']}); listed in `{LABEL_NOISE_CSV}`, the worst faces in "
+                       f"[{LABEL_NOISE_PNG}]({LABEL_NOISE_PNG}).")]
+    if report.get("teacher"):
+        lines += ["", teacher_line(report["teacher"])]
+    lines += ["", "## Per fold", "", "| subset | " + " | ".join(
+        f"fold {f}" for f in range(config["folds"])) + " | mean ± spread |",
+        "|---|" + "---|" * (config["folds"] + 1)]
+    for subset, entry in report["subsets"].items():
+        folds_text = " | ".join(_fmt(entry["per_fold"].get(f, entry["per_fold"].get(str(f))))
+                                for f in range(config["folds"]))
+        lines.append(f"| {subset} | {folds_text} | {entry['fold_mean']:.4f} ± "
+                     f"{entry['fold_std']:.4f} |")
+    lines += ["", "## Per keypoint", "", "| keypoint | 15-key model | 4-key model |",
+              "|---|---|---|"]
+    for name in KEYPOINT_NAMES:
+        values = [report["subsets"].get(s, {}).get("per_keypoint", {}).get(name)
+                  for s in ("15", "4")]
+        lines.append(f"| {name} | {_fmt(values[0])} | {_fmt(values[1])} |")
+    lines += ["", "## Which model answers the core keypoints of fully-asked images", "",
+              report["core_choice_rule"] + ":", ""]
+    for column, subset in report["core_choice"].items():
+        lines.append(f"- `{column}`: {subset}-key model")
+    lines += ["", "## Leaderboard estimate", "", __doc__.split("Leaderboard estimate.")[1].strip()]
+    if estimate.get("rmse") is not None:
+        blocks = estimate["rows_by_block"]
+        lines += ["", (f"Lookup rows: {estimate['lookup_rows']} ({blocks['full']} of "
+                       f"fully-asked images, {blocks['core']} of core-only images).")]
+    else:
+        lines += ["", f"Not computed: {estimate.get('reason')}."]
+    lines += ["", "## Pictures", ""]
+    captions = {
+        "curves.png": "Learning curves: train (dashed) and validation RMSE per epoch, each fold",
+        "keypoint-error.png": "OOF RMSE per keypoint, both models",
+        "errors-on-face.png": "Mean truth of each keypoint and the spread of its OOF error",
+        "worst.png": "The 16 worst out-of-fold images: truth (green) and prediction (red)",
+    }
+    for name in report.get("pictures", PICTURES):
+        lines += [f"### {captions[name]}", "", f"![{name}]({name})", ""]
+    return "\n".join(lines) + "\n"
+

@@ -1,0 +1,210 @@
+"""A second pass taught by a finished run: its folds, its pseudo-labels for the test faces, and
+its verdict on which training labels are wrong (kit.results.label_noise).
+
+A student run (`--set teacher=<run-id>`) reuses the teacher's folds.json exactly, so fold k of
+both runs holds out the same faces. Then:
+
+- pseudo_labels: fold k also trains on the test faces labelled by the teacher's fold-k model,
+  and by no other. That model never saw fold k's held-out faces, so they reach the student's
+  fold k neither directly nor through the pseudo-labels, and its out-of-fold score stays an
+  honest estimate. (The ensemble of all the teacher's folds would label better, but it has
+  seen every face; a student fold taught by it would be scored on faces it learned from.)
+- flagged_labels: the labels the teacher's OOF residuals flag are dropped from (or weigh
+  DOWNWEIGHT in) the training targets only. Held-out faces are scored on every label as
+  given, so oof.csv's truth is the data's. A mild second-order leak remains: a label of fold
+  j is flagged by the teacher's fold-j model, which trained on fold k's held-out faces, and
+  the flag then shapes what the student's fold k trains on.
+
+Which head learns which test face follows the submission's convention (kit.results.report's lookup
+blocks): faces the lookup table asks more than the 8 core values come from the full
+annotation source and teach the 15-key head (or network) all 30 values; the others come from
+the core-only source and teach the 4-key head (or network) its 8.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kit import config as config_io
+from kit.config import Config
+from kit.core.errors import KitError
+from kit.core.keypoints import COLUMNS
+from kit.data.tables import LookupTable, TestSet, TrainingSet
+from kit.results import label_noise, report
+from kit.runs import cv
+
+# The loss weight of a doubted label with flagged_labels=downweight: it still pulls, a quarter
+# as hard, in case the residual was the model's fault and not the annotator's.
+DOWNWEIGHT = 0.25
+# The subset whose head a test face of each lookup block teaches.
+BLOCK_SUBSET = {"full": "15", "core": "4"}
+
+
+@dataclass(frozen=True)
+class Teaching:
+    """What a student run takes from its teacher, ready for kit.cv.run_cv."""
+
+    run_id: str
+    flagged_labels: str  # the student's config.flagged_labels
+    assignment: dict  # the teacher's folds.json, copied as the student's
+    flagged_rows: np.ndarray  # training rows and columns of the flagged labels' values
+    flagged_columns: np.ndarray
+    test_images: np.ndarray  # uint8 (T, 96, 96)
+    # network -> (indices of the test faces it learns from, each fold's (faces, outputs)
+    # pseudo-targets, NaN where a face teaches nothing)
+    pseudo: dict[str, tuple[np.ndarray, list[np.ndarray]]]
+
+    def extra_rows(self, network: str, fold: int) -> int:
+        """Rows fold `fold` trains on beyond the training set's: its pseudo-labelled faces."""
+        return len(self.pseudo[network][0]) if network in self.pseudo else 0
+
+    def lesson(self, config: Config, network: str, training: TrainingSet,
+               assignment: dict) -> cv.Lesson:
+        """The plain lesson, with doubted labels' rows replaced in training by copies that
+        drop or down-weight them, and each fold's pseudo-labelled test faces appended."""
+        plain = cv.plain_lesson(config, network, training, assignment)
+        images, targets = [plain.images], [plain.targets]
+        weights = [np.ones_like(plain.targets)]
+        substitute = np.arange(len(training))
+        if self.flagged_labels != "keep" and len(self.flagged_rows):
+            doubted = doubted_targets(network, training.keypoints, config.common_keypoints,
+                                      self.flagged_rows, self.flagged_columns)
+            rows = np.flatnonzero(doubted.any(axis=1))
+            copies, copy_weights = plain.targets[rows].copy(), np.ones_like(plain.targets[rows])
+            if self.flagged_labels == "drop":
+                copies[doubted[rows]] = np.nan
+            else:
+                copy_weights[doubted[rows]] = DOWNWEIGHT
+            substitute[rows] = len(training) + np.arange(len(rows))
+            images.append(training.images[rows])
+            targets.append(copies)
+            weights.append(copy_weights)
+        train_rows = {}
+        first = sum(len(t) for t in targets)
+        faces, per_fold = self.pseudo.get(network, (np.zeros(0, np.int64), []))
+        for fold, rows in plain.train_rows.items():
+            # Validation reads rows 0..N-1 only, so a held-out face keeps every label.
+            pseudo_rows = first + fold * len(faces) + np.arange(len(faces))
+            train_rows[fold] = np.concatenate([substitute[rows], pseudo_rows])
+        for fold_targets in per_fold:
+            images.append(self.test_images[faces])
+            targets.append(fold_targets)
+            weights.append(np.ones_like(fold_targets))
+        all_weights = np.concatenate(weights)
+        return cv.Lesson(np.concatenate(images), np.concatenate(targets),
+                         None if (all_weights == 1).all() else all_weights, train_rows)
+
+    def record(self, config: Config) -> dict:
+        """teacher.json: what the teacher contributed to this run."""
+        labels = len(self.flagged_rows) // 2  # a label is a keypoint's x and y
+        return {
+            "teacher": self.run_id,
+            "pseudo_labels": config.pseudo_labels,
+            "pseudo_images_per_fold": {network: [len(faces)] * config.folds
+                                       for network, (faces, _) in self.pseudo.items()},
+            "flagged_labels": self.flagged_labels,
+            "labels_changed": labels,
+            "downweight": DOWNWEIGHT if self.flagged_labels == "downweight" else None,
+        }
+
+
+# ---------------------------------------------------------------- pure parts
+
+
+def doubted_targets(network: str, keypoints: np.ndarray, common: tuple[str, ...],
+                    rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """Which of a network's target values come from the given training values.
+
+    The values are marked infinite, not missing, so each row keeps its annotation source (a
+    shared network's heads split rows by which values are present) and the marks follow each
+    value into whichever heads learn it."""
+    marked = keypoints.astype(np.float64)
+    marked[rows, columns] = np.inf
+    return np.isinf(cv.network_targets(network, marked, common))
+
+
+def pseudo_targets(network: str, outputs: np.ndarray, blocks: np.ndarray,
+                   subsets: tuple[str, ...]) -> np.ndarray:
+    """A network's pseudo-targets from its teacher's outputs on the test faces: each face's
+    values for the head of its block's subset (if the run has that subset), NaN elsewhere."""
+    targets = np.full(outputs.shape, np.nan, np.float32)
+    for block, subset in BLOCK_SUBSET.items():
+        faces = blocks == block
+        if subset not in subsets:
+            continue
+        if network == cv.SHARED:
+            head = slice(0, len(COLUMNS)) if subset == "15" else slice(len(COLUMNS), None)
+            targets[faces, head] = outputs[faces, head]
+        elif network == subset:
+            targets[faces] = outputs[faces]
+    return targets
+
+
+# ---------------------------------------------------------------- from the teacher's folder
+
+
+def prepare(config: Config, root: Path, training: TrainingSet, test: TestSet | None = None,
+            lookup: LookupTable | None = None) -> Teaching | None:
+    """The teaching for a run with `config.teacher` (None without one), or one KitError line
+    saying why the teacher cannot teach this run."""
+    if not config.teacher:
+        return None
+    run_dir = Path(root) / config.teacher
+    if run_dir.is_symlink():  # `latest` moves: the record and a resumed run would lose it
+        raise KitError(f"{run_dir}: teacher={config.teacher!r} is a link; expected the id it "
+                       f"points to ({run_dir.resolve().name})")
+    if run_dir.resolve().parent != Path(root).resolve() or not (run_dir / "config.json").exists():
+        raise KitError(f"{run_dir}: teacher={config.teacher!r} is no run (no config.json); "
+                       f"expected the id of a finished run in {root}")
+    if not (run_dir / "oof.csv").exists():
+        raise KitError(f"{run_dir}: the teacher run is unfinished (no oof.csv); expected a "
+                       "finished run (finish it with `make cv`, or name another)")
+    teacher_config = config_io.load(run_dir / "config.json")
+    check_alike(run_dir, teacher_config, config)
+    assignment = json.loads((run_dir / "folds.json").read_text())
+    check_data(run_dir, assignment, training)
+    rows = columns = np.zeros(0, np.int64)
+    if config.flagged_labels != "keep":
+        rows, columns = label_noise.flagged_values(label_noise.flag(report.read_oof(run_dir)))
+    pseudo, images = {}, np.zeros((0, 96, 96), np.uint8)
+    if config.pseudo_labels:
+        if test is None or lookup is None:
+            raise KitError(f"pseudo_labels=True (teacher {config.teacher}): expected the test "
+                           "images and IdLookupTable.csv in the data folder")
+        images = test.images
+        blocks = report.image_blocks(lookup, test.image_ids)
+        for network in cv.networks(config):
+            per_fold = [
+                pseudo_targets(network, cv.predict_images(teacher_config, cv.task_for(network),
+                                                          [model], images),
+                               blocks, config.subsets)
+                for model in cv.load_fold_models(run_dir, network)
+            ]
+            faces = np.flatnonzero(~np.isnan(per_fold[0]).all(axis=1))
+            pseudo[network] = (faces, [targets[faces] for targets in per_fold])
+    return Teaching(config.teacher, config.flagged_labels, assignment, rows, columns, images,
+                    pseudo)
+
+
+def check_alike(run_dir: Path, teacher: Config, student: Config) -> None:
+    """The student must split and train like its teacher, or its folds cannot be copied."""
+    for name, theirs, ours in (
+        ("folds", teacher.folds, student.folds),
+        ("subsets", ",".join(teacher.subsets), ",".join(student.subsets)),
+        ("networks", ",".join(cv.networks(teacher)), ",".join(cv.networks(student))),
+    ):
+        if theirs != ours:
+            raise KitError(f"{run_dir}: the teacher run has {name} {theirs}, this run "
+                           f"{ours}; expected the same (its folds are reused exactly)")
+
+
+def check_data(run_dir: Path, assignment: dict, training: TrainingSet) -> None:
+    found = (assignment.get("fingerprint"), assignment.get("training_rows"))
+    expected = (cv.fingerprint(training), len(training))
+    if found != expected:
+        raise KitError(f"{run_dir}: the teacher run was made on other data (fingerprint "
+                       f"{found[0]}, {found[1]} training rows); expected this data's "
+                       f"{expected[0]}, {expected[1]} rows")

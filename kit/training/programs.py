@@ -1,0 +1,294 @@
+"""The compiled programs of training, built from `train_step`, and where their arrays live.
+
+- `run_steps`: a chunk of steps of every fold of a group in one dispatch; batches are
+  gathered on the device from index arrays, so the data crosses to the device once per run.
+- `evaluate`: each fold's validation squared error, on the device; a few scalars come back.
+- `keep_best`: each fold's best-epoch weights, kept on the device.
+- `predict_batched`: test-time prediction of any number of images, batches split over the
+  devices.
+
+Folds are independent trainings of one program on different rows and keys. Under "vmap" a
+group's folds run as one batched program, many steps a dispatch (an accelerator fills up with
+them); under "map" each dispatch is one step of one fold, because on CPUs XLA's convolutions
+batched over folds run at a third of the speed (5 folds: 139 against 437 images/s on 2
+cores) and their gradients inside loops far slower still (see make_run_steps). Either way
+every device takes a slice of every batch: one code path for 1 or N devices.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from kit.config import TrainConfig
+from kit.model import networks
+from kit.training import train
+
+AXIS = "batch"
+
+
+# ---------------------------------------------------------------- devices
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A mesh of the local devices that split each batch; state and data are replicated."""
+
+    mesh: Mesh
+
+    @classmethod
+    def for_batch(cls, batch_size: int, devices: list | None = None) -> Placement:
+        """The most local devices that divide the batch evenly (all of them, usually)."""
+        devices = list(devices or jax.local_devices())
+        count = max(n for n in range(1, len(devices) + 1) if batch_size % n == 0)
+        return cls(Mesh(np.array(devices[:count]), (AXIS,)))
+
+    @property
+    def devices(self) -> int:
+        return self.mesh.devices.size
+
+    @property
+    def blocking(self) -> bool:
+        """Wait for each program before dispatching the next. XLA:CPU's simulated devices
+        meet in a rendezvous for every all-reduce, and with several such programs queued
+        they can wait for each other until XLA ends the process (seen here within a minute
+        of queuing a few thousand small steps; none with each one awaited)."""
+        return self.devices > 1 and self.mesh.devices.flat[0].platform == "cpu"
+
+    def replicated(self, tree):
+        return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec()))
+
+    def split(self, tree, axis: int):
+        """Each array's `axis` split over the devices (its length a multiple of their count)."""
+        spec = PartitionSpec(*([None] * axis), AXIS)
+        return jax.device_put(tree, NamedSharding(self.mesh, spec))
+
+    def padded(self, size: int) -> int:
+        """`size` rounded up to a multiple of the device count."""
+        return -(-size // self.devices) * self.devices
+
+
+def resolve_batching(choice: str, platform: str | None = None) -> str:
+    """"auto" is "vmap" on accelerators and "map" on CPUs (see the module's note and
+    make_run_steps)."""
+    if choice != "auto":
+        return choice
+    return "map" if (platform or jax.default_backend()) == "cpu" else "vmap"
+
+
+def fold_map(batching: str) -> Callable:
+    """f(*per-fold args) -> f over a leading fold axis: batched, or one fold at a time."""
+    if batching == "vmap":
+        return lambda f, *xs: jax.vmap(f)(*xs)
+    if batching == "map":
+        return lambda f, *xs: jax.lax.map(lambda args: f(*args), xs)
+    raise ValueError(f"unknown fold batching {batching!r}")
+
+
+# ---------------------------------------------------------------- programs
+
+
+def zero_metrics() -> dict:
+    return {name: jnp.zeros((), jnp.float32) for name in ("loss", "squared_error", "count")}
+
+
+def make_run_steps(train_step: Callable, train_config: TrainConfig, batching: str) -> Callable:
+    """(states, sums, data, order, valid, totals, first, last) -> (states, sums).
+
+    states: TrainStates stacked on a fold axis. data: the network's device arrays, "images"
+    uint8 (N, 96, 96), "keypoints" and "mask" (N, outputs). order: (folds, steps, batch) rows
+    of data; valid: (folds, steps), False for a fold's padding steps and for stopped folds,
+    whose state is left exactly as it was. totals: (folds,) steps of each fold's schedule.
+    sums: (folds,) running totals of the step metrics.
+
+    "vmap": steps first..last-1 of every fold, in a loop with traced bounds (any chunk length
+    is one program). "map": step `last` of fold `first` alone; the host loops over folds and
+    steps and leaves out the steps that do not count. XLA:CPU runs a convolution's gradient
+    inside a loop or a conditional 40-80 times slower than outside one (a 3x3, 32-channel
+    layer on 64 images of 48x48: 69 ms against 5.8 s), so on CPUs no training step may sit
+    inside control flow.
+    """
+
+    def one_fold(data, state, rows, ok, total):
+        batch = {
+            "images": data["images"][rows],
+            "keypoints": data["keypoints"][rows],
+            "mask": data["mask"][rows],
+            "learning_rate": train.learning_rate(train_config, state.step, total),
+        }
+        # A select, not a lax.cond: XLA:CPU compiles a conditional's branches like a loop's
+        # body (the same slow gradients), and under vmap a cond computes both sides anyway.
+        stepped, metrics = train_step(state, batch)
+        keep = jax.tree_util.tree_map(lambda new, old: jnp.where(ok, new, old), stepped, state)
+        return keep, jax.tree_util.tree_map(lambda m: jnp.where(ok, m, 0.0), metrics)
+
+    def run_steps(states, sums, data, order, valid, totals, first, last):
+        def body(i, carry):
+            states, sums = carry
+            states, metrics = jax.vmap(one_fold, in_axes=(None, 0, 0, 0, 0))(
+                data, states, order[:, i], valid[:, i], totals)
+            return states, jax.tree_util.tree_map(jnp.add, sums, metrics)
+
+        return jax.lax.fori_loop(first, last, body, (states, sums))
+
+    def fold_step(states, sums, data, order, valid, totals, fold, step):
+        state = jax.tree_util.tree_map(lambda leaf: leaf[fold], states)
+        state, metrics = one_fold(data, state, order[fold, step], valid[fold, step],
+                                  totals[fold])
+        states = jax.tree_util.tree_map(lambda all_, one: all_.at[fold].set(one), states, state)
+        sums = jax.tree_util.tree_map(lambda all_, one: all_.at[fold].add(one), sums, metrics)
+        return states, sums
+
+    if batching == "vmap":
+        return run_steps
+    if batching == "map":
+        return fold_step
+    raise ValueError(f"unknown fold batching {batching!r}")
+
+
+def make_evaluate(net: hk.TransformedWithState, batching: str) -> Callable:
+    """(params, net_state, data, rows, weight, active) -> (folds, 2): each fold's squared
+    pixel error and value count over its validation rows (rows, weight: (folds, chunks,
+    chunk); weight 0 marks padding). Plain predictions, no test-time augmentation."""
+    over_folds = fold_map(batching)
+
+    def evaluate(params, net_state, data, rows, weight, active):
+        def one_fold(params, net_state, rows, weight, ok):
+            def chunk(total, xs):
+                chunk_rows, chunk_weight = xs
+                images = data["images"][chunk_rows].astype(jnp.float32) / 255.0
+                output = net.apply(params, net_state, None, images, False)[0]
+                mask = data["mask"][chunk_rows] * chunk_weight[:, None]
+                error = (networks.to_pixels(output) - data["keypoints"][chunk_rows]) * mask
+                return total + jnp.stack([(error**2).sum(), mask.sum()]), None
+
+            def run(_):
+                return jax.lax.scan(chunk, jnp.zeros(2, jnp.float32), (rows, weight))[0]
+
+            return jax.lax.cond(ok, run, lambda _: jnp.zeros(2, jnp.float32), None)
+
+        return over_folds(one_fold, params, net_state, rows, weight, active)
+
+    return evaluate
+
+
+def keep_best(best, states: train.TrainState, improved: jax.Array):
+    """(params, net_state) of each fold: the current ones (the moving average where training
+    keeps one) where `improved`, else the kept."""
+    def choose(kept, current):
+        return jnp.where(improved.reshape((-1,) + (1,) * (kept.ndim - 1)), current, kept)
+
+    return jax.tree_util.tree_map(choose, best, train.weights(states))
+
+
+def stack(trees: list):
+    return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def fold_of(tree, index: int):
+    """One fold's slice of a tree stacked on a fold axis."""
+    return jax.tree_util.tree_map(lambda leaf: leaf[index], tree)
+
+
+# ---------------------------------------------------------------- compiling
+
+
+def compile_program(function: Callable, *args, donate: tuple[int, ...] = ()):
+    """Ahead-of-time compile for these arguments' shapes and placements: (program, seconds).
+    The persistent cache (kit.training.runtime) makes a second run's compile a disk read."""
+    started = time.perf_counter()
+    program = jax.jit(function, donate_argnums=donate).lower(*args).compile()
+    return program, time.perf_counter() - started
+
+
+def program_bytes(program) -> int | None:
+    """What a compiled program needs on its device: arguments, outputs and temporaries."""
+    try:
+        stats = program.memory_analysis()
+    except (NotImplementedError, AttributeError, jax.errors.JaxRuntimeError):
+        return None
+    if stats is None:
+        return None
+    return int(stats.argument_size_in_bytes + stats.output_size_in_bytes
+               + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+
+
+def device_memory_bytes(device=None) -> int | None:
+    """What the device can hold: KIT_DEVICE_MEMORY (bytes, for a device shared with other
+    work), else an accelerator's limit, or the host's memory for CPUs."""
+    import os
+
+    if os.environ.get("KIT_DEVICE_MEMORY"):
+        return int(float(os.environ["KIT_DEVICE_MEMORY"]))
+    device = device or jax.local_devices()[0]
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"])
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+# ---------------------------------------------------------------- prediction
+
+
+def predict_batched(predict: Callable, params, net_state, images: np.ndarray,
+                    batch_size: int, placement: Placement | None = None) -> np.ndarray:
+    """Predict any number of images with one compiled shape (the last batch is padded),
+    each batch split over the devices."""
+    placement = placement or Placement.for_batch(batch_size)
+    batch_size = placement.padded(batch_size)
+    params, net_state = placement.replicated((params, net_state))
+    out = []
+    for begin in range(0, len(images), batch_size):
+        chunk = images[begin : begin + batch_size]
+        padded = np.zeros((batch_size,) + images.shape[1:], images.dtype)
+        padded[: len(chunk)] = chunk
+        predictions = predict(params, net_state, placement.split(padded, 0))
+        out.append(np.asarray(predictions)[: len(chunk)])
+    if not out:
+        return np.zeros((0, 0), np.float32)
+    return np.concatenate(out).astype(np.float32)
+
+
+# ---------------------------------------------------------------- compile time
+
+_clocks: list[CompileClock] = []  # the clocks running now; jax.monitoring has one listener
+
+
+class CompileClock:
+    """Seconds this process spends tracing, lowering and compiling (or reading compiled
+    programs from the persistent cache) while the clock runs, for every program."""
+
+    EVENTS = ("/jax/core/compile/backend_compile_duration",
+              "/jax/core/compile/jaxpr_trace_duration",
+              "/jax/core/compile/jaxpr_to_mlir_module_duration")
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def __enter__(self):
+        if not _listening:
+            jax.monitoring.register_event_duration_secs_listener(_on_duration)
+            _listening.append(True)
+        _clocks.append(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _clocks.remove(self)
+
+
+_listening: list[bool] = []
+
+
+def _on_duration(event: str, seconds: float, **_) -> None:
+    if event in CompileClock.EVENTS:
+        for clock in _clocks:
+            clock.seconds += seconds

@@ -1,0 +1,313 @@
+"""The pure pieces of training one network: its state, the jitted step, the learning-rate
+schedule, the loss, the epoch's batch order and test-time prediction.
+
+`train_step(state, batch) -> (state, metrics)` is the unit everything larger is built from
+(kit.training.programs scans it over a chunk of steps and maps it over folds); augmentation runs inside
+it, on the device. Every random choice comes from the seed.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from kit.config import Config, TrainConfig
+from kit.core.keypoints import IMAGE_SIZE, flip_permutation
+from kit.model import augment, networks
+
+
+class TrainState(NamedTuple):
+    """Everything a fold's training carries from one step to the next."""
+
+    params: hk.Params
+    net_state: hk.State
+    opt_state: optax.OptState
+    key: jax.Array
+    step: jax.Array  # steps taken: the schedule's position
+    # The exponential moving average of params (train.ema > 0), else (): no leaves, so the
+    # state and its checkpoints are what they were without it.
+    average: hk.Params | tuple = ()
+
+
+def weights(state: TrainState) -> tuple[hk.Params, hk.State]:
+    """The weights a fold is judged and kept by: the moving average where there is one."""
+    return (state.params if isinstance(state.average, tuple) else state.average), state.net_state
+
+
+def update_average(average: hk.Params, params: hk.Params, decay: float,
+                   step: jax.Array) -> hk.Params:
+    """One step of the weights' moving average. The decay ramps up as (1 + t) / (10 + t)
+    (as tf.train.ExponentialMovingAverage's num_updates), so the early, random weights
+    are forgotten within the first epochs instead of dragging on a short run's average."""
+    t = jnp.asarray(step, jnp.float32)
+    rate = 1.0 - jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+    return jax.tree_util.tree_map(lambda a, p: a + rate * (p - a), average, params)
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a network predicts: its output columns and how a mirror image relabels them."""
+
+    name: str
+    columns: tuple[str, ...]
+    flip: tuple[int, ...]  # outputs[..., flip] are a mirrored face's outputs
+
+    @classmethod
+    def of(cls, name: str, columns: tuple[str, ...]) -> Task:
+        return cls(name, columns, tuple(int(i) for i in flip_permutation(columns)))
+
+    @property
+    def outputs(self) -> int:
+        return len(self.columns)
+
+    @property
+    def permutation(self) -> np.ndarray:
+        return np.array(self.flip)
+
+
+# ---------------------------------------------------------------- pure pieces
+
+
+def make_optimizer(train: TrainConfig) -> optax.GradientTransformation:
+    """The update direction; train_step scales it by -learning_rate. The rate stays outside
+    optax's schedules because folds differ in length, so each fold has its own total steps
+    while all of them run one compiled program. The same updates as optax.adamw and
+    optax.sgd with add_decayed_weights."""
+    if train.optimizer == "adamw":
+        return optax.chain(optax.scale_by_adam(), optax.add_decayed_weights(train.weight_decay))
+    if train.optimizer == "sgd":
+        return optax.add_decayed_weights(train.weight_decay)
+    raise ValueError(f"unknown optimizer {train.optimizer!r}")
+
+
+def descend(params, direction, rate):
+    """One step down `direction` (make_optimizer's update) at `rate`."""
+    return jax.tree_util.tree_map(lambda p, d: p - rate * d, params, direction)
+
+
+# The one-cycle shape (optax.cosine_onecycle_schedule's defaults as the kit used them).
+ONECYCLE_WARMUP, ONECYCLE_DIV, ONECYCLE_FINAL_DIV = 0.25, 20.0, 200.0
+
+
+def learning_rate(train: TrainConfig, step: jax.Array, total_steps: jax.Array) -> jax.Array:
+    """The rate at `step` of a fold with `total_steps`: both may be traced, so one program
+    serves folds of any length. "onecycle" is cosine warm-up from peak/20 to the peak over
+    the first quarter, then cosine decay to peak/4000, as optax.cosine_onecycle_schedule."""
+    peak = train.learning_rate
+    if train.schedule == "constant":
+        return jnp.asarray(peak, jnp.float32)
+    if train.schedule != "onecycle":
+        raise ValueError(f"unknown schedule {train.schedule!r}")
+    total = jnp.maximum(jnp.asarray(total_steps, jnp.float32), 1.0)
+    step = jnp.asarray(step, jnp.float32)
+    start, low = peak / ONECYCLE_DIV, peak / ONECYCLE_DIV / ONECYCLE_FINAL_DIV
+    warmup = jnp.floor(ONECYCLE_WARMUP * total)
+
+    def cosine(begin, end, fraction):
+        return end + (begin - end) / 2 * (jnp.cos(math.pi * jnp.clip(fraction, 0.0, 1.0)) + 1)
+
+    rising = cosine(start, peak, step / jnp.maximum(warmup, 1.0))
+    falling = cosine(peak, low, (step - warmup) / jnp.maximum(total - warmup, 1.0))
+    return jnp.where(step < warmup, rising, falling).astype(jnp.float32)
+
+
+def masked_loss(prediction: jnp.ndarray, target: jnp.ndarray, mask: jnp.ndarray,
+                kind: str) -> jnp.ndarray:
+    """Mean loss over the values present; targets and predictions in unit coordinates. The
+    mask weighs each value (1: a label, 0: none, between: a doubted label, kit.results.teacher)."""
+    error = prediction - target
+    if kind == "mse":
+        per_value = error**2
+    elif kind == "l1":
+        per_value = jnp.abs(error)
+    elif kind == "wing":
+        # Wing loss (Feng et al. 2018) in pixel units: log-shaped near zero, L1 far away.
+        width, curvature = 4.0, 2.0
+        pixels = jnp.abs(error) * networks.HALF
+        offset = width - width * jnp.log1p(width / curvature)
+        per_value = jnp.where(
+            pixels < width, width * jnp.log1p(pixels / curvature), pixels - offset
+        ) / networks.HALF
+    else:
+        raise ValueError(f"unknown loss {kind!r}")
+    return (per_value * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+
+
+def pixel_rmse(prediction: np.ndarray, truth: np.ndarray) -> float:
+    """RMSE in pixels over the values present in truth (NaN elsewhere)."""
+    present = ~np.isnan(truth)
+    if not present.any():
+        return float("nan")
+    return float(np.sqrt(np.mean((prediction[present] - truth[present]) ** 2)))
+
+
+def make_train_step(net: hk.TransformedWithState, optimizer: optax.GradientTransformation,
+                    config: Config, task: Task) -> Callable:
+    """The step, not jitted: the programs that call it are.
+
+    batch: uint8 "images" (B, 96, 96), pixel "keypoints" and their "mask" (B, outputs), and
+    the step's "learning_rate" (a scalar, from `learning_rate`).
+    """
+    permutation = task.permutation
+
+    def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        key, augment_key, dropout_key = jax.random.split(state.key, 3)
+        images = batch["images"].astype(jnp.float32) / 255.0
+        images, keypoints, mask = augment.augment(
+            augment_key, images, batch["keypoints"], batch["mask"], config.augment, permutation
+        )
+        target = networks.to_unit(keypoints)
+
+        def loss_fn(params):
+            output, net_state = net.apply(params, state.net_state, dropout_key, images, True)
+            return masked_loss(output, target, mask, config.train.loss), (net_state, output)
+
+        (loss, (net_state, output)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params
+        )
+        direction, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = descend(state.params, direction, batch["learning_rate"])
+        average = state.average
+        if config.train.ema:
+            average = update_average(average, params, config.train.ema, state.step)
+        squared = ((output - target) * networks.HALF) ** 2 * mask
+        metrics = {"loss": loss, "squared_error": squared.sum(), "count": mask.sum()}
+        return TrainState(params, net_state, opt_state, key, state.step + 1, average), metrics
+
+    return train_step
+
+
+def tta_views(shift: float = 0.0, zoom: float = 0.0,
+              rotate: float = 0.0) -> tuple[tuple[float, float, float, float], ...]:
+    """Test-time views as (angle in radians, zoom, dx, dy): the image itself, then each
+    non-zero setting's pair (or, for shifts, four) of opposite warps, so their first-order
+    errors cancel in the mean."""
+    views = [(0.0, 1.0, 0.0, 0.0)]
+    if shift:
+        views += [(0.0, 1.0, shift, 0.0), (0.0, 1.0, -shift, 0.0),
+                  (0.0, 1.0, 0.0, shift), (0.0, 1.0, 0.0, -shift)]
+    if zoom:
+        views += [(0.0, 1.0 + zoom, 0.0, 0.0), (0.0, 1.0 - zoom, 0.0, 0.0)]
+    if rotate:
+        views += [(math.radians(rotate), 1.0, 0.0, 0.0), (-math.radians(rotate), 1.0, 0.0, 0.0)]
+    return tuple(views)
+
+
+def make_predict(net: hk.TransformedWithState, task: Task, flip_tta: bool,
+                 views: tuple[tuple[float, float, float, float], ...] = ((0.0, 1.0, 0.0, 0.0),)
+                 ) -> Callable:
+    """A jitted (params, net_state, uint8 images) -> pixel keypoints.
+
+    Test-time augmentation averages the predictions of transformed copies, each mapped back
+    to the original frame: every view of `tta_views` (warped, predicted, then its keypoints
+    pushed through the warp's inverse), each with its mirror image too if flip_tta.
+    """
+    permutation = task.permutation
+
+    def one_view(params, net_state, images):
+        pixels = networks.to_pixels(net.apply(params, net_state, None, images, False)[0])
+        if not flip_tta:
+            return pixels
+        flipped = networks.to_pixels(net.apply(params, net_state, None, images[:, :, ::-1],
+                                             False)[0])[:, permutation]
+        flipped = flipped.at[:, 0::2].set((IMAGE_SIZE - 1) - flipped[:, 0::2])
+        return (pixels + flipped) / 2
+
+    def predict(params, net_state, images):
+        images = images.astype(jnp.float32) / 255.0
+        batch = images.shape[0]
+        outputs = []
+        for angle, zoom, dx, dy in views:
+            if (angle, zoom, dx, dy) == (0.0, 1.0, 0.0, 0.0):
+                outputs.append(one_view(params, net_state, images))
+                continue
+            matrices = augment.similarity_matrices(
+                jnp.full(batch, angle), jnp.full(batch, zoom),
+                jnp.tile(jnp.array([[dx, dy]], jnp.float32), (batch, 1)), IMAGE_SIZE)
+            moved, _ = augment.warp(images, jnp.zeros((batch, 2)), matrices)
+            pixels = one_view(params, net_state, moved)
+            outputs.append(augment.transform_keypoints(pixels, augment.invert(matrices)))
+        return sum(outputs) / len(outputs)
+
+    return jax.jit(predict)
+
+
+def batch_of(images: np.ndarray, keypoints: np.ndarray, index: np.ndarray,
+             rate: float = 0.0) -> dict:
+    """A host-side batch (tests and benchmarks; training gathers its batches on the device)."""
+    values = keypoints[index]
+    present = ~np.isnan(values)
+    return {
+        "images": images[index],
+        "keypoints": np.where(present, values, 0.0).astype(np.float32),
+        "mask": present.astype(np.float32),
+        "learning_rate": np.float32(rate),
+    }
+
+
+def training_seeds(config: Config) -> tuple[int, ...]:
+    """What seeds a run's training randomness: the run's seed, and train.seed where it is
+    set. Runs that differ only in train.seed share their folds (drawn from the run's seed
+    alone), so they are members of one ensemble; train.seed=0 keeps older runs' draws."""
+    return (config.seed,) + ((config.train.seed,) if config.train.seed else ())
+
+
+def epoch_order(seeds: tuple[int, ...], fold_seed: int, epoch: int, rows: int,
+                batch_size: int) -> np.ndarray:
+    """The epoch's batches as (steps, batch) row indices; a function of the seeds alone, so a
+    resumed run draws the same batches as an uninterrupted one."""
+    rng = np.random.default_rng([*seeds, fold_seed, epoch])
+    order = rng.permutation(rows)
+    steps = max(rows // batch_size, 1)
+    if rows < batch_size:
+        order = rng.choice(rows, batch_size, replace=True)
+    return order[: steps * batch_size].reshape(steps, batch_size)
+
+
+def steps_per_epoch(rows: int, batch_size: int) -> int:
+    return max(rows // batch_size, 1)
+
+
+@functools.lru_cache(maxsize=8)
+def compiled(config: Config, task: Task):
+    """The network, optimiser and step, built once per config and task: a fresh closure per
+    call would make XLA compile the same program again."""
+    net = networks.build(config.model, task.outputs)
+    optimizer = make_optimizer(config.train)
+    return net, optimizer, make_train_step(net, optimizer, config, task)
+
+
+def fold_key(config: Config, task: Task, fold_seed: int) -> jax.Array:
+    key = jax.random.PRNGKey(config.seed)
+    if config.train.seed:
+        key = jax.random.fold_in(key, config.train.seed)
+    return jax.random.fold_in(jax.random.fold_in(key, fold_seed), zlib.crc32(task.name.encode()))
+
+
+def make_init(net: hk.TransformedWithState, optimizer: optax.GradientTransformation,
+              ema: float = 0.0) -> Callable:
+    """key -> a fresh TrainState; pure, so folds are initialised together under vmap."""
+
+    def init(key: jax.Array) -> TrainState:
+        init_key, key = jax.random.split(key)
+        dummy = jnp.zeros((2, IMAGE_SIZE, IMAGE_SIZE), jnp.float32)
+        params, net_state = net.init(init_key, dummy, True)
+        return TrainState(params, net_state, optimizer.init(params), key,
+                          jnp.zeros((), jnp.int32), params if ema else ())
+
+    return init
+
+
+def init_state(config: Config, task: Task, fold_seed: int) -> TrainState:
+    net, optimizer, _ = compiled(config, task)
+    return jax.jit(make_init(net, optimizer, config.train.ema))(
+        fold_key(config, task, fold_seed))
