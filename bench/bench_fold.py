@@ -20,8 +20,9 @@ import pandas as pd
 from bench.common import PRACTICE_ZIP
 from kit import config as config_io
 from kit.data import download, tables
+from kit.model import heads
 from kit.results import report
-from kit.runs import cv
+from kit.runs import cv, folds
 from kit.training import engine
 
 
@@ -39,12 +40,12 @@ def run(argv: list[str] | None = None) -> dict:
         download.download(folder / "data", archive=PRACTICE_ZIP)
         training = tables.load_training(folder / "data")
         lookup = tables.load_lookup(folder / "data")
-        assignment = cv.assign_folds(config, training)
+        assignment = folds.assign_folds(config, training)
         started = time.perf_counter()
         oof_parts = []
-        for network in cv.networks(config):
+        for network in heads.networks(config):
             cv.train_network(config, training, folder / "run", network, assignment,
-                             cv.Listener(), engine.Stats(), only=(args.fold,))
+                             engine.Listener(), engine.Stats(), only=(args.fold,))
             oof_parts += cv.fold_oof(config, training, folder / "run", network, args.fold)
         minutes = (time.perf_counter() - started) / 60
         figures = report.compute(pd.concat(oof_parts, ignore_index=True), training, lookup)

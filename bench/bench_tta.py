@@ -16,8 +16,9 @@ import pandas as pd
 from kit import config as config_io
 from kit.data import tables
 from kit.kaggle import places
+from kit.model import heads
 from kit.results import report
-from kit.runs import cv
+from kit.runs import cv, folds, predict
 
 # Name -> the TTA settings it sets on the run's config.
 VIEWS = {
@@ -44,11 +45,11 @@ def run(argv: list[str] | None = None) -> dict:
         config = dataclasses.replace(base, **VIEWS[name])
         started = time.perf_counter()
         oof_parts = []
-        for network in cv.networks(config):
-            task = cv.task_for(network)
-            for fold, model in enumerate(cv.load_fold_models(args.run, network)):
-                _, rows = cv.fold_rows(assignment, network, fold)
-                outputs = cv.predict_images(config, task, [model], training.images[rows])
+        for network in heads.networks(config):
+            task = heads.task_for(network)
+            for fold, model in enumerate(predict.load_fold_models(args.run, network)):
+                _, rows = folds.fold_rows(assignment, network, fold)
+                outputs = predict.predict_images(config, task, [model], training.images[rows])
                 oof_parts += cv.oof_tables(config, training, network, fold, rows, outputs)
         figures = report.compute(pd.concat(oof_parts, ignore_index=True), training, lookup)
         results[name] = (f"15-key {figures['subsets']['15']['rmse']:.4f}, "

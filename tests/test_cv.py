@@ -12,10 +12,11 @@ import pytest
 from kit import config as config_io
 from kit.core.keypoints import CORE_COLUMN_INDICES
 from kit.data.tables import subset_indices
-from kit.model import networks
+from kit.model import heads, networks
 from kit.results import report
-from kit.runs import cv
-from kit.training import checkpoints, train
+from kit.runs import cv, files, predict
+from kit.runs.folds import assign_folds, fingerprint
+from kit.training import checkpoints, engine, train
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def test_run_folder_holds_config_models_histories_and_oof(run_dir, quick_config)
     assert config_io.load(run_dir / "config.json") == quick_config
     for subset in ("15", "4"):
         for fold in range(2):
-            folder = cv.fold_dir(run_dir, subset, fold)
+            folder = files.fold_dir(run_dir, subset, fold)
             assert (folder / "model.npz").exists()
             history = json.loads((folder / "history.json").read_text())["history"]
             assert [h["epoch"] for h in history] == [1, 2]
@@ -36,7 +37,7 @@ def test_run_folder_holds_config_models_histories_and_oof(run_dir, quick_config)
 
 
 def test_oof_has_one_prediction_per_row_and_value_of_each_subset(run_dir, training):
-    oof = report.read_oof(run_dir)
+    oof = files.read_oof(run_dir)
     for subset, width in (("15", 30), ("4", 8)):
         part = oof[oof["subset"] == subset]
         rows = subset_indices(training.keypoints, subset)
@@ -65,11 +66,11 @@ def test_report_rmse_equals_a_direct_computation_from_oof_csv(run_dir, training)
 
 
 def test_saved_fold_model_reloads_and_predicts_its_oof_values(run_dir, training, quick_config):
-    oof = report.read_oof(run_dir)
+    oof = files.read_oof(run_dir)
     part = oof[(oof["subset"] == "4") & (oof["fold"] == 1)]
     rows = np.sort(part["row"].unique())
-    model = cv.load_fold_models(run_dir, "4")[1]
-    predicted = cv.predict_images(quick_config, cv.task_for("4"), [model], training.images[rows])
+    model = predict.load_fold_models(run_dir, "4")[1]
+    predicted = predict.predict_images(quick_config, heads.task_for("4"), [model], training.images[rows])
     expected = np.full((len(rows), 8), np.nan)
     position = {c: i for i, c in enumerate(CORE_COLUMN_INDICES)}
     for _, line in part.iterrows():
@@ -79,20 +80,20 @@ def test_saved_fold_model_reloads_and_predicts_its_oof_values(run_dir, training,
 
 def test_ensemble_is_the_mean_of_the_fold_models(run_dir, training, quick_config):
     images = training.images[:5]
-    fold_models = cv.load_fold_models(run_dir, "15")
-    each = [cv.predict_images(quick_config, cv.task_for("15"), [m], images) for m in fold_models]
-    ensemble = cv.predict_run(run_dir, "15", images)
+    fold_models = predict.load_fold_models(run_dir, "15")
+    each = [predict.predict_images(quick_config, heads.task_for("15"), [m], images) for m in fold_models]
+    ensemble = predict.predict_run(run_dir, "15", images)
     np.testing.assert_allclose(ensemble, np.mean(each, axis=0), atol=1e-5)
     assert ensemble.shape == (5, 30)
 
 
 def test_same_config_same_numbers(tmp_path, training, quick_config, run_dir):
     again = cv.run_cv(quick_config, training, tmp_path)
-    pd.testing.assert_frame_equal(report.read_oof(again), report.read_oof(run_dir))
+    pd.testing.assert_frame_equal(files.read_oof(again), files.read_oof(run_dir))
 
 
 def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, training, quick_config, run_dir):
-    class StopAfterTheFirstEpochOfTheSecondNetwork(cv.Listener):
+    class StopAfterTheFirstEpochOfTheSecondNetwork(engine.Listener):
         def epoch(self, network, reports):
             if (network, reports[0].epoch) == ("4", 1):
                 raise KeyboardInterrupt
@@ -101,14 +102,14 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, training, quick
         cv.run_cv(quick_config, training, tmp_path,
                   listener=StopAfterTheFirstEpochOfTheSecondNetwork())
     run = next(tmp_path.glob("*-quick"))
-    assert (cv.fold_dir(run, "15", 1) / "oof.npz").exists()
+    assert (files.fold_dir(run, "15", 1) / "oof.npz").exists()
     for fold in (0, 1):
-        saved = checkpoints.peek_progress(cv.fold_dir(run, "4", fold) / checkpoints.CHECKPOINT)
+        saved = checkpoints.peek_progress(files.fold_dir(run, "4", fold) / checkpoints.CHECKPOINT)
         assert saved is not None and saved.position == (1, 0) and len(saved.history) == 1
     assert not (run / ".lock").exists(), "an interrupted run must release its lock"
     resumed = cv.run_cv(quick_config, training, tmp_path)
     assert resumed.parent == tmp_path and len(list(tmp_path.glob("*-quick"))) == 1
-    pd.testing.assert_frame_equal(report.read_oof(resumed), report.read_oof(run_dir))
+    pd.testing.assert_frame_equal(files.read_oof(resumed), files.read_oof(run_dir))
 
 
 @pytest.mark.parametrize("head", config_io.HEADS)
@@ -116,7 +117,7 @@ def test_the_loss_falls_when_training_on_a_batch(training, quick_config, head):
     config = config_io.override(quick_config, ["augment.affine_prob=0", "augment.flip_prob=0",
                                                "augment.noise_std=0", "augment.brightness=0",
                                                "augment.contrast=0", f"model.head={head}"])
-    task = cv.task_for("15")
+    task = heads.task_for("15")
     _, _, train_step = train.compiled(config, task)
     train_step = jax.jit(train_step)
     state = train.init_state(config, task, 0)
@@ -139,7 +140,7 @@ def test_seed_preset_is_the_reports_network_and_takes_a_step(training):
     # conv 3x3 1->32, conv 3x3 32->64, dense 24*24*64 -> 500, dense 500 -> 30 (with biases).
     expected = (9 * 32 + 32) + (9 * 32 * 64 + 64) + (24 * 24 * 64 * 500 + 500) + (500 * 30 + 30)
     assert networks.parameter_count(params) == expected
-    task = cv.task_for("15")
+    task = heads.task_for("15")
     _, _, train_step = train.compiled(config, task)
     state = train.init_state(config, task, 0)
     batch = train.batch_of(training.images, training.keypoints, np.arange(32), 0.01)
@@ -158,7 +159,7 @@ def test_predicting_a_subset_the_run_lacks_is_a_clear_error(run_dir, training):
     (run_dir / "config.json").write_text(json.dumps(config))
     try:
         with pytest.raises(KitError, match="no 15-key models"):
-            cv.predict_run(run_dir, "15", training.images[:2])
+            predict.predict_run(run_dir, "15", training.images[:2])
     finally:
         config["subsets"] = ["15", "4"]
         (run_dir / "config.json").write_text(json.dumps(config))
@@ -169,34 +170,34 @@ def test_shared_trunk_run_gives_both_subsets_oof_and_predictions(tmp_path, train
     config = config_io.override(quick_config, ["shared_trunk=1"])
     run_dir = cv.run_cv(config, training, tmp_path)
     assert sorted(p.name for p in (run_dir / "folds").iterdir()) == ["shared-0", "shared-1"]
-    oof = report.read_oof(run_dir)
+    oof = files.read_oof(run_dir)
     for subset, width in (("15", 30), ("4", 8)):
         part = oof[oof["subset"] == subset]
         assert len(part) == len(subset_indices(training.keypoints, subset)) * width
     images = training.images[:3]
-    both = cv.predict_images(config, cv.task_for(cv.SHARED), cv.load_fold_models(run_dir, "shared"),
+    both = predict.predict_images(config, heads.task_for(heads.SHARED), predict.load_fold_models(run_dir, "shared"),
                              images)
     assert both.shape == (3, 38)
-    np.testing.assert_allclose(cv.predict_run(run_dir, "15", images), both[:, :30], atol=1e-5)
-    np.testing.assert_allclose(cv.predict_run(run_dir, "4", images), both[:, 30:], atol=1e-5)
+    np.testing.assert_allclose(predict.predict_run(run_dir, "15", images), both[:, :30], atol=1e-5)
+    np.testing.assert_allclose(predict.predict_run(run_dir, "4", images), both[:, 30:], atol=1e-5)
     # Faces of the full annotation source get their 4-key values from the 15-key head, as
     # the OOF made them: a choice or blend fitted on that OOF meets the same on the test set.
     full = np.array([True, False, True])
-    four = cv.predict_run(run_dir, "4", images, full=full)
+    four = predict.predict_run(run_dir, "4", images, full=full)
     np.testing.assert_allclose(four[full], both[full][:, CORE_COLUMN_INDICES], atol=1e-5)
     np.testing.assert_allclose(four[~full], both[~full, 30:], atol=1e-5)
     oof = oof[oof["subset"] == "4"]
     on_full = oof[oof["row"].isin(subset_indices(training.keypoints, "15"))]
     assert len(on_full) and np.array_equal(
         on_full.sort_values(["row", "column"])["prediction"].to_numpy(),
-        report.read_oof(run_dir).query("subset == '15'").merge(
+        files.read_oof(run_dir).query("subset == '15'").merge(
             on_full[["row", "column"]], on=["row", "column"]).sort_values(
             ["row", "column"])["prediction"].to_numpy())
 
 
 def test_shared_targets_keep_each_sources_labels_on_its_own_head(training):
-    targets = cv.network_targets(cv.SHARED, training.keypoints)
-    full = cv.full_source(training.keypoints)
+    targets = heads.network_targets(heads.SHARED, training.keypoints)
+    full = heads.full_source(training.keypoints)
     assert full.any() and (~full).any()
     np.testing.assert_array_equal(targets[full, :30], training.keypoints[full])
     assert np.isnan(targets[full, 30:]).all()
@@ -207,8 +208,8 @@ def test_shared_targets_keep_each_sources_labels_on_its_own_head(training):
 
 def test_common_keypoints_teach_both_heads_from_every_row(training):
     common = ("left_eye_center", "nose_tip")
-    targets = cv.network_targets(cv.SHARED, training.keypoints, common)
-    full = cv.full_source(training.keypoints)
+    targets = heads.network_targets(heads.SHARED, training.keypoints, common)
+    full = heads.full_source(training.keypoints)
     # Both heads learn the common keypoints from every row...
     np.testing.assert_array_equal(targets[~full][:, [0, 1, 20, 21]],
                                   training.keypoints[~full][:, [0, 1, 20, 21]])
@@ -221,7 +222,7 @@ def test_common_keypoints_teach_both_heads_from_every_row(training):
 
 
 def test_flip_relabels_the_shared_heads_separately():
-    task = cv.task_for(cv.SHARED)
+    task = heads.task_for(heads.SHARED)
     flip = np.array(task.flip)
     assert sorted(flip) == list(range(38))
     assert task.columns[flip[0]] == "right_eye_center_x" and flip[30] == 32
@@ -249,7 +250,7 @@ def test_test_time_views_and_flips_are_mapped_back(views):
     ys, xs = np.mgrid[0:96, 0:96]
     images = np.stack([255 * np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * 2.5**2))
                        for x, y in centres]).round().astype(np.uint8)
-    task = cv.task_for("15")
+    task = heads.task_for("15")
     expected = np.tile(centres, (1, 15))
     predict = train.make_predict(net, task, flip_tta=True, views=views)
     np.testing.assert_allclose(predict(params, state, images), expected, atol=0.05)
@@ -271,8 +272,8 @@ def test_reshape_max_pool_equals_haikus_max_pool():
 def test_a_row_has_one_fold_whatever_the_network(training, quick_config):
     # Runs of one seed must share folds for their OOF predictions to be blended: the 15-key
     # and 4-key networks of `separate`, and a shared trunk, all put a row in the same fold.
-    separate = cv.assign_folds(quick_config, training)
-    shared = cv.assign_folds(config_io.override(quick_config, ["shared_trunk=1"]), training)
+    separate = assign_folds(quick_config, training)
+    shared = assign_folds(config_io.override(quick_config, ["shared_trunk=1"]), training)
     fold = {}
     for assignment in (separate, shared):
         for entry in assignment["networks"].values():
@@ -285,7 +286,7 @@ def test_a_row_has_one_fold_whatever_the_network(training, quick_config):
 def test_the_fingerprint_changes_with_the_data(training):
     moved = training.keypoints.copy()
     moved[0, 0] += 1.0
-    assert cv.fingerprint(replace(training, keypoints=moved)) != cv.fingerprint(training)
+    assert fingerprint(replace(training, keypoints=moved)) != fingerprint(training)
 
 
 @pytest.mark.parametrize("train_settings, said", [

@@ -17,6 +17,7 @@ SCRIPT = """
 import json, sys
 from pathlib import Path
 import jax, numpy as np
+from kit.model import heads
 from kit import config as config_io
 from kit.runs import cv
 from kit.training import engine
@@ -39,7 +40,7 @@ rows = np.arange(48)
 jobs = [engine.FoldJob(f, rows[rows % 2 != f], rows[rows % 2 == f], folder / f"fold-{f}.npz")
         for f in (0, 1)]
 try:
-    results = list(engine.fit_folds(config, cv.task_for("15"), data, jobs, StopAfter(),
+    results = list(engine.fit_folds(config, heads.task_for("15"), data, jobs, StopAfter(),
                                     engine.Stats(), "15"))
 except KeyboardInterrupt:
     print(json.dumps({"interrupted": True}))

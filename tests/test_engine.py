@@ -8,7 +8,9 @@ import optax
 import pytest
 
 from kit import config as config_io
-from kit.runs import cv
+from kit.model import heads
+from kit.runs import predict
+from kit.runs.folds import assign_folds, fold_rows
 from kit.training import checkpoints, engine, programs, train
 
 NETWORK = "4"  # 60 synthetic rows: 30 training rows a fold, 3 steps of 8 an epoch
@@ -23,16 +25,16 @@ def small(quick_config):
 
 def train_folds(config, training, folds=(0, 1), checkpoint_dir=None, listener=None,
                 targets=None):
-    assignment = cv.assign_folds(config, training)
+    assignment = assign_folds(config, training)
     if targets is None:
-        targets = cv.network_targets(NETWORK, training.keypoints)
+        targets = heads.network_targets(NETWORK, training.keypoints)
     placement = programs.Placement.for_batch(config.train.batch_size)
     data = engine.DeviceData.put(training.images, targets, placement)
-    jobs = [engine.FoldJob(fold, *cv.fold_rows(assignment, NETWORK, fold),
+    jobs = [engine.FoldJob(fold, *fold_rows(assignment, NETWORK, fold),
                            None if checkpoint_dir is None
                            else checkpoint_dir / f"fold-{fold}.npz")
             for fold in folds]
-    results = engine.fit_folds(config, cv.task_for(NETWORK), data, jobs,
+    results = engine.fit_folds(config, heads.task_for(NETWORK), data, jobs,
                                listener or engine.Listener(), engine.Stats(), NETWORK)
     return {result.fold: result for result in results}
 
@@ -65,8 +67,8 @@ def assert_same(a, b, config=None, training=None, pixels=None):
         for key in ("train_rmse", "val_rmse"):
             assert [h[key] for h in a[fold].history] == pytest.approx(
                 [h[key] for h in b[fold].history], rel=1e-4)
-        task = cv.task_for(NETWORK)
-        predicted = [cv.predict_images(config, task, [cv.FoldModel(r.params, r.net_state)],
+        task = heads.task_for(NETWORK)
+        predicted = [predict.predict_images(config, task, [predict.FoldModel(r.params, r.net_state)],
                                        training.images[:16]) for r in (a[fold], b[fold])]
         np.testing.assert_allclose(predicted[0], predicted[1], atol=pixels)
 
@@ -148,9 +150,9 @@ def test_select_last_never_lets_held_out_rows_choose_or_stop(small, training):
     config = config_io.override(small, ["train.select=last", "train.patience=1",
                                         "train.epochs=3"])
     honest = train_folds(config, training, folds=(0,))
-    assignment = cv.assign_folds(config, training)
-    _, val_rows = cv.fold_rows(assignment, NETWORK, 0)
-    targets = cv.network_targets(NETWORK, training.keypoints)
+    assignment = assign_folds(config, training)
+    _, val_rows = fold_rows(assignment, NETWORK, 0)
+    targets = heads.network_targets(NETWORK, training.keypoints)
     scrambled = targets.copy()
     scrambled[val_rows] = np.random.default_rng(1).uniform(0, 95, scrambled[val_rows].shape)
     blind = train_folds(config, training, folds=(0,), targets=scrambled)
@@ -272,7 +274,7 @@ def test_the_step_moves_the_average_toward_the_new_weights():
 
 def test_train_seed_draws_another_training_on_the_same_folds(small, training):
     other = config_io.override(small, ["train.seed=7"])
-    assert cv.assign_folds(other, training) == cv.assign_folds(small, training)
+    assert assign_folds(other, training) == assign_folds(small, training)
     a, b = train_folds(small, training, folds=(0,)), train_folds(other, training, folds=(0,))
     assert a[0].history[0]["train_rmse"] != b[0].history[0]["train_rmse"]
     assert train.epoch_order(train.training_seeds(small), 0, 0, 40, 8).tolist() != \

@@ -15,10 +15,12 @@ import pytest
 from kit import config as config_io
 from kit.cli import main as cli
 from kit.core.keypoints import COLUMN_INDEX, SUBSET_COLUMNS
+from kit.data import lookup as lookup_rules
 from kit.data import tables
 from kit.results import ensemble, report
-from kit.runs import cv
-from kit.submit import submission
+from kit.runs import cv, files, predict
+from kit.runs.folds import assign_folds
+from kit.submit import submission, validate
 from tests.conftest import refusal
 
 
@@ -108,8 +110,8 @@ def test_in_sample_blend_is_no_worse_than_the_better_member(quick_run, shared_ru
 
 
 def test_oof_csv_is_cross_fitted_by_fold(ensemble_run, quick_run, shared_run):
-    oof = report.read_oof(ensemble_run)
-    members = [report.read_oof(quick_run), report.read_oof(shared_run)]
+    oof = files.read_oof(ensemble_run)
+    members = [files.read_oof(quick_run), files.read_oof(shared_run)]
     for subset, name in (("15", "left_eyebrow_outer_end_x"), ("4", "mouth_center_bottom_lip_y")):
         ours = column_lines(oof, subset, name)
         predictions = np.column_stack([column_lines(m, subset, name)["prediction"]
@@ -127,7 +129,7 @@ def test_oof_csv_is_cross_fitted_by_fold(ensemble_run, quick_run, shared_run):
 
 def test_a_member_with_other_folds_is_refused(quick_run, quick_config, training, tmp_path):
     other = copy_run(quick_run, tmp_path / "other-seed")
-    assignment = cv.assign_folds(dataclasses.replace(quick_config, seed=1), training)
+    assignment = assign_folds(dataclasses.replace(quick_config, seed=1), training)
     assignment["training_rows"] = len(training)
     (other / "folds.json").write_text(json.dumps(assignment))
     message = refusal(
@@ -163,7 +165,7 @@ def test_missing_evidence_names_the_subset_and_keypoint(quick_run, shared_run, t
     column = COLUMN_INDEX["left_eyebrow_outer_end_x"]
     copies = [copy_run(run, tmp_path / run.name) for run in (quick_run, shared_run)]
     for copy in copies:
-        oof = report.read_oof(copy)
+        oof = files.read_oof(copy)
         oof = oof[~((oof["subset"] == "15") & (oof["column"] == column))]
         oof.to_csv(copy / "oof.csv", index=False)
     message = refusal(lambda: ensemble.make_ensemble(copies, tmp_path, training))
@@ -171,19 +173,19 @@ def test_missing_evidence_names_the_subset_and_keypoint(quick_run, shared_run, t
                               "left_eyebrow_outer_end_x;")
     # With one member's evidence left, that member alone answers the column.
     run_dir = ensemble.make_ensemble([quick_run, copies[1]], tmp_path, training)
-    weights = ensemble.read_weights(run_dir)["15"]["left_eyebrow_outer_end_x"]
+    weights = files.read_weights(run_dir)["15"]["left_eyebrow_outer_end_x"]
     assert weights == {quick_run.name: 1.0, shared_run.name: 0.0}
 
 
 def test_an_ensemble_can_be_a_member(ensemble_run, quick_run, training, cv_root):
     run_dir = ensemble.make_ensemble([ensemble_run, quick_run], cv_root, training)
-    weights = ensemble.read_weights(run_dir)
+    weights = files.read_weights(run_dir)
     assert set(weights["15"]["nose_tip_x"]) == {ensemble_run.name, quick_run.name}
     assert (cv_root / "latest").resolve() == run_dir
     images = training.images[:3]
     expected = sum(np.array([weights["4"][c][run.name] for c in SUBSET_COLUMNS["4"]])
-                   * ensemble.predict_run(run, "4", images) for run in (ensemble_run, quick_run))
-    np.testing.assert_allclose(ensemble.predict_run(run_dir, "4", images), expected, atol=1e-6)
+                   * predict.predict_run(run, "4", images) for run in (ensemble_run, quick_run))
+    np.testing.assert_allclose(predict.predict_run(run_dir, "4", images), expected, atol=1e-6)
 
 
 # ---------------------------------------------------------------- report, show, submit
@@ -199,14 +201,14 @@ def test_report_puts_each_member_beside_the_ensemble(ensemble_run, quick_run, sh
         s: e["rmse"] for s, e in quick_report["subsets"].items()}
     assert rows[quick_run.name]["leaderboard_estimate"] == (
         quick_report["leaderboard_estimate"]["rmse"])
-    shared_figures = report.compute(report.read_oof(shared_run), training, lookup)
+    shared_figures = report.compute(files.read_oof(shared_run), training, lookup)
     assert rows[shared_run.name]["leaderboard_estimate"] == (
         shared_figures["leaderboard_estimate"]["rmse"])
     own = rows[ensemble_run.name]
     assert own["subsets"] == {s: e["rmse"] for s, e in stored["subsets"].items()}
     assert own["leaderboard_estimate"] == stored["leaderboard_estimate"]["rmse"]
     assert own["leaderboard_estimate"] is not None
-    weights = ensemble.read_weights(ensemble_run)
+    weights = files.read_weights(ensemble_run)
     assert rows[quick_run.name]["mean_weight"]["4"] == pytest.approx(
         np.mean([w[quick_run.name] for w in weights["4"].values()]))
     markdown = (ensemble_run / "report.md").read_text()
@@ -227,29 +229,29 @@ def test_submission_of_an_ensemble_is_the_weighted_member_predictions(
     made, data_dir = synth_competition
     written = submission.write_submission(ensemble_run, data_dir, tmp_path / "submissions")
     test = tables.load_test(data_dir)
-    weights = ensemble.read_weights(ensemble_run)
-    full = np.isin(test.image_ids, lookup.image_ids[report.lookup_blocks(lookup) == "full"])
+    weights = files.read_weights(ensemble_run)
+    full = np.isin(test.image_ids, lookup.image_ids[lookup_rules.lookup_blocks(lookup) == "full"])
     assert full.any() and not full.all()
     expected = {}
     for subset in ("15", "4"):
         columns = SUBSET_COLUMNS[subset]
         expected[subset] = sum(
             np.array([weights[subset][c][run.name] for c in columns])
-            * cv.predict_run(run, subset, test.images, full=full)
+            * predict.predict_run(run, subset, test.images, full=full)
             for run in (quick_run, shared_run))
     core_choice = json.loads((ensemble_run / "report.json").read_text())["core_choice"]
-    locations = submission.fill_lookup(lookup, test.image_ids, expected, core_choice)
+    locations = lookup_rules.fill_lookup(lookup, test.image_ids, expected, core_choice)
     values = pd.read_csv(written.csv_path)["Location"].to_numpy()
     np.testing.assert_allclose(values, locations, atol=2e-5)
-    alone = submission.fill_lookup(
+    alone = lookup_rules.fill_lookup(
         lookup, test.image_ids,
-        {s: cv.predict_run(quick_run, s, test.images, full=full) for s in ("15", "4")},
+        {s: predict.predict_run(quick_run, s, test.images, full=full) for s in ("15", "4")},
         core_choice)
     assert np.abs(values - alone).max() > 1e-3, "the blend differs from its first member"
     manifest = json.loads(written.manifest_path.read_text())
     assert manifest["members"] == [quick_run.name, shared_run.name]
     assert manifest["run"] == ensemble_run.name
-    assert np.isfinite(submission.score(written.csv_path, made["solution"]))
+    assert np.isfinite(validate.score(written.csv_path, made["solution"]))
 
 
 def test_cli_makes_an_ensemble_and_dry_runs_its_submission(quick_run, shared_run,

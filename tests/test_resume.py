@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kit.results import report
+from kit.runs import files
 from tests.conftest import QUICK
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,7 +67,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_report(synth_competition, qu
         assert f"{got['subsets'][subset]['rmse']:.4f}" == f"{entry['rmse']:.4f}"
         for fold, value in entry["per_fold"].items():
             assert f"{got['subsets'][subset]['per_fold'][fold]:.4f}" == f"{value:.4f}"
-    pd.testing.assert_frame_equal(report.read_oof(resumed), report.read_oof(quick_run))
+    pd.testing.assert_frame_equal(files.read_oof(resumed), files.read_oof(quick_run))
 
     # No file the kit wrote holds the credentials it had in its environment.
     for path in resumed.rglob("*"):
@@ -102,4 +102,4 @@ def test_ctrl_c_stops_cleanly_after_a_checkpoint_and_the_rerun_finishes_the_same
     rerun = subprocess.run(cv_command(data_dir, runs), cwd=REPO, env=env, capture_output=True,
                            text=True, timeout=600, check=False)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    pd.testing.assert_frame_equal(report.read_oof(run_dir), report.read_oof(quick_run))
+    pd.testing.assert_frame_equal(files.read_oof(run_dir), files.read_oof(quick_run))

@@ -21,10 +21,13 @@ import pytest
 from kit import config as config_io
 from kit.core.errors import KitError
 from kit.core.keypoints import COLUMN_INDEX, COLUMNS, CORE_COLUMN_INDICES, CORE_COLUMNS
+from kit.data import lookup as lookup_rules
 from kit.data import tables
 from kit.data.tables import LookupTable
-from kit.submit import submission
-from kit.submit.submission import LEDGER_COLUMNS, Submission
+from kit.submit import ledger as ledger_io
+from kit.submit import submission, validate
+from kit.submit.ledger import LEDGER_COLUMNS
+from kit.submit.submission import Submission
 from tests.fake_kaggle import FakeKaggle, isolated_kaggle_home, write_kaggle_json
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -79,7 +82,7 @@ def shuffled_ids():
 def test_full_size_rows_land_on_their_image_and_feature(kaggle_tables, shuffled_ids, tmp_path):
     lookup, sample = kaggle_tables
     started = time.perf_counter()
-    locations = submission.fill_lookup(lookup, shuffled_ids, encoded(shuffled_ids), {})
+    locations = lookup_rules.fill_lookup(lookup, shuffled_ids, encoded(shuffled_ids), {})
     assert time.perf_counter() - started < 1.0
     assert len(locations) == 27124
     core_image = lookup.image_ids >= FIRST_CORE_IMAGE
@@ -92,7 +95,7 @@ def test_full_size_rows_land_on_their_image_and_feature(kaggle_tables, shuffled_
     assert list(written.columns) == ["RowId", "Location"]
     assert np.array_equal(written["RowId"].to_numpy(), sample)
     np.testing.assert_allclose(written["Location"], locations, atol=5e-6)
-    submission.validate(path, lookup, sample)
+    validate.validate(path, lookup, sample)
 
 
 @needs_shared
@@ -101,7 +104,7 @@ def test_core_choice_sends_chosen_core_values_of_full_images_to_the_4_key_model(
     lookup, _ = kaggle_tables
     choice = {name: "15" for name in CORE_COLUMNS}
     choice.update(left_eye_center_x="4", nose_tip_y="4")
-    locations = submission.fill_lookup(lookup, shuffled_ids, encoded(shuffled_ids), choice)
+    locations = lookup_rules.fill_lookup(lookup, shuffled_ids, encoded(shuffled_ids), choice)
     chosen = np.isin(lookup.columns, [COLUMN_INDEX["left_eye_center_x"],
                                       COLUMN_INDEX["nose_tip_y"]])
     from_four = (lookup.image_ids >= FIRST_CORE_IMAGE) | chosen
@@ -122,7 +125,7 @@ def test_nan_or_inf_prediction_names_the_image_and_feature(kaggle_tables, shuffl
     columns = COLUMNS if subset == "15" else CORE_COLUMNS
     predictions[subset][row, columns.index(column)] = np.nan if subset == "15" else np.inf
     with pytest.raises(KitError) as caught:
-        submission.fill_lookup(lookup, shuffled_ids, predictions, {})
+        lookup_rules.fill_lookup(lookup, shuffled_ids, predictions, {})
     assert f"ImageId {image_id}," in str(caught.value) and column in str(caught.value)
     assert "\n" not in str(caught.value)
 
@@ -134,7 +137,7 @@ def test_nan_in_a_value_nobody_asks_for_is_harmless(kaggle_tables, shuffled_ids)
     # A core image's eyebrow from the 15-key model and a full image's 4-key values are unused.
     predictions["15"][shuffled_ids == 1000, COLUMN_INDEX["left_eyebrow_outer_end_x"]] = np.nan
     predictions["4"][shuffled_ids == 3] = np.nan
-    assert np.isfinite(submission.fill_lookup(lookup, shuffled_ids, predictions, {})).all()
+    assert np.isfinite(lookup_rules.fill_lookup(lookup, shuffled_ids, predictions, {})).all()
 
 
 @needs_shared
@@ -145,7 +148,7 @@ def test_values_are_clipped_to_the_image(kaggle_tables, shuffled_ids):
     predictions["15"][first, 0] = -5.0
     predictions["15"][first, 1] = 120.0
     predictions["4"][shuffled_ids == 1783, 0] = 96.5
-    locations = submission.fill_lookup(lookup, shuffled_ids, predictions, {})
+    locations = lookup_rules.fill_lookup(lookup, shuffled_ids, predictions, {})
     assert locations[0] == 0.0 and locations[1] == 96.0  # RowIds 1, 2: ImageId 1, left eye x, y
     last_image_first_row = int(np.flatnonzero(lookup.image_ids == 1783)[0])
     assert locations[last_image_first_row] == 96.0
@@ -166,7 +169,7 @@ def test_core_image_asking_a_non_core_value_gets_the_15_key_model():
     asked = {1: list(COLUMNS), 2: list(CORE_COLUMNS[:7]) + ["mouth_left_corner_x"]}
     lookup = small_lookup(asked)
     ids = np.array([2, 1])
-    locations = submission.fill_lookup(lookup, ids, encoded(ids), {})
+    locations = lookup_rules.fill_lookup(lookup, ids, encoded(ids), {})
     from_four = (lookup.image_ids == 2) & np.isin(lookup.columns, CORE_COLUMN_INDICES)
     assert from_four.sum() == 7
     np.testing.assert_allclose(locations, expected_value(lookup, from_four), rtol=0, atol=1e-9)
@@ -176,21 +179,21 @@ def test_a_run_without_one_model_uses_the_other_where_it_can():
     lookup = small_lookup({1: list(COLUMNS), 2: list(CORE_COLUMNS)})
     ids = np.array([1, 2])
     only_fifteen = {"15": encoded(ids)["15"]}
-    locations = submission.fill_lookup(lookup, ids, only_fifteen, {"nose_tip_x": "4"})
+    locations = lookup_rules.fill_lookup(lookup, ids, only_fifteen, {"nose_tip_x": "4"})
     np.testing.assert_allclose(locations, expected_value(lookup, np.zeros(len(lookup), bool)),
                                atol=1e-9)
     with pytest.raises(KitError, match="only a 4-key model"):
-        submission.fill_lookup(lookup, ids, {"4": encoded(ids)["4"]}, {})
+        lookup_rules.fill_lookup(lookup, ids, {"4": encoded(ids)["4"]}, {})
 
 
 def test_lookup_image_without_prediction_and_wrong_shapes_are_refused():
     lookup = small_lookup({1: list(CORE_COLUMNS), 5: list(CORE_COLUMNS)})
     ids = np.array([1, 2])
     with pytest.raises(KitError, match="ImageId 5 .*no prediction"):
-        submission.fill_lookup(lookup, ids, encoded(ids), {})
+        lookup_rules.fill_lookup(lookup, ids, encoded(ids), {})
     ids = np.array([1, 5])
     with pytest.raises(KitError, match=r"shape \(2, 29\); expected \(2, 30\)"):
-        submission.fill_lookup(lookup, ids, {"15": np.zeros((2, 29))}, {})
+        lookup_rules.fill_lookup(lookup, ids, {"15": np.zeros((2, 29))}, {})
 
 
 # ---------------------------------------------------------------- validate
@@ -209,9 +212,9 @@ def test_validate_accepts_a_good_file_with_or_without_crlf(six_rows, tmp_path):
     lookup, sample = six_rows
     path = tmp_path / "good.csv"
     path.write_text(VALID)
-    submission.validate(path, lookup, sample)
+    validate.validate(path, lookup, sample)
     path.write_text(VALID.replace("\n", "\r\n"))
-    submission.validate(path, lookup, sample)
+    validate.validate(path, lookup, sample)
 
 
 def _edit(lines: list[str], line: int, new: str | None) -> list[str]:
@@ -247,7 +250,7 @@ def test_validate_refuses(six_rows, tmp_path, edit, expected):
     path = tmp_path / "bad.csv"
     path.write_text("\n".join(edit(VALID.splitlines())) + "\n")
     with pytest.raises(KitError, match=expected) as caught:
-        submission.validate(path, lookup, sample)
+        validate.validate(path, lookup, sample)
     assert str(caught.value).startswith(f"{path}: ") and "\n" not in str(caught.value)
 
 
@@ -256,10 +259,10 @@ def test_validate_refuses_an_empty_file_and_a_sample_that_disagrees(six_rows, tm
     path = tmp_path / "empty.csv"
     path.write_text("")
     with pytest.raises(KitError, match="line 1 is nothing"):
-        submission.validate(path, lookup, sample)
+        validate.validate(path, lookup, sample)
     path.write_text(VALID)
     with pytest.raises(KitError, match="SampleSubmission.csv"):
-        submission.validate(path, lookup, sample[::-1])
+        validate.validate(path, lookup, sample[::-1])
 
 
 # ---------------------------------------------------------------- the ledger
@@ -274,40 +277,40 @@ def ledger_row(**values) -> dict:
 
 
 def test_read_of_a_missing_ledger_is_empty(tmp_path):
-    table = submission.read_ledger(tmp_path / "ledger.csv")
+    table = ledger_io.read_ledger(tmp_path / "ledger.csv")
     assert len(table) == 0 and tuple(table.columns) == LEDGER_COLUMNS
     assert not (tmp_path / "ledger.csv").exists()
 
 
 def test_append_keeps_earlier_rows_byte_identical(tmp_path):
     path = tmp_path / "submissions" / "ledger.csv"
-    submission.append_ledger(path, ledger_row(ref="1", status="COMPLETE", public_score=2.9))
+    ledger_io.append_ledger(path, ledger_row(ref="1", status="COMPLETE", public_score=2.9))
     first = path.read_bytes()
     assert first.startswith(b"time,run,file,sha256,cv_rmse,lb_estimate,uploaded,ref,status,")
-    submission.append_ledger(path, ledger_row(uploaded="no",
+    ledger_io.append_ledger(path, ledger_row(uploaded="no",
                                               message='refused, "403"\nby Kaggle'))
     second = path.read_bytes()
     assert second.startswith(first) and second.count(b"\n") == 3
     assert [p.name for p in path.parent.iterdir()] == ["ledger.csv"]  # no temporary left
-    table = submission.read_ledger(path)
+    table = ledger_io.read_ledger(path)
     assert list(table["uploaded"]) == ["yes", "no"]
     assert table["public_score"].iloc[0] == 2.9 and np.isnan(table["public_score"].iloc[1])
     assert table["message"].iloc[1] == 'refused, "403" by Kaggle'  # one line a row
     with pytest.raises(KitError, match="unknown columns score"):
-        submission.append_ledger(path, {"score": 1})
+        ledger_io.append_ledger(path, {"score": 1})
     assert path.read_bytes() == second
 
 
 def test_update_touches_only_the_pending_rows_score_columns(tmp_path):
     path = tmp_path / "ledger.csv"
-    submission.append_ledger(path, ledger_row(ref="11", status="COMPLETE", public_score=3.0))
-    submission.append_ledger(path, ledger_row(ref="12", status="PENDING", message="mine, 2"))
-    submission.append_ledger(path, ledger_row(ref="13", status="PENDING"))
-    submission.append_ledger(path, ledger_row(uploaded="no", message="401"))
+    ledger_io.append_ledger(path, ledger_row(ref="11", status="COMPLETE", public_score=3.0))
+    ledger_io.append_ledger(path, ledger_row(ref="12", status="PENDING", message="mine, 2"))
+    ledger_io.append_ledger(path, ledger_row(ref="13", status="PENDING"))
+    ledger_io.append_ledger(path, ledger_row(uploaded="no", message="401"))
     before = path.read_bytes().splitlines(keepends=True)
     score = {"status": "COMPLETE", "public_score": 2.345, "private_score": 2.5, "ref": "99",
              "message": "not mine to change"}
-    changed = submission.update_ledger_scores(path, {
+    changed = ledger_io.update_ledger_scores(path, {
         11: {**score, "public_score": 1.0},  # already COMPLETE: stays as it is
         12: score,
         13: {"status": "PENDING", "public_score": None, "private_score": None},  # still waiting
@@ -315,7 +318,7 @@ def test_update_touches_only_the_pending_rows_score_columns(tmp_path):
     after = path.read_bytes().splitlines(keepends=True)
     assert changed == 1
     assert [i for i in range(len(before)) if before[i] != after[i]] == [2]
-    table = submission.read_ledger(path)
+    table = ledger_io.read_ledger(path)
     updated = table.iloc[1]
     assert (updated["status"], updated["public_score"], updated["private_score"]) == \
         ("COMPLETE", 2.345, 2.5)
@@ -327,9 +330,9 @@ def test_a_foreign_file_is_not_taken_for_a_ledger(tmp_path):
     path = tmp_path / "ledger.csv"
     path.write_text("RowId,Location\n1,2\n")
     with pytest.raises(KitError, match="expected the ledger header"):
-        submission.append_ledger(path, ledger_row())
+        ledger_io.append_ledger(path, ledger_row())
     with pytest.raises(KitError, match="expected the ledger header"):
-        submission.read_ledger(path)
+        ledger_io.read_ledger(path)
 
 
 # ---------------------------------------------------------------- upload (fake Kaggle)
@@ -375,14 +378,14 @@ def test_submission_from_csv_reads_its_manifest(tmp_path):
 
 def test_upload_sends_the_file_and_records_the_score(server, small_submission, tmp_path):
     ledger = tmp_path / "submissions" / "ledger.csv"
-    row = submission.upload(small_submission, "quick run, flip TTA", ledger, poll=0,
+    row = ledger_io.upload(small_submission, "quick run, flip TTA", ledger, poll=0,
                             sleep=no_sleep)
     (upload,) = server.uploads
     assert upload.data == small_submission.csv_path.read_bytes()
     assert upload.file_name == small_submission.csv_path.name
     assert server.submissions[0].description == "quick run, flip TTA"
     assert row["ref"] == str(server.submissions[0].ref) and row["status"] == "COMPLETE"
-    (recorded,) = submission.read_ledger(ledger).to_dict("records")
+    (recorded,) = ledger_io.read_ledger(ledger).to_dict("records")
     assert recorded["public_score"] == 2.345 and recorded["private_score"] == 2.5
     assert (recorded["uploaded"], recorded["status"], recorded["ref"]) == \
         ("yes", "COMPLETE", str(server.submissions[0].ref))
@@ -404,11 +407,11 @@ def test_refused_upload_keeps_the_file_and_records_why(server, small_submission,
     ledger = tmp_path / "ledger.csv"
     content = small_submission.csv_path.read_bytes()
     with pytest.raises(KitError) as caught:
-        submission.upload(small_submission, "message", ledger, poll=0, sleep=no_sleep)
+        ledger_io.upload(small_submission, "message", ledger, poll=0, sleep=no_sleep)
     assert expected in str(caught.value) and FAKE_KEY not in str(caught.value)
     assert small_submission.csv_path.read_bytes() == content
     assert server.submissions == []
-    (recorded,) = submission.read_ledger(ledger).to_dict("records")
+    (recorded,) = ledger_io.read_ledger(ledger).to_dict("records")
     assert recorded["uploaded"] == "no" and recorded["ref"] == ""
     assert expected in recorded["message"]
 
@@ -422,27 +425,27 @@ def test_pending_past_the_timeout_stays_pending_until_a_refresh(server, small_su
     def sleep(seconds):
         now[0] += seconds
 
-    row = submission.upload(small_submission, "slow", ledger, timeout=30, poll=10,
+    row = ledger_io.upload(small_submission, "slow", ledger, timeout=30, poll=10,
                             clock=lambda: now[0], sleep=sleep)
     assert row["status"] == "PENDING" and now[0] == 30
-    recorded = submission.read_ledger(ledger).iloc[0]
+    recorded = ledger_io.read_ledger(ledger).iloc[0]
     assert recorded["status"] == "PENDING" and np.isnan(recorded["public_score"])
     assert recorded["ref"] == str(server.submissions[0].ref)
 
     server.pending_polls = 0
-    table = submission.refresh_ledger(ledger)
+    table = ledger_io.refresh_ledger(ledger)
     assert table["status"].iloc[0] == "COMPLETE" and table["public_score"].iloc[0] == 2.345
     calls = len(server.calls)
-    submission.refresh_ledger(ledger)  # nothing pending: no call to Kaggle
+    ledger_io.refresh_ledger(ledger)  # nothing pending: no call to Kaggle
     assert len(server.calls) == calls
 
 
 def test_refresh_matches_a_row_without_ref_by_file_name(server, tmp_path):
     ledger = tmp_path / "ledger.csv"
-    submission.append_ledger(ledger, ledger_row(file="submissions/b.csv", status="PENDING"))
-    submission.append_ledger(ledger, ledger_row(file="c.csv", uploaded="no", message="401"))
+    ledger_io.append_ledger(ledger, ledger_row(file="submissions/b.csv", status="PENDING"))
+    ledger_io.append_ledger(ledger, ledger_row(file="c.csv", uploaded="no", message="401"))
     server.add_submission("b.csv")
-    table = submission.refresh_ledger(ledger)
+    table = ledger_io.refresh_ledger(ledger)
     assert list(table["status"]) == ["COMPLETE", ""]
     assert table["public_score"].iloc[0] == 2.345
 
@@ -450,7 +453,7 @@ def test_refresh_matches_a_row_without_ref_by_file_name(server, tmp_path):
 def test_a_file_changed_after_writing_is_not_uploaded(server, small_submission, tmp_path):
     small_submission.csv_path.write_bytes(b"RowId,Location\n1,0\n")
     with pytest.raises(KitError, match="changed since it was written"):
-        submission.upload(small_submission, "m", tmp_path / "ledger.csv", sleep=no_sleep)
+        ledger_io.upload(small_submission, "m", tmp_path / "ledger.csv", sleep=no_sleep)
     assert server.calls == []
 
 
@@ -506,7 +509,7 @@ def test_write_submission_after_a_real_cv_run(synth_competition, quick_run, tmp_
     assert written.rows == made["n_lookup_rows"] and written.run_id == quick_run.name
     assert written.sha256 == hashlib.sha256(written.csv_path.read_bytes()).hexdigest()
     assert float(score(written.csv_path, made["solution"])) == pytest.approx(
-        submission.score(written.csv_path, made["solution"]), abs=1e-4)
+        validate.score(written.csv_path, made["solution"]), abs=1e-4)
     manifest_text = written.manifest_path.read_text()
     manifest = json.loads(manifest_text)
     assert manifest["config"] == json.loads((quick_run / "config.json").read_text())

@@ -15,8 +15,10 @@ from kit import config as config_io
 from kit.cli import main as cli
 from kit.core.keypoints import COLUMN_INDEX
 from kit.data import tables
+from kit.model import heads
 from kit.results import label_noise, plots, report, teacher
-from kit.runs import cv
+from kit.runs import cv, files, predict
+from kit.runs.folds import fingerprint, fold_rows
 from kit.training import engine
 from tests.conftest import refusal
 
@@ -40,7 +42,7 @@ def one_eyebrow_label(oof: pd.DataFrame) -> int:
 
 
 def test_a_label_moved_20_pixels_is_flagged_and_no_clean_one(quick_run):
-    clean = good_predictions(report.read_oof(quick_run), spread=1.0)
+    clean = good_predictions(files.read_oof(quick_run), spread=1.0)
     assert len(label_noise.flag(clean)) == 0
     row = one_eyebrow_label(clean)
     corrupt = clean.copy()
@@ -56,7 +58,7 @@ def test_a_label_moved_20_pixels_is_flagged_and_no_clean_one(quick_run):
 def test_no_label_is_flagged_within_the_pixel_floor(quick_run):
     # Residuals of a hundredth of a pixel make a 3-pixel miss hundreds of MADs out, but
     # annotators disagree by that much: the floor keeps it.
-    tight = good_predictions(report.read_oof(quick_run), spread=0.01)
+    tight = good_predictions(files.read_oof(quick_run), spread=0.01)
     row = one_eyebrow_label(tight)
     tight.loc[(tight["row"] == row) & (tight["column"] == EYEBROW_COLUMNS[0]), "truth"] += 3.0
     assert len(label_noise.flag(tight)) == 0
@@ -66,7 +68,7 @@ def test_no_label_is_flagged_within_the_pixel_floor(quick_run):
 def test_the_report_writes_label_noise_csv_and_png(quick_run, training):
     written = pd.read_csv(quick_run / "label-noise.csv", dtype={"subset": str})
     assert list(written.columns) == list(label_noise.COLUMNS)
-    expected = label_noise.flag(report.read_oof(quick_run))
+    expected = label_noise.flag(files.read_oof(quick_run))
     assert written[["row", "subset", "keypoint"]].values.tolist() == \
         expected[["row", "subset", "keypoint"]].values.tolist()
     with Image.open(quick_run / "label-noise.png") as picture:
@@ -96,7 +98,7 @@ def teacher_root(tmp_path_factory, quick_run):
     root = tmp_path_factory.mktemp("teaching")
     run = root / quick_run.name
     shutil.copytree(quick_run, run)
-    oof = good_predictions(report.read_oof(run), spread=1.0)
+    oof = good_predictions(files.read_oof(run), spread=1.0)
     row = one_eyebrow_label(oof)
     oof.loc[(oof["row"] == row) & (oof["column"] == EYEBROW_COLUMNS[0]), "prediction"] += 30.0
     oof.to_csv(run / "oof.csv", index=False)
@@ -153,7 +155,7 @@ def test_a_student_reuses_its_teachers_folds_exactly(student, teacher_root):
     for network, (_, jobs) in given.items():
         for job in jobs:
             np.testing.assert_array_equal(job.val_rows,
-                                          cv.fold_rows(theirs, network, job.fold)[1])
+                                          fold_rows(theirs, network, job.fold)[1])
 
 
 def test_fold_k_learns_the_test_faces_from_the_teachers_fold_k_model_only(
@@ -161,12 +163,12 @@ def test_fold_k_learns_the_test_faces_from_the_teachers_fold_k_model_only(
     run_dir, given, test, lookup = student
     _, teacher_run, _ = teacher_root
     teacher_config = config_io.load(teacher_run / "config.json")
-    blocks = report.image_blocks(lookup, test.image_ids)
+    blocks = lookup.image_blocks(lookup, test.image_ids)
     assert set(blocks) == {"full", "core"}
     counts = json.loads((run_dir / "teacher.json").read_text())["pseudo_images_per_fold"]
     for network, (arrays, jobs) in given.items():
-        models = cv.load_fold_models(teacher_run, network)
-        each_fold = [cv.predict_images(teacher_config, cv.task_for(network), [model],
+        models = predict.load_fold_models(teacher_run, network)
+        each_fold = [predict.predict_images(teacher_config, heads.task_for(network), [model],
                                        test.images) for model in models]
         expected_faces = np.flatnonzero(blocks == ("full" if network == "15" else "core"))
         assert counts[network] == [len(expected_faces)] * 2
@@ -186,7 +188,7 @@ def test_fold_k_learns_the_test_faces_from_the_teachers_fold_k_model_only(
             trained = {origin[row][1] for row in job.train_rows if origin[row][0] == "training"}
             assert not trained & set(job.val_rows.tolist())
             assert all(row < len(training) for row in job.val_rows)
-    oof = report.read_oof(run_dir)
+    oof = files.read_oof(run_dir)
     assert oof["row"].max() < len(training)
 
 
@@ -214,7 +216,7 @@ def test_a_dropped_label_leaves_training_but_not_the_oof_truth(student, teacher_
     # two folds' pseudo-labelled faces follow the training set.
     faces = recorded["pseudo_images_per_fold"]["4"][0]
     assert len(given["4"][0]["images"]) == len(training) + 2 * faces
-    oof = report.read_oof(run_dir)
+    oof = files.read_oof(run_dir)
     line = oof[(oof["row"] == flagged_row) & oof["column"].isin(EYEBROW_COLUMNS)]
     np.testing.assert_allclose(line.sort_values("column")["truth"],
                                training.keypoints[flagged_row, EYEBROW_COLUMNS], atol=1e-4)
@@ -241,7 +243,7 @@ def test_a_shared_networks_doubted_label_reaches_both_heads():
     keypoints = np.full((2, 30), 40.0, np.float32)
     keypoints[1, 8:] = np.nan  # row 1: the core-only source (its core values are 0-3, 20-21
     keypoints[1, [20, 21, 28, 29]] = 40.0  # and 28-29 in COLUMNS)
-    doubted = teacher.doubted_targets(cv.SHARED, keypoints, ("nose_tip",), np.array([0, 0]),
+    doubted = teacher.doubted_targets(heads.SHARED, keypoints, ("nose_tip",), np.array([0, 0]),
                                       np.array([20, 21]))  # row 0's nose tip
     assert np.flatnonzero(doubted[0]).tolist() == [20, 21, 34, 35]
     assert not doubted[1].any()
@@ -279,7 +281,7 @@ def test_a_teacher_of_other_data_is_refused(teacher_root, training, quick_config
     other = replace(training, keypoints=moved)
     message = refusal(lambda: teacher.prepare(student_config(quick_config, teacher_run.name),
                                               root, other))
-    assert "other data" in message and cv.fingerprint(other) in message
+    assert "other data" in message and fingerprint(other) in message
 
 
 def test_a_teacher_with_other_folds_or_networks_is_refused(teacher_root, training,

@@ -18,7 +18,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from kit.runs.cv import SHARED, FoldPlan
+from kit.cli.console import clock
+from kit.model.heads import SHARED
+from kit.runs.cv import FoldPlan
 from kit.training.engine import EpochReport, Listener
 
 PLAIN_EVERY = 15.0  # seconds between progress lines in a log
@@ -33,11 +35,6 @@ def folds_label(folds: list[int]) -> str:
     if len(numbers) > 2 and numbers == list(range(numbers[0], numbers[-1] + 1)):
         return f"folds {numbers[0]}-{numbers[-1]}"
     return ("fold " if len(numbers) == 1 else "folds ") + ", ".join(map(str, numbers))
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 class CVDisplay(Listener):
@@ -108,12 +105,12 @@ class CVDisplay(Listener):
         if now - self.last_line >= PLAIN_EVERY:
             self.last_line = now
             self._say(f"  {self.group}: {self.done / self.total:.0%} of the run, "
-                      f"{_clock(now - self.started)} elapsed, {self._left(now)} left")
+                      f"{clock(now - self.started)} elapsed, {self._left(now)} left")
 
     def _left(self, now: float) -> str:
         if not self.done:
             return "?"
-        return _clock((now - self.started) * (self.total - self.done) / self.done)
+        return clock((now - self.started) * (self.total - self.done) / self.done)
 
     def epoch(self, network: str, reports: list[EpochReport]) -> None:
         if not reports:
@@ -128,7 +125,7 @@ class CVDisplay(Listener):
             return
         now = time.monotonic()
         self.last_line = now
-        self._say(f"{text} ({first.seconds:.0f} s; {_clock(now - self.started)} elapsed, "
+        self._say(f"{text} ({first.seconds:.0f} s; {clock(now - self.started)} elapsed, "
                   f"{self._left(now)} left)")
 
     def fold_finished(self, network: str, fold: int, best_val_rmse: float,

@@ -10,19 +10,16 @@ import sys
 import time
 from pathlib import Path
 
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from kit.cli import remote_verbs
+from kit.cli.console import console, error_console, make_config, print_report, value
 from kit.config import PRESETS
 from kit.core.errors import KitError
 from kit.kaggle import places
-
-# soft_wrap: a long line stays one line (a log or a test reads it whole).
-console = Console(highlight=False, soft_wrap=True)
-error_console = Console(stderr=True, highlight=False, soft_wrap=True)
-
+from kit.runs import folders
+from kit.submit import ledger, validate
 
 # ---------------------------------------------------------------- verbs
 
@@ -106,24 +103,6 @@ def cmd_synth(args) -> None:
                   f"{summary['n_lookup_rows']} lookup rows")
 
 
-def make_config(args):
-    from kit import config as config_io
-
-    name = args.preset
-    if name is None:  # a preset for the hardware; an explicit one always wins
-        import jax
-
-        name, why = config_io.preset_for(jax.default_backend())
-        console.print(f"preset [bold]{name}[/] ({why}; --preset or PRESET= chooses another)")
-    cfg = config_io.preset(name)
-    overrides = list(args.set or [])
-    for flag, key in (("folds", "folds"), ("seed", "seed"), ("epochs", "train.epochs")):
-        value = getattr(args, flag, None)
-        if value not in (None, ""):
-            overrides.append(f"{key}={value}")
-    return config_io.override(cfg, overrides)
-
-
 def cmd_cv(args) -> None:
     import dataclasses
 
@@ -175,9 +154,8 @@ def _lookup_or_none(data_dir: Path):
 def cmd_report(args) -> None:
     from kit.data import tables
     from kit.results import report
-    from kit.runs import cv
 
-    run_dir = cv.resolve_run(args.runs, args.run)
+    run_dir = folders.resolve_run(args.runs, args.run)
     training = tables.load_training(args.data)
     print_report(report.write(run_dir, training, _lookup_or_none(args.data)))
 
@@ -185,9 +163,8 @@ def cmd_report(args) -> None:
 def cmd_ensemble(args) -> None:
     from kit.data import tables
     from kit.results import ensemble, report
-    from kit.runs import cv
 
-    members = [cv.resolve_run(args.runs, name) for name in args.members]
+    members = [folders.resolve_run(args.runs, name) for name in args.members]
     training = tables.load_training(args.data)
     lookup = _lookup_or_none(args.data)
     with console.status("blending the members' out-of-fold predictions"):
@@ -199,9 +176,8 @@ def cmd_ensemble(args) -> None:
 
 
 def _load_report(runs: Path, name: str | None) -> dict:
-    from kit.runs import cv
 
-    run_dir = cv.resolve_run(runs, name)
+    run_dir = folders.resolve_run(runs, name)
     path = run_dir / "report.json"
     if not path.exists():
         raise KitError(f"{run_dir}: no report.json yet; finish the run with `make cv`")
@@ -210,62 +186,6 @@ def _load_report(runs: Path, name: str | None) -> dict:
 
 def cmd_show(args) -> None:
     print_report(_load_report(args.runs, args.run))
-
-
-def _value(number) -> str:
-    return "–" if number is None else f"{number:.4f}"
-
-
-def print_report(result: dict) -> None:
-    from kit.core.keypoints import KEYPOINT_NAMES
-
-    summary = Table(title=f"CV run {result['run']}", title_justify="left")
-    summary.add_column("measure")
-    summary.add_column("RMSE (px)", justify="right")
-    summary.add_row("OOF, all values", _value(result["overall_rmse"]))
-    for subset, entry in result["subsets"].items():
-        summary.add_row(f"OOF, {subset}-key model ({entry['rows']} rows)", _value(entry["rmse"]))
-        summary.add_row("  per fold, mean ± spread",
-                        f"{entry['fold_mean']:.4f} ± {entry['fold_std']:.4f}")
-    summary.add_row("[bold]leaderboard estimate[/]",
-                    f"[bold]{_value(result['leaderboard_estimate'].get('rmse'))}[/]")
-    console.print(summary)
-    folds = Table(title="Per fold", title_justify="left")
-    folds.add_column("subset")
-    fold_ids = sorted({int(f) for e in result["subsets"].values() for f in e["per_fold"]})
-    for fold in fold_ids:
-        folds.add_column(f"fold {fold}", justify="right")
-    for subset, entry in result["subsets"].items():
-        per_fold = {int(k): v for k, v in entry["per_fold"].items()}
-        folds.add_row(subset, *(_value(per_fold.get(f)) for f in fold_ids))
-    console.print(folds)
-    keypoints = Table(title="Per keypoint", title_justify="left")
-    keypoints.add_column("keypoint")
-    subsets = list(result["subsets"])
-    for subset in subsets:
-        keypoints.add_column(f"{subset}-key", justify="right")
-    for name in KEYPOINT_NAMES:
-        keypoints.add_row(name, *(_value(result["subsets"][s]["per_keypoint"].get(name))
-                                  for s in subsets))
-    console.print(keypoints)
-    if "members" in result:
-        print_members(result["members"])
-
-
-def print_members(rows: list[dict]) -> None:
-    """An ensemble's members beside it: each one's OOF, estimate and mean blend weight."""
-    table = Table(title="Members and the ensemble (bold): OOF RMSE per subset, leaderboard "
-                  "estimate, mean blend weight per subset", title_justify="left")
-    table.add_column("run", no_wrap=True)
-    for column in ("15-key", "4-key", "LB est.", "w 15", "w 4"):
-        table.add_column(column, justify="right")
-    for row in rows:
-        weight = row.get("mean_weight", {})
-        cells = [row["run"], _value(row["subsets"].get("15")), _value(row["subsets"].get("4")),
-                 _value(row["leaderboard_estimate"]), _value(weight.get("15")),
-                 _value(weight.get("4"))]
-        table.add_row(*(f"[bold]{c}[/]" if row["role"] == "ensemble" else c for c in cells))
-    console.print(table)
 
 
 def cmd_compare(args) -> None:
@@ -277,7 +197,7 @@ def cmd_compare(args) -> None:
 
     def row(label, x, y):
         diff = "–" if x is None or y is None else f"{y - x:+.4f}"
-        table.add_row(label, _value(x), _value(y), diff)
+        table.add_row(label, value(x), value(y), diff)
 
     row("OOF, all values", a["overall_rmse"], b["overall_rmse"])
     for subset in sorted(set(a["subsets"]) | set(b["subsets"])):
@@ -324,10 +244,9 @@ def cmd_augment_preview(args) -> None:
 
 
 def cmd_submit(args) -> None:
-    from kit.runs import cv
     from kit.submit import submission
 
-    run_dir = cv.resolve_run(args.runs, args.run)
+    run_dir = folders.resolve_run(args.runs, args.run)
     with console.status("predicting the test images with the run's fold ensembles"):
         result = submission.write_submission(run_dir, args.data, args.out)
     console.print(f"[green]wrote[/] {result.csv_path} ({result.rows} rows, validated) and "
@@ -336,9 +255,9 @@ def cmd_submit(args) -> None:
     if in_notebook:
         console.print(f"[green]copied[/] to {in_notebook}, what this notebook submits")
     if args.solution:
-        rmse = submission.score(result.csv_path, args.solution)
+        rmse = validate.score(result.csv_path, args.solution)
         console.print(f"[bold]score against {args.solution}: {rmse:.4f}[/] "
-                      f"(CV {_value(result.cv_rmse)}, LB estimate {_value(result.lb_estimate)})")
+                      f"(CV {value(result.cv_rmse)}, LB estimate {value(result.lb_estimate)})")
     if args.dry_run:
         console.print("dry run: not uploaded")
         return
@@ -346,45 +265,43 @@ def cmd_submit(args) -> None:
         console.print("no Kaggle credentials in this notebook: not uploaded; submit "
                       f"{in_notebook} from the notebook's output")
         return
-    message = args.message or f"{result.run_id} cv {_value(result.cv_rmse)}"
+    message = args.message or f"{result.run_id} cv {value(result.cv_rmse)}"
     with console.status("uploading and waiting for Kaggle's score"):
-        outcome = submission.upload(result, message, submission.ledger_path(args.out),
+        outcome = ledger.upload(result, message, ledger.ledger_path(args.out),
                                     timeout=args.timeout)
     public, private = outcome.get("public_score"), outcome.get("private_score")
     if outcome.get("status") == "COMPLETE":
-        console.print(f"[green]scored[/] public {_value(public)}"
-                      + (f", private {_value(private)}" if private is not None else "")
-                      + f" | CV {_value(result.cv_rmse)}, LB estimate "
-                        f"{_value(result.lb_estimate)}")
+        console.print(f"[green]scored[/] public {value(public)}"
+                      + (f", private {value(private)}" if private is not None else "")
+                      + f" | CV {value(result.cv_rmse)}, LB estimate "
+                        f"{value(result.lb_estimate)}")
     else:
         console.print(f"submitted; status {outcome.get('status')}: "
                       "`make submissions REFRESH=1` reads the score later")
 
 
 def cmd_score(args) -> None:
-    from kit.submit import submission
 
-    console.print(f"{submission.score(args.submission, args.solution):.4f}")
+    console.print(f"{validate.score(args.submission, args.solution):.4f}")
 
 
 def cmd_submissions(args) -> None:
-    from kit.submit import submission
 
-    ledger_path = submission.ledger_path(args.out)
+    ledger_path = ledger.ledger_path(args.out)
     if args.refresh:
         with console.status("reading scores from Kaggle"):
-            ledger = submission.refresh_ledger(ledger_path)
+            entries = ledger.refresh_ledger(ledger_path)
     else:
-        ledger = submission.read_ledger(ledger_path)
+        entries = ledger.read_ledger(ledger_path)
     table = Table(title=f"{ledger_path}", title_justify="left")
     for column in ("time", "run", "CV RMSE", "LB estimate", "uploaded", "status", "public",
                    "private"):
         table.add_column(column, justify="left" if column in ("time", "run") else "right")
-    for _, entry in ledger.iterrows():
+    for _, entry in entries.iterrows():
         table.add_row(*(str(entry[c]) if str(entry[c]) != "nan" else "–" for c in (
             "time", "run", "cv_rmse", "lb_estimate", "uploaded", "status", "public_score",
             "private_score")))
-    console.print(table if len(ledger) else f"{ledger_path}: no submissions yet")
+    console.print(table if len(entries) else f"{ledger_path}: no submissions yet")
 
 
 # ---------------------------------------------------------------- parser

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from kit.core.errors import KitError
 from kit.kaggle import places
+from kit.runs import folders
 
 
 def _run(*argv: str) -> None:
@@ -27,9 +28,8 @@ def _run(*argv: str) -> None:
 
 
 def _run_dir(run: str | Path | None) -> Path:
-    from kit.runs import cv
 
-    return cv.resolve_run(places.default_runs_dir(), None if run is None else str(run))
+    return folders.resolve_run(places.default_runs_dir(), None if run is None else str(run))
 
 
 def data() -> None:

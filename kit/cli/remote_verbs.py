@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from kit.cli.console import clock
 from kit.core.errors import KitError
 from kit.remote import kernels
 
@@ -58,7 +59,7 @@ def add_verbs(verbs) -> None:
 
 
 def _console():
-    from kit.cli.main import console
+    from kit.cli.console import console
 
     return console
 
@@ -69,7 +70,7 @@ def _console():
 def cmd_cv_remote(args) -> None:
     import dataclasses
 
-    from kit.cli.main import make_config
+    from kit.cli.console import make_config
 
     console = _console()
     options = kernels.KernelOptions(public=args.public, accelerator=args.accelerator,
@@ -102,7 +103,7 @@ def cmd_attach(args) -> None:
 
 
 def cmd_list(args) -> None:
-    from kit.cli.main import error_console
+    from kit.cli.console import error_console
 
     console = _console()
     entries = kernels.load_entries(args.runs)
@@ -130,13 +131,7 @@ def _took(entry: dict) -> str:
     start = kernels._epoch(entry.get("pushed"))
     end = kernels._epoch(entry.get("finished")) or (None if entry.get("status") not in
                                                    kernels.WAITING else time.time())
-    return _clock(end - start) if start and end else "–"
-
-
-def _clock(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else \
-        f"{minutes}:{secs:02d}"
+    return clock(end - start) if start and end else "–"
 
 
 # ---------------------------------------------------------------- waiting
@@ -164,7 +159,7 @@ class _Watch:
             self.live.__exit__(*exc_info)
 
     def __call__(self, update: kernels.Update) -> None:
-        headline = f"{self.kernel}: {update.status}, {_clock(update.elapsed)} since the push"
+        headline = f"{self.kernel}: {update.status}, {clock(update.elapsed)} since the push"
         if self.live is not None:
             tail = Text("\n".join(f"  {line}" for line in update.log_tail[-3:]), style="dim")
             self.live.update(Group(Text(headline, style="bold"), tail))
@@ -179,7 +174,7 @@ class _Watch:
 
 
 def _wait_and_fetch(runs: Path, entry: dict, poll: float) -> None:
-    from kit.cli.main import print_report
+    from kit.cli.console import print_report
 
     console = _console()
     console.print(f"waiting for {entry['kernel']}; Ctrl-C stops waiting, not the kernel")

@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,14 +30,13 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import nnls
 
-from kit import config as config_io
 from kit.config import SUBSETS, Config
-from kit.core import fileio
 from kit.core.errors import KitError
 from kit.core.keypoints import COLUMN_INDEX, COLUMNS, SUBSET_COLUMNS
 from kit.data.tables import TrainingSet
-from kit.runs import cv
-from kit.runs.folders import ENSEMBLE, ensemble_members, new_named_dir, point_latest
+from kit.runs import files
+from kit.runs.folders import new_named_dir, point_latest
+from kit.runs.folds import fingerprint, fold_of_row
 
 PRESET = "ensemble"
 NETWORK = "ensemble"  # the one "network" of an ensemble's folds.json: the members' fold map
@@ -63,36 +61,19 @@ class Member:
 def load_member(run_dir: Path) -> Member:
     """A run's config, folds and OOF; refused in one line if it has not finished."""
     run_dir = Path(run_dir).resolve()
-    oof_path = run_dir / "oof.csv"
-    if not oof_path.is_file():
+    if not files.is_finished(run_dir):
         raise KitError(f"{run_dir}: unfinished (no oof.csv); expected a finished run "
                        "(`make cv` finishes it)")
-    assignment = json.loads((run_dir / "folds.json").read_text())
+    assignment = files.read_folds(run_dir)
     if not assignment.get("fingerprint"):
-        raise KitError(f"{run_dir / 'folds.json'}: no data fingerprint (a run from before runs "
+        raise KitError(f"{run_dir / files.FOLDS}: no data fingerprint (a run from before runs "
                        "shared their folds); expected a run made by this version of the kit")
     return Member(
-        name=run_dir.name, path=run_dir, config=config_io.load(run_dir / "config.json"),
-        fold_of_row=fold_map(assignment, run_dir), fingerprint=assignment["fingerprint"],
-        training_rows=int(assignment["training_rows"]),
-        oof=pd.read_csv(oof_path, dtype={"subset": str}),
+        name=run_dir.name, path=run_dir, config=files.read_config(run_dir),
+        fold_of_row=fold_of_row(assignment, run_dir / files.FOLDS),
+        fingerprint=assignment["fingerprint"], training_rows=int(assignment["training_rows"]),
+        oof=files.read_oof(run_dir),
     )
-
-
-def fold_map(assignment: dict, run_dir: Path) -> np.ndarray:
-    """Each training row's fold in the run (-1 where none), merged over its networks."""
-    fold_of_row = np.full(int(assignment["training_rows"]), -1, np.int64)
-    for network, entry in assignment["networks"].items():
-        rows, folds = np.asarray(entry["rows"], np.int64), np.asarray(entry["fold"], np.int64)
-        clash = (fold_of_row[rows] >= 0) & (fold_of_row[rows] != folds)
-        if clash.any():
-            row = int(rows[np.flatnonzero(clash)[0]])
-            raise KitError(
-                f"{run_dir / 'folds.json'}: the {network} network puts row {row} in fold "
-                f"{folds[rows == row][0]}, another network in fold {fold_of_row[row]} (a run "
-                "from before runs shared their folds); expected one fold per row")
-        fold_of_row[rows] = folds
-    return fold_of_row
 
 
 def check_members(members: Sequence[Member], training: TrainingSet | None = None) -> None:
@@ -111,7 +92,7 @@ def check_members(members: Sequence[Member], training: TrainingSet | None = None
                 f"runs {first.name} and {other.name} were made on different data (fingerprint "
                 f"{first.fingerprint} on {first.training_rows} rows against {other.fingerprint} "
                 f"on {other.training_rows}); expected the same training data")
-    if training is not None and first.fingerprint != cv.fingerprint(training):
+    if training is not None and first.fingerprint != fingerprint(training):
         raise KitError(f"run {first.name} was made on other data than the training set loaded "
                        f"now ({len(training)} rows); expected runs of this data folder")
     for a_index, a in enumerate(members):
@@ -235,51 +216,20 @@ def make_ensemble(run_dirs: Sequence[Path], root: Path,
     union = np.flatnonzero(np.any([m.fold_of_row >= 0 for m in members], axis=0))
     fold_of_row = np.max([m.fold_of_row for m in members], axis=0)  # shared: any holder's
     run_dir = new_named_dir(root, run_name(members))
-    fileio.write_json(run_dir / ENSEMBLE, {
+    files.write_ensemble(run_dir, {
         "members": [{"run": m.name, "path": os.path.relpath(m.path, Path(root).resolve())}
                     for m in members],
         "weights": weights,
         "fitted_on": "every OOF row of the members; oof.csv's fold k uses weights fitted on "
                      "the other folds",
     })
-    fileio.write_json(run_dir / "folds.json", {
+    files.write_folds(run_dir, {
         "groups": None, "fingerprint": first.fingerprint, "training_rows": first.training_rows,
         "networks": {NETWORK: {"rows": union.tolist(), "fold": fold_of_row[union].tolist()}},
     })
-    with fileio.atomic_path(run_dir / "oof.csv") as temporary:
-        oof.to_csv(temporary, index=False, float_format="%.5f")
+    files.write_oof(run_dir, oof)
     config = dataclasses.replace(first.config, preset=PRESET, subsets=ensemble_subsets(members))
     # config.json last, as for a CV run: a folder with it is a complete run.
-    fileio.write_json(run_dir / "config.json", config_io.to_dict(config))
+    files.write_config(run_dir, config)
     point_latest(root, run_dir)
     return run_dir
-
-
-def read_weights(run_dir: Path) -> dict:
-    return json.loads((Path(run_dir) / ENSEMBLE).read_text())["weights"]
-
-
-# ---------------------------------------------------------------- prediction
-
-
-def predict_run(run_dir: Path, subset: str, images: np.ndarray,
-                on_model: Callable[[int], None] | None = None,
-                full: np.ndarray | None = None) -> np.ndarray:
-    """Any run's test prediction for a subset: a CV run's fold ensemble (kit.runs.cv), or for an
-    ensemble run the per-column weighted sum of its members' predictions. `full` marks the
-    images of the full annotation source (see cv.predict_run)."""
-    members = ensemble_members(run_dir)
-    if not members:
-        return cv.predict_run(run_dir, subset, images, on_model=on_model, full=full)
-    weights = read_weights(run_dir).get(subset)
-    if weights is None:
-        raise KitError(f"{run_dir / ENSEMBLE}: no {subset}-key weights; expected a run that "
-                       f"answers the {subset}-key subset")
-    columns = SUBSET_COLUMNS[subset]
-    total = np.zeros((len(images), len(columns)))
-    for member in members:
-        member_weights = np.array([weights[c].get(member.name, 0.0) for c in columns])
-        if not member_weights.any():
-            continue  # no weight anywhere in this subset: its networks need not run
-        total += member_weights * predict_run(member, subset, images, on_model, full)
-    return total

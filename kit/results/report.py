@@ -14,7 +14,6 @@ MSE(core, c) the 4-key model's OOF error on column c over the rows with only the
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -22,54 +21,21 @@ import pandas as pd
 
 from kit import config as config_io
 from kit.core import fileio
-from kit.core.keypoints import COLUMNS, CORE_COLUMN_INDICES, KEYPOINT_NAMES
+from kit.core.keypoints import COLUMNS, KEYPOINT_NAMES
+from kit.data.lookup import core_choice, lookup_blocks, oof_mse
 from kit.data.tables import LookupTable, TrainingSet, subset_indices
-from kit.results import ensemble, label_noise, plots
-from kit.runs import cv, folders
+from kit.model import heads
+from kit.results import label_noise, plots
+from kit.runs import files
 
 PICTURES = ("curves.png", "keypoint-error.png", "errors-on-face.png", "worst.png")
 LABEL_NOISE_CSV, LABEL_NOISE_PNG = "label-noise.csv", "label-noise.png"
-TEACHER_JSON = "teacher.json"  # written by kit.results.teacher's student runs
-
-
-def read_oof(run_dir: Path) -> pd.DataFrame:
-    return pd.read_csv(Path(run_dir) / "oof.csv", dtype={"subset": str})
 
 
 def _rmse(frame: pd.DataFrame) -> float:
     if len(frame) == 0:
         return float("nan")
     return float(np.sqrt(np.mean((frame["prediction"] - frame["truth"]) ** 2)))
-
-
-def _mse(frame: pd.DataFrame) -> float:
-    return _rmse(frame) ** 2
-
-
-def core_choice(oof: pd.DataFrame, complete_rows: np.ndarray) -> dict[str, str]:
-    """For each core column, the model with the lower OOF error on the rows both predicted."""
-    choice = {}
-    in_complete = oof["row"].isin(complete_rows)
-    for column in CORE_COLUMN_INDICES:
-        errors = {}
-        for subset in ("15", "4"):
-            part = oof[(oof["subset"] == subset) & (oof["column"] == column) & in_complete]
-            errors[subset] = _mse(part) if len(part) else float("inf")
-        if np.isfinite(min(errors.values())):
-            choice[COLUMNS[column]] = min(errors, key=errors.get)
-    return choice
-
-
-def lookup_blocks(lookup: LookupTable) -> np.ndarray:
-    """'full' for rows of images asked more than the 8 core values, else 'core'."""
-    asked = pd.Series(lookup.image_ids).map(pd.Series(lookup.image_ids).value_counts())
-    return np.where(asked.to_numpy() > len(CORE_COLUMN_INDICES), "full", "core")
-
-
-def image_blocks(lookup: LookupTable, image_ids: np.ndarray) -> np.ndarray:
-    """Each test face's lookup block: 'full', 'core', or '' where the table asks nothing."""
-    block_of = dict(zip(lookup.image_ids.tolist(), lookup_blocks(lookup).tolist()))
-    return np.array([block_of.get(int(i), "") for i in image_ids], dtype=object)
 
 
 def leaderboard_estimate(oof: pd.DataFrame, complete_rows: np.ndarray, lookup: LookupTable,
@@ -88,7 +54,7 @@ def leaderboard_estimate(oof: pd.DataFrame, complete_rows: np.ndarray, lookup: L
             part = oof[(oof["subset"] == "4") & (oof["column"] == column) & ~in_complete]
             if len(part) == 0:
                 part = oof[(oof["subset"] == "4") & (oof["column"] == column)]
-        mse = _mse(part)
+        mse = oof_mse(part)
         if not np.isfinite(mse):
             return {"rmse": None, "reason": f"no OOF predictions for {name} ({block} images)"}
         total += n * mse
@@ -147,10 +113,11 @@ def member_rows(run_dir: Path, training: TrainingSet, lookup: LookupTable | None
                 own: dict) -> list[dict]:
     """An ensemble run's members, each scored by compute() as a run of its own, then the
     ensemble (`own`, its figures): where the ensemble's score comes from."""
-    weights = ensemble.read_weights(run_dir)
+    weights = files.read_weights(run_dir)
     rows = []
-    for member in folders.ensemble_members(run_dir):
-        row = _summary_row(member.name, "member", compute(read_oof(member), training, lookup))
+    for member in files.ensemble_members(run_dir):
+        row = _summary_row(member.name, "member",
+                           compute(files.read_oof(member), training, lookup))
         row["mean_weight"] = {
             subset: float(np.mean([w.get(member.name, 0.0) for w in columns.values()]))
             for subset, columns in weights.items()
@@ -165,39 +132,39 @@ def _summary_row(run: str, role: str, figures: dict) -> dict:
             "leaderboard_estimate": figures["leaderboard_estimate"].get("rmse")}
 
 
-def load_histories(run_dir: Path) -> dict[str, list[list[dict]]]:
-    config = config_io.load(Path(run_dir) / "config.json")
-    out = {}
-    for network in cv.networks(config):
-        out[network] = []
-        for fold in range(config.folds):
-            path = cv.fold_dir(run_dir, network, fold) / "history.json"
-            out[network].append(json.loads(path.read_text())["history"] if path.exists() else [])
-    return out
+def subset_histories(config, histories: dict[str, list[list[dict]]]) -> dict:
+    """Each subset's fold histories: those of the network that answers it (a shared trunk's
+    for both subsets)."""
+    return {subset: histories[heads.network_for(config, subset)] for subset in config.subsets
+            if heads.network_for(config, subset) in histories}
 
 
 def write(run_dir: Path, training: TrainingSet, lookup: LookupTable | None,
           seconds: float | None = None) -> dict:
     """report.json, report.md and the pictures, from the run's files."""
     run_dir = Path(run_dir)
-    oof = read_oof(run_dir)
-    is_ensemble = bool(folders.ensemble_members(run_dir))
-    histories = {} if is_ensemble else load_histories(run_dir)  # an ensemble trains nothing
-    report = compute(oof, training, lookup, histories)
+    oof = files.read_oof(run_dir)
+    config = files.read_config(run_dir)
+    is_ensemble = files.is_ensemble(run_dir)
+    # Keyed by network, as the folds were trained; an ensemble trains nothing.
+    histories = {} if is_ensemble else files.read_histories(run_dir, heads.networks(config),
+                                                            config.folds)
+    report = compute(oof, training, lookup, subset_histories(config, histories))
     if is_ensemble:
         report["members"] = member_rows(run_dir, training, lookup, report)
     report["run"] = run_dir.name
-    report["config"] = json.loads((run_dir / "config.json").read_text())
+    report["config"] = config_io.to_dict(config)
     if seconds is not None:
         report["train_seconds"] = seconds
-    if (run_dir / "engine.json").exists():
-        report["engine"] = json.loads((run_dir / "engine.json").read_text())["calls"][-1]
+    engine = files.read_last_engine_call(run_dir)
+    if engine is not None:
+        report["engine"] = engine
     draw_pictures(run_dir, oof, training, histories, report)
     report["label_noise"] = write_label_noise(run_dir, oof, training)
-    if (run_dir / TEACHER_JSON).exists():
-        report["teacher"] = json.loads((run_dir / TEACHER_JSON).read_text())
-    fileio.write_text(run_dir / "report.md", markdown(report))
-    fileio.write_json(run_dir / "report.json", report)
+    teacher = files.read_teacher(run_dir)
+    if teacher is not None:
+        report["teacher"] = teacher
+    files.write_report(run_dir, report, markdown(report))
     return report
 
 

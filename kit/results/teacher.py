@@ -15,37 +15,38 @@ both runs holds out the same faces. Then:
   j is flagged by the teacher's fold-j model, which trained on fold k's held-out faces, and
   the flag then shapes what the student's fold k trains on.
 
-Which head learns which test face follows the submission's convention (kit.results.report's lookup
+Which head learns which test face follows the submission's convention (kit.data.lookup's
 blocks): faces the lookup table asks more than the 8 core values come from the full
 annotation source and teach the 15-key head (or network) all 30 values; the others come from
 the core-only source and teach the 4-key head (or network) its 8.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from kit import config as config_io
 from kit.config import Config
 from kit.core.errors import KitError
-from kit.core.keypoints import COLUMNS
+from kit.core.keypoints import IMAGE_SIZE
+from kit.data.lookup import BLOCK_SUBSET, image_blocks
 from kit.data.tables import LookupTable, TestSet, TrainingSet
-from kit.results import label_noise, report
-from kit.runs import cv
+from kit.model import heads
+from kit.results import label_noise
+from kit.runs import files
+from kit.runs.folds import fingerprint
+from kit.runs.lessons import Lesson, plain_lesson
+from kit.runs.predict import load_fold_models, predict_images
 
 # The loss weight of a doubted label with flagged_labels=downweight: it still pulls, a quarter
 # as hard, in case the residual was the model's fault and not the annotator's.
 DOWNWEIGHT = 0.25
-# The subset whose head a test face of each lookup block teaches.
-BLOCK_SUBSET = {"full": "15", "core": "4"}
 
 
 @dataclass(frozen=True)
 class Teaching:
-    """What a student run takes from its teacher, ready for kit.cv.run_cv."""
+    """What a student run takes from its teacher, ready for kit.runs.cv.run_cv."""
 
     run_id: str
     flagged_labels: str  # the student's config.flagged_labels
@@ -62,10 +63,10 @@ class Teaching:
         return len(self.pseudo[network][0]) if network in self.pseudo else 0
 
     def lesson(self, config: Config, network: str, training: TrainingSet,
-               assignment: dict) -> cv.Lesson:
+               assignment: dict) -> Lesson:
         """The plain lesson, with doubted labels' rows replaced in training by copies that
         drop or down-weight them, and each fold's pseudo-labelled test faces appended."""
-        plain = cv.plain_lesson(config, network, training, assignment)
+        plain = plain_lesson(config, network, training, assignment)
         images, targets = [plain.images], [plain.targets]
         weights = [np.ones_like(plain.targets)]
         substitute = np.arange(len(training))
@@ -94,7 +95,7 @@ class Teaching:
             targets.append(fold_targets)
             weights.append(np.ones_like(fold_targets))
         all_weights = np.concatenate(weights)
-        return cv.Lesson(np.concatenate(images), np.concatenate(targets),
+        return Lesson(np.concatenate(images), np.concatenate(targets),
                          None if (all_weights == 1).all() else all_weights, train_rows)
 
     def record(self, config: Config) -> dict:
@@ -123,7 +124,7 @@ def doubted_targets(network: str, keypoints: np.ndarray, common: tuple[str, ...]
     value into whichever heads learn it."""
     marked = keypoints.astype(np.float64)
     marked[rows, columns] = np.inf
-    return np.isinf(cv.network_targets(network, marked, common))
+    return np.isinf(heads.network_targets(network, marked, common))
 
 
 def pseudo_targets(network: str, outputs: np.ndarray, blocks: np.ndarray,
@@ -135,11 +136,9 @@ def pseudo_targets(network: str, outputs: np.ndarray, blocks: np.ndarray,
         faces = blocks == block
         if subset not in subsets:
             continue
-        if network == cv.SHARED:
-            head = slice(0, len(COLUMNS)) if subset == "15" else slice(len(COLUMNS), None)
+        if subset in heads.subsets_of_network(network):
+            head = heads.head_slice(network, subset)
             targets[faces, head] = outputs[faces, head]
-        elif network == subset:
-            targets[faces] = outputs[faces]
     return targets
 
 
@@ -156,32 +155,32 @@ def prepare(config: Config, root: Path, training: TrainingSet, test: TestSet | N
     if run_dir.is_symlink():  # `latest` moves: the record and a resumed run would lose it
         raise KitError(f"{run_dir}: teacher={config.teacher!r} is a link; expected the id it "
                        f"points to ({run_dir.resolve().name})")
-    if run_dir.resolve().parent != Path(root).resolve() or not (run_dir / "config.json").exists():
+    if run_dir.resolve().parent != Path(root).resolve() or not files.is_run(run_dir):
         raise KitError(f"{run_dir}: teacher={config.teacher!r} is no run (no config.json); "
                        f"expected the id of a finished run in {root}")
-    if not (run_dir / "oof.csv").exists():
+    if not files.is_finished(run_dir):
         raise KitError(f"{run_dir}: the teacher run is unfinished (no oof.csv); expected a "
                        "finished run (finish it with `make cv`, or name another)")
-    teacher_config = config_io.load(run_dir / "config.json")
+    teacher_config = files.read_config(run_dir)
     check_alike(run_dir, teacher_config, config)
-    assignment = json.loads((run_dir / "folds.json").read_text())
+    assignment = files.read_folds(run_dir)
     check_data(run_dir, assignment, training)
     rows = columns = np.zeros(0, np.int64)
     if config.flagged_labels != "keep":
-        rows, columns = label_noise.flagged_values(label_noise.flag(report.read_oof(run_dir)))
-    pseudo, images = {}, np.zeros((0, 96, 96), np.uint8)
+        rows, columns = label_noise.flagged_values(label_noise.flag(files.read_oof(run_dir)))
+    pseudo, images = {}, np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
     if config.pseudo_labels:
         if test is None or lookup is None:
             raise KitError(f"pseudo_labels=True (teacher {config.teacher}): expected the test "
                            "images and IdLookupTable.csv in the data folder")
         images = test.images
-        blocks = report.image_blocks(lookup, test.image_ids)
-        for network in cv.networks(config):
+        blocks = image_blocks(lookup, test.image_ids)
+        for network in heads.networks(config):
             per_fold = [
-                pseudo_targets(network, cv.predict_images(teacher_config, cv.task_for(network),
-                                                          [model], images),
+                pseudo_targets(network, predict_images(teacher_config, heads.task_for(network),
+                                                       [model], images),
                                blocks, config.subsets)
-                for model in cv.load_fold_models(run_dir, network)
+                for model in load_fold_models(run_dir, network)
             ]
             faces = np.flatnonzero(~np.isnan(per_fold[0]).all(axis=1))
             pseudo[network] = (faces, [targets[faces] for targets in per_fold])
@@ -194,7 +193,7 @@ def check_alike(run_dir: Path, teacher: Config, student: Config) -> None:
     for name, theirs, ours in (
         ("folds", teacher.folds, student.folds),
         ("subsets", ",".join(teacher.subsets), ",".join(student.subsets)),
-        ("networks", ",".join(cv.networks(teacher)), ",".join(cv.networks(student))),
+        ("networks", ",".join(heads.networks(teacher)), ",".join(heads.networks(student))),
     ):
         if theirs != ours:
             raise KitError(f"{run_dir}: the teacher run has {name} {theirs}, this run "
@@ -203,7 +202,7 @@ def check_alike(run_dir: Path, teacher: Config, student: Config) -> None:
 
 def check_data(run_dir: Path, assignment: dict, training: TrainingSet) -> None:
     found = (assignment.get("fingerprint"), assignment.get("training_rows"))
-    expected = (cv.fingerprint(training), len(training))
+    expected = (fingerprint(training), len(training))
     if found != expected:
         raise KitError(f"{run_dir}: the teacher run was made on other data (fingerprint "
                        f"{found[0]}, {found[1]} training rows); expected this data's "

@@ -1,9 +1,8 @@
 """Run folders: naming, finding, `latest`, and the lock a live run holds.
 
-A run lives in cv/<run-id>/ (see kit.runs.cv for what it holds). `config.json` is written last
+A run lives in cv/<run-id>/ (kit.runs.files says what it holds). `config.json` is written last
 when a run is made, so a folder with it is a run that can be resumed; a `.lock` file names
 the process training it, so a second `make cv` of the same config does not write into it.
-An ensemble run (kit.results.ensemble) holds no models: its `ensemble.json` names its member runs.
 """
 from __future__ import annotations
 
@@ -16,13 +15,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from kit import config as config_io
 from kit.config import Config
 from kit.core.errors import KitError
+from kit.runs import files
 
 LATEST = "latest"
 LOCK = ".lock"
-ENSEMBLE = "ensemble.json"  # marks an ensemble run (kit.results.ensemble): its members and weights
 
 
 def new_run_dir(root: Path, config: Config) -> Path:
@@ -50,7 +48,7 @@ def resolve_run(root: Path, name: str | None = None) -> Path:
     candidate = Path(name) if name else root / LATEST
     if not candidate.exists() and name:
         candidate = root / name
-    if not (candidate / "config.json").exists():
+    if not files.is_run(candidate):
         if name:
             raise KitError(f"{candidate}: no CV run there (no config.json); see `ls {root}`")
         raise KitError(f"{root / LATEST}: no CV run yet; run `make cv` first")
@@ -72,37 +70,17 @@ def same_work(a: Config, b: Config) -> bool:
 
 def unfinished_run(root: Path, config: Config) -> Path | None:
     """The newest run of the same work that has no report yet: a run to resume."""
-    runs = sorted(Path(root).glob("*/config.json"), reverse=True)
+    runs = sorted(Path(root).glob(f"*/{files.CONFIG}"), reverse=True)
     for path in runs:
         run_dir = path.parent
-        if run_dir.is_symlink() or (run_dir / "report.json").exists():
+        if run_dir.is_symlink() or files.has_report(run_dir):
             continue
         try:
-            if same_work(config_io.load(path), config):
+            if same_work(files.read_config(run_dir), config):
                 return run_dir
         except KitError:
             continue
     return None
-
-
-def fold_dir(run_dir: Path, network: str, fold: int) -> Path:
-    return Path(run_dir) / "folds" / f"{network}-{fold}"
-
-
-def ensemble_members(run_dir: Path) -> list[Path]:
-    """An ensemble run's member run folders (see kit.results.ensemble); [] for a CV run.
-
-    Members are kept relative to the ensemble's cv root, so a moved cv folder still works.
-    """
-    path = Path(run_dir) / ENSEMBLE
-    if not path.exists():
-        return []
-    try:
-        members = json.loads(path.read_text())["members"]
-        return [(Path(run_dir).parent / member["path"]).resolve() for member in members]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise KitError(f"{path}: not a readable ensemble ({error}); expected the members' "
-                       "paths (make it again with `python -m kit ensemble`)") from None
 
 
 # ---------------------------------------------------------------- the lock

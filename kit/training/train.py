@@ -11,7 +11,6 @@ import functools
 import math
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import haiku as hk
@@ -21,8 +20,9 @@ import numpy as np
 import optax
 
 from kit.config import Config, TrainConfig
-from kit.core.keypoints import IMAGE_SIZE, flip_permutation
+from kit.core.keypoints import IMAGE_SIZE
 from kit.model import augment, networks
+from kit.model.heads import Task
 
 
 class TrainState(NamedTuple):
@@ -51,27 +51,6 @@ def update_average(average: hk.Params, params: hk.Params, decay: float,
     t = jnp.asarray(step, jnp.float32)
     rate = 1.0 - jnp.minimum(decay, (1.0 + t) / (10.0 + t))
     return jax.tree_util.tree_map(lambda a, p: a + rate * (p - a), average, params)
-
-
-@dataclass(frozen=True)
-class Task:
-    """What a network predicts: its output columns and how a mirror image relabels them."""
-
-    name: str
-    columns: tuple[str, ...]
-    flip: tuple[int, ...]  # outputs[..., flip] are a mirrored face's outputs
-
-    @classmethod
-    def of(cls, name: str, columns: tuple[str, ...]) -> Task:
-        return cls(name, columns, tuple(int(i) for i in flip_permutation(columns)))
-
-    @property
-    def outputs(self) -> int:
-        return len(self.columns)
-
-    @property
-    def permutation(self) -> np.ndarray:
-        return np.array(self.flip)
 
 
 # ---------------------------------------------------------------- pure pieces

@@ -1,0 +1,116 @@
+"""Predicting with a finished run: a CV run's fold ensemble (the mean over its fold models,
+with the run's test-time views) or an ensemble run's members, weighted per keypoint value.
+
+Everything that predicts with a saved run calls here: the submission, the teacher's
+pseudo-labels, benchmarks of test-time views.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from kit.config import Config, ModelConfig
+from kit.core.errors import KitError
+from kit.core.keypoints import IMAGE_SIZE, SUBSET_COLUMNS
+from kit.data.lookup import image_blocks
+from kit.data.tables import LookupTable
+from kit.model import heads
+from kit.model import networks as nets
+from kit.model.heads import Task
+from kit.runs import files
+from kit.training import checkpoints, programs, train
+
+
+@dataclass(frozen=True)
+class FoldModel:
+    params: object
+    net_state: object
+
+
+def save_fold_model(folder: Path, params, net_state) -> None:
+    checkpoints.save_tree(Path(folder) / files.MODEL, (params, net_state))
+
+
+def load_fold_models(run_dir: Path, network: str) -> list[FoldModel]:
+    config = files.read_config(run_dir)
+    task = heads.task_for(network)
+    net = nets.build(config.model, task.outputs)
+    like = net.init(jax.random.PRNGKey(0), np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.float32),
+                    True)
+    fold_models = []
+    for fold in range(config.folds):
+        path = files.fold_dir(run_dir, network, fold) / files.MODEL
+        if not path.exists():
+            raise KitError(f"{path}: missing; the run is unfinished (run `make cv` to finish it)")
+        (params, net_state), _ = checkpoints.load_tree(path, like)
+        fold_models.append(FoldModel(params, net_state))
+    return fold_models
+
+
+def predict_images(config: Config, task: Task, fold_models: list[FoldModel],
+                   images: np.ndarray) -> np.ndarray:
+    """The fold models' mean pixel keypoints (each with the run's test-time views)."""
+    predict = _predictor(config.model, task, config.flip_tta,
+                         train.tta_views(config.tta_shift, config.tta_zoom, config.tta_rotate))
+    outputs = [
+        programs.predict_batched(predict, m.params, m.net_state, images,
+                                 config.train.eval_batch_size)
+        for m in fold_models
+    ]
+    return np.mean(outputs, axis=0)
+
+
+@functools.lru_cache(maxsize=8)
+def _predictor(model: ModelConfig, task: Task, flip_tta: bool, views: tuple):
+    return train.make_predict(nets.build(model, task.outputs), task, flip_tta, views)
+
+
+def predict_run(run_dir: Path, subset: str, images: np.ndarray,
+                full: np.ndarray | None = None) -> np.ndarray:
+    """Any run's prediction of a subset's values for uint8 (N, 96, 96) images: a CV run's
+    fold ensemble, or an ensemble run's per-column weighted sum of its members'.
+
+    `full` marks the images of the full annotation source (the test faces the lookup table
+    asks all values of): their 4-key values are made as the OOF's were on such faces
+    (heads.subset_predictions), so a blend or choice fitted on that OOF meets the same
+    predictions on the test set. Without it, every image is taken as the core-only source's.
+    """
+    members = files.ensemble_members(run_dir)
+    if members:
+        return _predict_ensemble(run_dir, members, subset, images, full)
+    config = files.read_config(run_dir)
+    if subset not in config.subsets:
+        raise KitError(f"{run_dir}: the run has no {subset}-key models (its subsets: "
+                       f"{', '.join(config.subsets)})")
+    network = heads.network_for(config, subset)
+    outputs = predict_images(config, heads.task_for(network),
+                             load_fold_models(run_dir, network), images)
+    return heads.subset_predictions(network, subset, outputs, full)
+
+
+def _predict_ensemble(run_dir: Path, members: list[Path], subset: str, images: np.ndarray,
+                      full: np.ndarray | None) -> np.ndarray:
+    weights = files.read_weights(run_dir).get(subset)
+    if weights is None:
+        raise KitError(f"{run_dir / files.ENSEMBLE}: no {subset}-key weights; expected a run "
+                       f"that answers the {subset}-key subset")
+    columns = SUBSET_COLUMNS[subset]
+    total = np.zeros((len(images), len(columns)))
+    for member in members:
+        member_weights = np.array([weights[c].get(member.name, 0.0) for c in columns])
+        if not member_weights.any():
+            continue  # no weight anywhere in this subset: its networks need not run
+        total += member_weights * predict_run(member, subset, images, full)
+    return total
+
+
+def predict_test(run_dir: Path, subsets: tuple[str, ...], images: np.ndarray,
+                 image_ids: np.ndarray, lookup: LookupTable) -> dict[str, np.ndarray]:
+    """A run's test predictions per subset, each face's 4-key values made as its lookup
+    block's source was in the OOF (kit.data.lookup.image_blocks)."""
+    full = image_blocks(lookup, image_ids) == "full"
+    return {subset: predict_run(run_dir, subset, images, full) for subset in subsets}
