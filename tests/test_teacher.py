@@ -14,6 +14,7 @@ from PIL import Image
 from kit import config as config_io
 from kit.cli import main as cli
 from kit.core.keypoints import COLUMN_INDEX
+from kit.data import lookup as lookup_rules
 from kit.data import tables
 from kit.model import heads
 from kit.results import label_noise, plots, report, teacher
@@ -163,7 +164,7 @@ def test_fold_k_learns_the_test_faces_from_the_teachers_fold_k_model_only(
     run_dir, given, test, lookup = student
     _, teacher_run, _ = teacher_root
     teacher_config = config_io.load(teacher_run / "config.json")
-    blocks = lookup.image_blocks(lookup, test.image_ids)
+    blocks = lookup_rules.image_blocks(lookup, test.image_ids)
     assert set(blocks) == {"full", "core"}
     counts = json.loads((run_dir / "teacher.json").read_text())["pseudo_images_per_fold"]
     for network, (arrays, jobs) in given.items():
