@@ -68,6 +68,7 @@ bench: $(BENCH_STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check kit tests bench
+	$(VENV)/bin/lint-imports
 
 # The whole path on a synthetic competition: no Kaggle account, a few minutes on a laptop.
 demo: $(STAMP)

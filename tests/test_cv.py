@@ -193,6 +193,13 @@ def test_shared_trunk_run_gives_both_subsets_oof_and_predictions(tmp_path, train
         files.read_oof(run_dir).query("subset == '15'").merge(
             on_full[["row", "column"]], on=["row", "column"]).sort_values(
             ["row", "column"])["prediction"].to_numpy())
+    # The report finds each subset's epochs in the network that answers it: the shared one.
+    figures = report.write(run_dir, training, None)
+    for subset in ("15", "4"):
+        histories = [files.read_history(files.fold_dir(run_dir, "shared", fold))["history"]
+                     for fold in range(config.folds)]
+        assert figures["subsets"][subset]["best_epochs"] == [
+            int(np.argmin([epoch["val_rmse"] for epoch in fold]) + 1) for fold in histories]
 
 
 def test_shared_targets_keep_each_sources_labels_on_its_own_head(training):
