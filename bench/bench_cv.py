@@ -27,8 +27,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from bench.common import PRACTICE_SOLUTION, PRACTICE_ZIP, SHARED
-from kit.training import runtime
+from bench.common import PRACTICE_SOLUTION, PRACTICE_ZIP, SHARED, without_kit_flags
 
 REPO = Path(__file__).resolve().parents[1]
 OLD_ENGINE = "b2cd740"  # the last commit of the per-step Python loop
@@ -139,7 +138,7 @@ def one_run(code: Path, data: Path, runs: Path, preset: str, epochs: int | None,
     # The environment the user gave, not the device flags `import kit` added to this
     # process: each engine sets up its own process (the old one runs as it always ran).
     env = dict(os.environ, PYTHONPATH=str(code),
-               XLA_FLAGS=runtime.without_kit_flags(os.environ.get("XLA_FLAGS", "")))
+               XLA_FLAGS=without_kit_flags(os.environ.get("XLA_FLAGS", "")))
     with GpuSampler() as gpu:
         started = time.perf_counter()
         done = subprocess.run(command, cwd=code, env=env, capture_output=True, text=True,

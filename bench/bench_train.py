@@ -9,6 +9,7 @@ from bench.common import median_seconds
 from kit import config as config_io
 from kit.runs.cv import networks, task_for
 from kit.training import programs, train
+from tests.helpers import batch_of, init_state
 
 REPEATS = 3  # the median: a single timing moves by 20% here
 
@@ -20,11 +21,11 @@ def step_rate(config, steps: int = 10) -> float:
     size = config.train.batch_size
     # Split over the devices as training splits it (one per core on a CPU: kit.training.runtime).
     placement = programs.Placement.for_batch(size)
-    state = placement.replicated(train.init_state(config, task, 0))
+    state = placement.replicated(init_state(config, task, 0))
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (size, 96, 96), dtype=np.uint8)
     keypoints = rng.uniform(30, 66, (size, task.outputs)).astype(np.float32)
-    batch = train.batch_of(images, keypoints, np.arange(size), config.train.learning_rate)
+    batch = batch_of(images, keypoints, np.arange(size), config.train.learning_rate)
     batch = {**placement.split({k: v for k, v in batch.items() if k != "learning_rate"}, 0),
              "learning_rate": placement.replicated(batch["learning_rate"])}
     # Compile, and let the allocator reach the step's peak memory (the first steps fault in

@@ -17,6 +17,7 @@ from kit.results import report
 from kit.runs import cv, files, predict
 from kit.runs.folds import assign_folds, fingerprint
 from kit.training import checkpoints, engine, train
+from tests.helpers import batch_of, init_state, parameter_count
 
 
 @pytest.fixture(scope="module")
@@ -120,9 +121,9 @@ def test_the_loss_falls_when_training_on_a_batch(training, quick_config, head):
     task = heads.task_for("15")
     _, _, train_step = train.compiled(config, task)
     train_step = jax.jit(train_step)
-    state = train.init_state(config, task, 0)
+    state = init_state(config, task, 0)
     rows = subset_indices(training.keypoints, "15")[:32]
-    batch = train.batch_of(training.images, training.keypoints, rows, config.train.learning_rate)
+    batch = batch_of(training.images, training.keypoints, rows, config.train.learning_rate)
     losses = []
     for _ in range(40):
         state, metrics = train_step(state, batch)
@@ -139,11 +140,11 @@ def test_seed_preset_is_the_reports_network_and_takes_a_step(training):
     assert [n.split("/")[-1] for n in names] == ["conv2_d", "conv2_d_1", "linear", "linear_1"]
     # conv 3x3 1->32, conv 3x3 32->64, dense 24*24*64 -> 500, dense 500 -> 30 (with biases).
     expected = (9 * 32 + 32) + (9 * 32 * 64 + 64) + (24 * 24 * 64 * 500 + 500) + (500 * 30 + 30)
-    assert networks.parameter_count(params) == expected
+    assert parameter_count(params) == expected
     task = heads.task_for("15")
     _, _, train_step = train.compiled(config, task)
-    state = train.init_state(config, task, 0)
-    batch = train.batch_of(training.images, training.keypoints, np.arange(32), 0.01)
+    state = init_state(config, task, 0)
+    batch = batch_of(training.images, training.keypoints, np.arange(32), 0.01)
     new_state, metrics = jax.jit(train_step)(state, batch)
     assert np.isfinite(float(metrics["loss"]))
     changed = jax.tree_util.tree_map(lambda a, b: bool(np.any(a != b)), state.params,

@@ -1,8 +1,13 @@
 """The training engine: folds trained together equal folds trained alone, an interrupted
-group resumes to exactly the uninterrupted result, held-out rows never choose the weights
-of `select=last`, memory splits folds into groups."""
+group (Ctrl-C or SIGTERM) resumes to exactly the uninterrupted result, held-out rows never
+choose the weights of `select=last`, memory splits folds into groups; the loop's rules
+(chunk sizes, two chunks in flight, when a checkpoint is due, held signals) one by one."""
 from __future__ import annotations
 
+import os
+import signal
+
+import jax
 import numpy as np
 import optax
 import pytest
@@ -11,7 +16,7 @@ from kit import config as config_io
 from kit.model import heads
 from kit.runs import predict
 from kit.runs.folds import assign_folds, fold_rows
-from kit.training import checkpoints, engine, programs, train
+from kit.training import checkpoints, chunks, engine, interrupts, programs, train
 
 NETWORK = "4"  # 60 synthetic rows: 30 training rows a fold, 3 steps of 8 an epoch
 
@@ -279,3 +284,103 @@ def test_train_seed_draws_another_training_on_the_same_folds(small, training):
     assert a[0].history[0]["train_rmse"] != b[0].history[0]["train_rmse"]
     assert train.epoch_order(train.training_seeds(small), 0, 0, 40, 8).tolist() != \
         train.epoch_order(train.training_seeds(other), 0, 0, 40, 8).tolist()
+
+
+def test_sigterm_mid_epoch_saves_that_chunk_and_resumes_exactly(small, training, tmp_path):
+    """No checkpoint falls due (an hour apart): the one on disk is the one SIGTERM made."""
+    config = config_io.override(small, ["engine.checkpoint_seconds=3600"])
+    uninterrupted = train_folds(config, training)
+    terminate = AtChunk(4, lambda: os.kill(os.getpid(), signal.SIGTERM))  # epoch 2, mid-way
+    with pytest.raises(interrupts.Terminated):
+        train_folds(config, training, checkpoint_dir=tmp_path, listener=terminate)
+    saved = checkpoints.peek_progress(tmp_path / "fold-0.npz")
+    assert saved.epoch == 1 and 1 <= saved.step < 3, "stopped mid-epoch, at a checkpoint"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert_same(train_folds(config, training, checkpoint_dir=tmp_path), uninterrupted)
+
+
+# ---------------------------------------------------------------- the loop's rules
+
+
+def test_a_chunk_is_sized_to_take_chunk_seconds_within_one_step_and_an_epoch():
+    assert chunks.chunk_size(4, 0.5, 1.0, 100) == 8  # 8 steps a second
+    assert chunks.chunk_size(4, 0.5, 0.01, 100) == 1  # never less than a step
+    assert chunks.chunk_size(4, 0.5, 60.0, 100) == 100  # never more than an epoch
+    assert chunks.chunk_size(3, 0.0, 1.0, 50) == 50  # an instant chunk: no division by 0
+
+
+def test_chunks_go_two_in_flight_and_cover_the_epoch_once():
+    events = []
+
+    def queue_chunk(begin, end):
+        events.append(("queued", begin, end))
+        return jax.numpy.zeros(())
+
+    def run(first, steps, target_seconds):
+        events.clear()
+        done = []
+        for begin, end in chunks.dispatch(first, steps, queue_chunk,
+                                          chunks.Pace(target_seconds, steps)):
+            events.append(("done", begin, end))
+            done.append((begin, end))
+        return done
+
+    # Tiny chunks: a step each; the second is queued before the first is read.
+    assert run(2, 5, 1e-9) == [(2, 3), (3, 4), (4, 5)]
+    assert events == [("queued", 2, 3), ("queued", 3, 4), ("done", 2, 3), ("queued", 4, 5),
+                      ("done", 3, 4), ("done", 4, 5)]
+    # Long chunks: after the first timed step the rest of the epoch goes at once.
+    assert run(0, 6, 1e9) == [(0, 1), (1, 2), (2, 6)]
+    assert run(3, 3, 1.0) == []
+
+
+def test_fold_step_calls_leave_out_the_steps_that_do_not_count():
+    valid = np.array([[True, True, False], [True, False, False]])
+    assert programs.fold_step_calls(0, 3, valid) == [(0, 0), (1, 0), (0, 1)]
+    assert programs.fold_step_calls(1, 2, valid) == [(0, 1)]
+    vmap = programs.step_program("vmap", None, config_io.preset("quick").train)
+    assert vmap.calls(1, 3, valid) == [(1, 3)]
+    with pytest.raises(ValueError, match="pmap"):
+        programs.step_program("pmap", None, config_io.preset("quick").train)
+
+
+def test_a_checkpoint_is_due_after_checkpoint_seconds_or_when_a_signal_waits():
+    assert not engine.checkpoint_due(59.9, 60.0, interrupted=False)
+    assert engine.checkpoint_due(60.0, 60.0, interrupted=False)
+    assert engine.checkpoint_due(0.0, 60.0, interrupted=True)
+    assert engine.checkpoint_due(0.0, 0.0, interrupted=False)  # 0: after every chunk
+
+
+def test_out_of_memory_is_told_from_other_runtime_errors():
+    error = jax.errors.JaxRuntimeError
+    assert engine.is_out_of_memory(error("RESOURCE_EXHAUSTED: while allocating 2.0GiB"))
+    assert engine.is_out_of_memory(error("INTERNAL: Out of memory allocating 123 bytes"))
+    assert not engine.is_out_of_memory(error("INVALID_ARGUMENT: shapes differ"))
+
+
+@pytest.mark.parametrize("signum, stop", [(signal.SIGINT, KeyboardInterrupt),
+                                          (signal.SIGTERM, interrupts.Terminated)])
+def test_a_signal_is_held_until_checked_and_a_second_stops_at_once(signum, stop):
+    before = signal.getsignal(signum)
+    with interrupts.Deferred() as held:
+        held.check()  # nothing yet
+        os.kill(os.getpid(), signum)  # a real signal: its handler runs before the next line
+        assert held.requested and not held.forced
+        with pytest.raises(stop) as raised:
+            held.check()
+        with pytest.raises(stop):
+            os.kill(os.getpid(), signum)
+            for _ in range(1000):  # the handler raises at the next bytecode
+                pass
+        assert held.forced
+    assert isinstance(raised.value, KeyboardInterrupt)
+    assert interrupts.exit_status(raised.value) == 128 + signum
+    assert signal.getsignal(signum) is before
+
+
+def test_sigterm_raises_as_ctrl_c_does_while_asked_to():
+    with pytest.raises(interrupts.Terminated), interrupts.sigterm_as_interrupt():
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):
+            pass
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

@@ -1,6 +1,7 @@
 """`python -m kit VERB`: the only place that parses arguments and prints.
 
 A KitError is printed as one red line and exits 1; a traceback appears only with --debug.
+Ctrl-C and SIGTERM end as one line too, with 130 and 143.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from kit.core.errors import KitError
 from kit.kaggle import places
 from kit.runs import folders
 from kit.submit import ledger, validate
+from kit.training import interrupts
 
 # ---------------------------------------------------------------- verbs
 
@@ -414,15 +416,18 @@ def main(argv: list[str] | None = None) -> int:
             prepared = download.prepare_notebook_data(args.data)  # from /kaggle/input
             if prepared:
                 console.print(prepared)
-        args.handler(args)
+        # SIGTERM (`timeout`, a scheduler, a Kaggle session's end) stops as Ctrl-C does.
+        with interrupts.sigterm_as_interrupt():
+            args.handler(args)
     except KitError as error:
         if args.debug:
             raise
         error_console.print(f"[red]error:[/] {escape(str(error))}")
         return 1
-    except KeyboardInterrupt:
-        error_console.print("[yellow]interrupted[/]: `make cv` resumes from the last checkpoint")
-        return 130
+    except KeyboardInterrupt as stop:
+        what = "terminated" if isinstance(stop, interrupts.Terminated) else "interrupted"
+        error_console.print(f"[yellow]{what}[/]: `make cv` resumes from the last checkpoint")
+        return interrupts.exit_status(stop)
     return 0
 
 

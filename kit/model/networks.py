@@ -199,7 +199,3 @@ def build(config: ModelConfig, outputs: int) -> hk.TransformedWithState:
         return forward(images, is_training)
 
     return hk.transform_with_state(net)
-
-
-def parameter_count(params) -> int:
-    return sum(x.size for x in jax.tree_util.tree_leaves(params))

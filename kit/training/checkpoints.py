@@ -8,6 +8,7 @@ of the seeds and the position.
 """
 from __future__ import annotations
 
+import copy
 import json
 import queue
 import threading
@@ -97,6 +98,50 @@ def peek_progress(path: Path) -> Progress | None:
             return read_progress({"progress": str(stored["text_progress"])}, path)
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, KitError):
         return None
+
+
+def standing(path: Path | None, fold: int, note: Callable[[str], None]) -> tuple[int, int]:
+    """Where a fold's checkpoint stands, (0, 0) without one; a corrupt one is said with
+    `note`, removed, and the fold starts again."""
+    if path is None or not path.exists():
+        return (0, 0)
+    progress = peek_progress(path)
+    if progress is None:
+        note(f"{path}: corrupt checkpoint, removed; fold {fold + 1} starts again")
+        path.unlink(missing_ok=True)
+        return (0, 0)
+    return progress.position
+
+
+def resume_fold(path: Path | None, fold: int, fresh_state: Any, fresh_best: Any,
+                note: Callable[[str], None]) -> tuple[Any, Any, Progress]:
+    """A fold's state, best weights and progress from its checkpoint, or the fresh ones
+    without one; one that fails to load is said with `note`, removed, and the fold starts
+    again."""
+    if path is None or not path.exists():
+        return fresh_state, fresh_best, Progress()
+    try:
+        return load_fold(path, fresh_state, fresh_best)
+    except KitError as error:
+        note(f"{error}; fold {fold + 1} starts again")
+        path.unlink(missing_ok=True)
+        return fresh_state, fresh_best, Progress()
+
+
+def submit_group(writer: BackgroundWriter, paths: list[Path | None], host_tree: Any,
+                 host_sums: dict | None, progress: list[Progress], step: int) -> None:
+    """Queue each fold's checkpoint from host copies of a group's (states, best weights),
+    stacked on a fold axis: at `step` of the epoch in hand, with its metric sums so far
+    (host_sums None: none yet). A fold without a path is not saved."""
+    for index, (path, fold) in enumerate(zip(paths, progress)):
+        if path is None:
+            continue
+        saved = copy.deepcopy(fold)
+        saved.step = step
+        saved.sums = ({k: float(v[index]) for k, v in host_sums.items()}
+                      if host_sums is not None else {})
+        state, best = jax.tree_util.tree_map(lambda leaf, i=index: leaf[i], host_tree)
+        writer.submit(lambda path=path, s=state, b=best, p=saved: save_fold(path, s, b, p))
 
 
 def host_copy(tree: Any) -> Any:

@@ -1,17 +1,20 @@
-"""The training loop around kit.training.programs: a group of folds of one network trained together.
+"""The training loop around kit.training.programs: a group of folds of one network trained
+together, stacked on a fold axis (`fit_folds` makes the groups, `Group.run` trains one).
 
-Each epoch is a few dispatches of `run_steps` (chunks sized so progress moves about every
-`engine.chunk_seconds`), one of `evaluate`, one of `keep_best`; the host sees a few scalars
-per fold per chunk. The next chunk is dispatched before the last one's figures are read, so
-the device never waits for the host. Checkpoints are host copies written by a background
-thread at most every `engine.checkpoint_seconds`; Ctrl-C writes one before it stops.
+Each epoch, until every fold has its epochs or has stopped early:
+1. the epoch's batch order goes to the device (`_order`); its steps go in chunks, two in
+   flight, each sized to take about `engine.chunk_seconds` (kit.training.chunks);
+2. after each chunk the display moves and, when `checkpoint_due`, host copies of the group's
+   `Position` are written by a background thread;
+3. `_end_epoch` validates every fold, keeps its best weights and stops folds that no longer
+   improve; a checkpoint may follow.
+Ctrl-C and SIGTERM are held until the next of those points, which saves and then stops
+(kit.training.interrupts); the rerun continues from there to exactly the same result.
 """
 from __future__ import annotations
 
 import copy
 import math
-import signal
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,7 +26,7 @@ import numpy as np
 
 from kit.config import Config
 from kit.core.errors import KitError
-from kit.training import checkpoints, programs, train
+from kit.training import checkpoints, chunks, interrupts, programs, train
 from kit.training.checkpoints import Progress
 
 
@@ -107,6 +110,35 @@ class DeviceData:
         }), placement)
 
 
+# ---------------------------------------------------------------- the loop's rules
+
+
+@dataclass
+class Position:
+    """Where a group's training stands, its parts agreeing: what a checkpoint saves. states
+    and sums are the last dispatched chunk's (it may still be running), step its end in the
+    epoch in hand; sums is None between epochs."""
+
+    states: object
+    best: object
+    progress: list[Progress]
+    step: int = 0
+    sums: object = None
+
+
+def checkpoint_due(since_last: float, every: float, interrupted: bool) -> bool:
+    """Save now: `every` seconds have passed since the last checkpoint, or a held Ctrl-C or
+    SIGTERM waits for one before it stops the run."""
+    return interrupted or since_last >= every
+
+
+def is_out_of_memory(error: Exception) -> bool:
+    """A JAX runtime error that says the device's memory ran out (XLA's wording varies by
+    backend)."""
+    text = str(error)
+    return "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()
+
+
 # ---------------------------------------------------------------- groups
 
 
@@ -117,7 +149,8 @@ def fit_folds(config: Config, task: train.Task, data: DeviceData, jobs: list[Fol
     Folds whose checkpoints stand at the same position train together, as many as
     `engine.fold_group` (0: as many as the device's memory holds, halving until they fit).
     """
-    restored = {job.fold: _position(job, listener) for job in jobs}
+    restored = {job.fold: checkpoints.standing(job.checkpoint, job.fold, listener.note)
+                for job in jobs}
     by_position: dict[tuple[int, int], list[FoldJob]] = {}
     for job in jobs:
         by_position.setdefault(restored[job.fold], []).append(job)
@@ -126,20 +159,6 @@ def fit_folds(config: Config, task: train.Task, data: DeviceData, jobs: list[Fol
         for start in range(0, len(position_jobs), limit):
             yield from _fit_fitting(config, task, data, position_jobs[start:start + limit],
                                     listener, stats, network, auto=not config.engine.fold_group)
-
-
-def _position(job: FoldJob, listener: Listener) -> tuple[int, int]:
-    """Where a fold's checkpoint stands; a corrupt one is said in one line and removed, and
-    the fold starts again."""
-    if job.checkpoint is None or not job.checkpoint.exists():
-        return (0, 0)
-    progress = checkpoints.peek_progress(job.checkpoint)
-    if progress is None:
-        listener.note(f"{job.checkpoint}: corrupt checkpoint, removed; fold {job.fold + 1} "
-                      "starts again")
-        job.checkpoint.unlink(missing_ok=True)
-        return (0, 0)
-    return progress.position
 
 
 def _fit_fitting(config, task, data, jobs, listener, stats, network, auto) -> Iterator[FoldResult]:
@@ -172,7 +191,9 @@ class Group:
         self.totals = self.fold_steps * config.train.epochs
         # On the devices once per group: what every epoch's programs take unchanged.
         self.totals_device = self.placement.replicated(self.totals.astype(np.int32))
-        self.val_rows, self.val_weight = self._validation_arrays()
+        # (folds, chunks, chunk) validation rows and weights, chunks split over the devices.
+        self.val_rows, self.val_weight = self.placement.split(programs.validation_arrays(
+            [j.val_rows for j in jobs], self.placement.padded(config.train.eval_batch_size)), 2)
         self.compile_seconds = 0.0
         self._programs = None
         self._states = None
@@ -193,15 +214,8 @@ class Group:
         states, bests, progress = [], [], []
         for index, job in enumerate(self.jobs):
             state = programs.fold_of(fresh, index)
-            best, fold_progress = train.weights(state), Progress()
-            if job.checkpoint is not None and job.checkpoint.exists():
-                try:
-                    state, best, fold_progress = checkpoints.load_fold(job.checkpoint, state,
-                                                                       best)
-                except KitError as error:
-                    self.listener.note(f"{error}; fold {job.fold + 1} starts again")
-                    job.checkpoint.unlink(missing_ok=True)
-                    fold_progress = Progress()
+            state, best, fold_progress = checkpoints.resume_fold(
+                job.checkpoint, job.fold, state, train.weights(state), self.listener.note)
             states.append(state)
             bests.append(best)
             progress.append(fold_progress)
@@ -229,34 +243,20 @@ class Group:
         totals, rows, weight = self.totals_device, self.val_rows, self.val_weight
         bound = place.replicated(np.int32(0))
         active = place.replicated(np.ones(folds, bool))
-        run_steps, seconds_a = programs.compile_program(
-            programs.make_run_steps(self.train_step, self.config.train, self.batching),
-            states, sums, self.data.arrays, order, valid, totals, bound, bound, donate=(0,))
+        steps = programs.step_program(self.batching, self.train_step, self.config.train)
+        compiled_steps, seconds_a = programs.compile_program(
+            steps.function, states, sums, self.data.arrays, order, valid, totals, bound, bound,
+            donate=(0,))
         evaluate, seconds_b = programs.compile_program(
             programs.make_evaluate(self.net, self.batching),
             *train.weights(states), self.data.arrays, rows, weight, active)
         keep_best, seconds_c = programs.compile_program(programs.keep_best, best, states, active)
         self.compile_seconds = seconds_a + seconds_b + seconds_c
-        self._programs = (run_steps, evaluate, keep_best)
+        self._programs = (steps._replace(function=compiled_steps), evaluate, keep_best)
         return self._programs
 
     def memory_bytes(self) -> int | None:
-        return programs.program_bytes(self._compile()[0])
-
-    def _validation_arrays(self):
-        """(folds, chunks, chunk) validation rows and weights (0 for padding), chunks split
-        over the devices."""
-        chunk = self.placement.padded(self.config.train.eval_batch_size)
-        longest = max(len(j.val_rows) for j in self.jobs)
-        chunks = max(math.ceil(longest / chunk), 1)
-        rows = np.zeros((len(self.jobs), chunks * chunk), np.int32)
-        weight = np.zeros((len(self.jobs), chunks * chunk), np.float32)
-        for index, job in enumerate(self.jobs):
-            rows[index, : len(job.val_rows)] = job.val_rows
-            weight[index, : len(job.val_rows)] = 1.0
-        shape = (len(self.jobs), chunks, chunk)
-        return (self.placement.split(rows.reshape(shape), 2),
-                self.placement.split(weight.reshape(shape), 2))
+        return programs.program_bytes(self._compile()[0].function)
 
     def _order(self, epoch: int, progress: list[Progress]):
         """(folds, steps, batch) rows of this epoch and (folds, steps) which steps count."""
@@ -272,82 +272,38 @@ class Group:
     # ------------------------------------------------------------ the loop
 
     def run(self, stats: Stats) -> Iterator[FoldResult]:
-        run_steps, evaluate, keep_best = self._compile()
+        """Train the group to its end, checkpointing when due; yields the folds' results."""
         states, best, progress = self._load()
         place, config = self.placement, self.config
         states, best = place.replicated((states, best))
+        at = Position(states, best, progress, progress[0].step)
         stats.compile_seconds += self.compile_seconds
         self.listener.group_started(self.network, [j.fold for j in self.jobs],
                                     progress[0].epoch, config.train.epochs)
-        totals, rows, weight = self.totals_device, self.val_rows, self.val_weight
-        chunk = 1  # steps per dispatch, adapted to chunk_seconds once a chunk is timed
-        last_checkpoint = time.monotonic()
         started = time.perf_counter()
-        step, sums = progress[0].step, None
-        with checkpoints.BackgroundWriter() as writer, _DeferredInterrupt() as interrupt:
+        every = config.engine.checkpoint_seconds
+        with checkpoints.BackgroundWriter() as writer, interrupts.Deferred() as interrupt:
             try:
-                while (progress[0].epoch < config.train.epochs
-                       and not all(p.stopped for p in progress)):
-                    epoch_started = time.perf_counter()
-                    order_host, valid_host = self._order(progress[0].epoch, progress)
-                    order, valid = place.split(order_host, 2), place.replicated(valid_host)
-                    sums = place.replicated({
-                        k: np.array([p.sums.get(k, 0.0) for p in progress], np.float32)
-                        for k in programs.zero_metrics()})
-                    step = progress[0].step
-                    in_flight: list[tuple[int, int, object]] = []
-                    last_done = time.perf_counter()
-                    # Two chunks in flight: the device starts the next while the host reads
-                    # the last one's figures.
-                    while step < self.steps or in_flight:
-                        if step < self.steps and len(in_flight) < 2:
-                            stop = min(self.steps, step + chunk)
-                            states, sums = self._advance(run_steps, states, sums, order, valid,
-                                                         valid_host, totals, step, stop)
-                            in_flight.append((step, stop, sums))
-                            step = stop
-                            continue
-                        begin, end, done_sums = in_flight.pop(0)
-                        jax.block_until_ready(done_sums)
-                        now = time.perf_counter()
-                        rate = (end - begin) / max(now - last_done, 1e-6)
-                        chunk = max(1, min(self.steps, round(config.engine.chunk_seconds * rate)))
-                        last_done = now
-                        fold_steps = int(valid_host[:, begin:end].sum())
-                        stats.images += fold_steps * config.train.batch_size
-                        self.listener.progress(self.network, fold_steps)
-                        due = (time.monotonic() - last_checkpoint
-                               >= config.engine.checkpoint_seconds)
-                        # states, sums and step always agree (the last dispatched chunk's),
-                        # so a checkpoint may be taken with a chunk still running.
-                        if step < self.steps and (due or interrupt.requested):
-                            self._checkpoint(writer, states, best, sums, progress, step)
-                            last_checkpoint = time.monotonic()
-                            interrupt.check()
-                    best, progress, reports = self._end_epoch(
-                        evaluate, keep_best, states, best, sums, rows, weight, progress,
-                        time.perf_counter() - epoch_started)
-                    step, sums = 0, None
-                    self.listener.epoch(self.network, reports)
-                    finished = progress[0].epoch >= config.train.epochs or all(
-                        p.stopped for p in progress)
-                    due = time.monotonic() - last_checkpoint >= config.engine.checkpoint_seconds
-                    if not finished and (due or interrupt.requested):
-                        self._checkpoint(writer, states, best, None, progress, 0)
-                        last_checkpoint = time.monotonic()
+                last_saved = time.monotonic()
+                for can_save in self._train(at, stats):
+                    if can_save and checkpoint_due(time.monotonic() - last_saved, every,
+                                                   interrupt.requested):
+                        self._checkpoint(writer, at)
+                        last_saved = time.monotonic()
                         interrupt.check()
                 # A Ctrl-C in the last epoch stops here, saved as finished: a rerun writes
                 # the group's models without training again.
                 interrupt.check()
             except KeyboardInterrupt:
-                # Raised at a point where states, sums and step agree (a listener's or the
-                # deferred Ctrl-C): the last dispatched chunk finishes and is saved.
-                jax.block_until_ready(states)
-                self._checkpoint(writer, states, best, sums, progress, step)
-                writer.wait()
+                # A listener's or the held signal's, raised where `at` is whole: the last
+                # dispatched chunk finishes and is saved. A second signal stops at once.
+                if not interrupt.forced:
+                    jax.block_until_ready(at.states)
+                    self._checkpoint(writer, at)
+                    writer.wait()
                 raise
             except jax.errors.JaxRuntimeError as error:
-                if "RESOURCE_EXHAUSTED" in str(error) or "out of memory" in str(error).lower():
+                if is_out_of_memory(error):
                     raise KitError(self._out_of_memory()) from None
                 raise
         seconds = time.perf_counter() - started
@@ -356,35 +312,77 @@ class Group:
                              "batching": self.batching, "devices": place.devices,
                              "seconds": round(seconds, 2),
                              "compile_seconds": round(self.compile_seconds, 2)})
-        yield from self._results(best, progress)
+        yield from self._results(at.best, at.progress)
 
-    def _advance(self, run_steps, states, sums, order, valid, valid_host, totals, first: int,
-                 last: int):
-        """Steps first..last-1 of every fold: one dispatch ("vmap"), or one a fold and step
-        ("map"), all queued without waiting."""
+    def _train(self, at: Position, stats: Stats) -> Iterator[bool]:
+        """Move `at` through the remaining epochs, yielding at each point where `at` is whole
+        whether a checkpoint may be taken there: after each chunk (while its epoch has steps
+        left) and after each epoch (unless training is over)."""
+        step_program, evaluate, keep_best = self._compile()
+        pace = chunks.Pace(self.config.engine.chunk_seconds, self.steps)
+        while not self._finished(at.progress):
+            epoch_started = time.perf_counter()
+            yield from self._epoch_steps(at, step_program, pace, stats)
+            best, progress, reports = self._end_epoch(
+                evaluate, keep_best, at.states, at.best, at.sums, at.progress,
+                time.perf_counter() - epoch_started)
+            at.best, at.progress, at.step, at.sums = best, progress, 0, None
+            self.listener.epoch(self.network, reports)
+            yield not self._finished(at.progress)
+
+    def _epoch_steps(self, at: Position, step_program: programs.StepProgram,
+                     pace: chunks.Pace, stats: Stats) -> Iterator[bool]:
+        """The epoch's remaining steps, chunk by chunk; yields after each chunk whether the
+        epoch has steps left."""
+        order_host, valid_host = self._order(at.progress[0].epoch, at.progress)
+        order = self.placement.split(order_host, 2)
+        valid = self.placement.replicated(valid_host)
+        at.sums = self.placement.replicated({
+            k: np.array([p.sums.get(k, 0.0) for p in at.progress], np.float32)
+            for k in programs.zero_metrics()})
+        at.step = at.progress[0].step
+
+        def dispatch(first: int, last: int):
+            at.states, at.sums = self._advance(step_program, at.states, at.sums, order, valid,
+                                               valid_host, first, last)
+            at.step = last
+            return at.sums
+
+        for begin, end in chunks.dispatch(at.step, self.steps, dispatch, pace):
+            fold_steps = int(valid_host[:, begin:end].sum())
+            stats.images += fold_steps * self.config.train.batch_size
+            self.listener.progress(self.network, fold_steps)
+            # at.states, sums and step are the last dispatched chunk's, so a checkpoint may
+            # be taken with that chunk still running.
+            yield at.step < self.steps
+
+    def _finished(self, progress: list[Progress]) -> bool:
+        return (progress[0].epoch >= self.config.train.epochs
+                or all(p.stopped for p in progress))
+
+    def _advance(self, step_program: programs.StepProgram, states, sums, order, valid,
+                 valid_host: np.ndarray, first: int, last: int):
+        """Steps first..last-1 of every fold, queued without waiting (one dispatch under
+        "vmap", one a fold and step under "map")."""
         scalar = self.placement.replicated
-        if self.batching == "vmap":
-            calls = [(first, last)]
-        else:
-            calls = [(fold, step) for step in range(first, last)
-                     for fold in np.flatnonzero(valid_host[:, step])]
-        for a, b in calls:
-            states, sums = run_steps(states, sums, self.data.arrays, order, valid, totals,
-                                     scalar(np.int32(a)), scalar(np.int32(b)))
+        for a, b in step_program.calls(first, last, valid_host):
+            states, sums = step_program.function(states, sums, self.data.arrays, order, valid,
+                                                 self.totals_device, scalar(np.int32(a)),
+                                                 scalar(np.int32(b)))
             if self.placement.blocking:
                 jax.block_until_ready(sums)
         return states, sums
 
-    def _end_epoch(self, evaluate, keep_best, states, best, sums, rows, weight,
-                   progress: list[Progress], seconds: float):
+    def _end_epoch(self, evaluate, keep_best, states, best, sums, progress: list[Progress],
+                   seconds: float):
         """Validation, early stopping and the best weights: (best, the folds' new progress,
         the epoch's reports). The old progress is left as it was, so an interrupt sees
         either the epoch before its end or after."""
         place, config = self.placement, self.config
         progress = [copy.deepcopy(p) for p in progress]
         active_host = np.array([not p.stopped for p in progress])
-        errors = np.asarray(evaluate(*train.weights(states), self.data.arrays, rows,
-                                     weight, place.replicated(active_host)))
+        errors = np.asarray(evaluate(*train.weights(states), self.data.arrays, self.val_rows,
+                                     self.val_weight, place.replicated(active_host)))
         totals = jax.device_get(sums)
         improved = np.zeros(len(self.jobs), bool)
         reports = []
@@ -419,22 +417,13 @@ class Group:
             fold.epoch, fold.step, fold.sums = fold.epoch + 1, 0, {}
         return best, progress, reports
 
-    def _checkpoint(self, writer, states, best, sums, progress: list[Progress],
-                    step: int) -> None:
-        """Host copies of the group at `step` of the epoch in hand (its metric sums so far
+    def _checkpoint(self, writer: checkpoints.BackgroundWriter, at: Position) -> None:
+        """Host copies of the group at `at.step` of the epoch in hand (its metric sums so far
         with it); the files are written by the background thread."""
-        host_states, host_best = checkpoints.host_copy((states, best))
-        host_sums = jax.device_get(sums) if sums is not None and step > 0 else None
-        for index, (job, fold) in enumerate(zip(self.jobs, progress)):
-            if job.checkpoint is None:
-                continue
-            saved = copy.deepcopy(fold)
-            saved.step = step
-            saved.sums = ({k: float(v[index]) for k, v in host_sums.items()}
-                          if host_sums is not None else {})
-            state, fold_best = programs.fold_of((host_states, host_best), index)
-            writer.submit(lambda path=job.checkpoint, s=state, b=fold_best, p=saved:
-                          checkpoints.save_fold(path, s, b, p))
+        host_sums = jax.device_get(at.sums) if at.sums is not None and at.step > 0 else None
+        checkpoints.submit_group(writer, [j.checkpoint for j in self.jobs],
+                                 checkpoints.host_copy((at.states, at.best)), host_sums,
+                                 at.progress, at.step)
 
     def _results(self, best, progress) -> Iterator[FoldResult]:
         params, net_state = best
@@ -446,36 +435,10 @@ class Group:
                              float("nan") if fold.best_val_rmse is None else fold.best_val_rmse)
 
     def _out_of_memory(self) -> str:
+        """The line a KitError says when the group's programs do not fit on the device."""
         config = self.config
         return (f"the device ran out of memory training {len(self.jobs)} folds of the "
                 f"{self.network} network together (preset {config.preset}, batch "
                 f"{config.train.batch_size}); lower --set engine.fold_group (now "
                 f"{config.engine.fold_group or 'auto'}) or train.batch_size; the last "
                 "checkpoint is kept, so `make cv` continues from it")
-
-
-class _DeferredInterrupt:
-    """Ctrl-C during training is held until the loop reaches a point it can save; a second
-    Ctrl-C stops at once. Outside the main thread (no signals there) it does nothing."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def check(self) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)

@@ -1,7 +1,9 @@
 """The compiled programs of training, built from `train_step`, and where their arrays live.
 
-- `run_steps`: a chunk of steps of every fold of a group in one dispatch; batches are
-  gathered on the device from index arrays, so the data crosses to the device once per run.
+- the step programs: `make_chunk_of_steps` (a chunk of steps of every fold of a group in one
+  dispatch) or `make_fold_step` (one step of one fold), picked by `step_program`; batches
+  are gathered on the device from index arrays, so the data crosses to the device once per
+  run.
 - `evaluate`: each fold's validation squared error, on the device; a few scalars come back.
 - `keep_best`: each fold's best-epoch weights, kept on the device.
 - `predict_batched`: test-time prediction of any number of images, batches split over the
@@ -11,14 +13,16 @@ Folds are independent trainings of one program on different rows and keys. Under
 group's folds run as one batched program, many steps a dispatch (an accelerator fills up with
 them); under "map" each dispatch is one step of one fold, because on CPUs XLA's convolutions
 batched over folds run at a third of the speed (5 folds: 139 against 437 images/s on 2
-cores) and their gradients inside loops far slower still (see make_run_steps). Either way
+cores) and their gradients inside loops far slower still (see make_fold_step). Either way
 every device takes a slice of every batch: one code path for 1 or N devices.
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import haiku as hk
 import jax
@@ -76,14 +80,15 @@ class Placement:
 
 def resolve_batching(choice: str, platform: str | None = None) -> str:
     """"auto" is "vmap" on accelerators and "map" on CPUs (see the module's note and
-    make_run_steps)."""
+    make_fold_step)."""
     if choice != "auto":
         return choice
     return "map" if (platform or jax.default_backend()) == "cpu" else "vmap"
 
 
-def fold_map(batching: str) -> Callable:
-    """f(*per-fold args) -> f over a leading fold axis: batched, or one fold at a time."""
+def over_folds(batching: str) -> Callable:
+    """(f, *per-fold args) -> f applied over their leading fold axis: batched ("vmap"), or
+    one fold at a time ("map")."""
     if batching == "vmap":
         return lambda f, *xs: jax.vmap(f)(*xs)
     if batching == "map":
@@ -98,22 +103,9 @@ def zero_metrics() -> dict:
     return {name: jnp.zeros((), jnp.float32) for name in ("loss", "squared_error", "count")}
 
 
-def make_run_steps(train_step: Callable, train_config: TrainConfig, batching: str) -> Callable:
-    """(states, sums, data, order, valid, totals, first, last) -> (states, sums).
-
-    states: TrainStates stacked on a fold axis. data: the network's device arrays, "images"
-    uint8 (N, 96, 96), "keypoints" and "mask" (N, outputs). order: (folds, steps, batch) rows
-    of data; valid: (folds, steps), False for a fold's padding steps and for stopped folds,
-    whose state is left exactly as it was. totals: (folds,) steps of each fold's schedule.
-    sums: (folds,) running totals of the step metrics.
-
-    "vmap": steps first..last-1 of every fold, in a loop with traced bounds (any chunk length
-    is one program). "map": step `last` of fold `first` alone; the host loops over folds and
-    steps and leaves out the steps that do not count. XLA:CPU runs a convolution's gradient
-    inside a loop or a conditional 40-80 times slower than outside one (a 3x3, 32-channel
-    layer on 64 images of 48x48: 69 ms against 5.8 s), so on CPUs no training step may sit
-    inside control flow.
-    """
+def _one_fold_step(train_step: Callable, train_config: TrainConfig) -> Callable:
+    """(data, state, rows, ok, total) -> (state, metrics): one step of one fold, or none
+    where not `ok` (its state left exactly as it was, its metrics 0)."""
 
     def one_fold(data, state, rows, ok, total):
         batch = {
@@ -128,7 +120,23 @@ def make_run_steps(train_step: Callable, train_config: TrainConfig, batching: st
         keep = jax.tree_util.tree_map(lambda new, old: jnp.where(ok, new, old), stepped, state)
         return keep, jax.tree_util.tree_map(lambda m: jnp.where(ok, m, 0.0), metrics)
 
-    def run_steps(states, sums, data, order, valid, totals, first, last):
+    return one_fold
+
+
+# What both step programs take. states: TrainStates stacked on a fold axis. sums: (folds,)
+# running totals of the step metrics. data: the network's device arrays, "images" uint8
+# (N, 96, 96), "keypoints" and "mask" (N, outputs). order: (folds, steps, batch) rows of data.
+# valid: (folds, steps), False for a fold's padding steps and for stopped folds. totals:
+# (folds,) steps of each fold's schedule.
+
+
+def make_chunk_of_steps(train_step: Callable, train_config: TrainConfig) -> Callable:
+    """(states, sums, data, order, valid, totals, first, last) -> (states, sums): steps
+    first..last-1 of every fold, the folds batched (vmap), in a loop with traced bounds so
+    a chunk of any length is one program. For accelerators ("vmap")."""
+    one_fold = _one_fold_step(train_step, train_config)
+
+    def chunk_of_steps(states, sums, data, order, valid, totals, first, last):
         def body(i, carry):
             states, sums = carry
             states, metrics = jax.vmap(one_fold, in_axes=(None, 0, 0, 0, 0))(
@@ -136,6 +144,18 @@ def make_run_steps(train_step: Callable, train_config: TrainConfig, batching: st
             return states, jax.tree_util.tree_map(jnp.add, sums, metrics)
 
         return jax.lax.fori_loop(first, last, body, (states, sums))
+
+    return chunk_of_steps
+
+
+def make_fold_step(train_step: Callable, train_config: TrainConfig) -> Callable:
+    """(states, sums, data, order, valid, totals, fold, step) -> (states, sums): step `step`
+    of fold `fold` alone, outside any loop. For CPUs ("map"): the host loops over folds and
+    steps and leaves out the steps that do not count. XLA:CPU runs a convolution's gradient
+    inside a loop or a conditional 40-80 times slower than outside one (a 3x3, 32-channel
+    layer on 64 images of 48x48: 69 ms against 5.8 s), so there no training step may sit
+    inside control flow."""
+    one_fold = _one_fold_step(train_step, train_config)
 
     def fold_step(states, sums, data, order, valid, totals, fold, step):
         state = jax.tree_util.tree_map(lambda leaf: leaf[fold], states)
@@ -145,18 +165,38 @@ def make_run_steps(train_step: Callable, train_config: TrainConfig, batching: st
         sums = jax.tree_util.tree_map(lambda all_, one: all_.at[fold].add(one), sums, metrics)
         return states, sums
 
+    return fold_step
+
+
+class StepProgram(NamedTuple):
+    """A fold batching's training steps: the function to compile, and `calls(first, last,
+    valid)`, the (a, b) of each dispatch (its last two arguments) that covers steps
+    first..last-1 of the folds (valid: the host's (folds, steps) copy)."""
+
+    function: Callable
+    calls: Callable[[int, int, np.ndarray], list[tuple[int, int]]]
+
+
+def step_program(batching: str, train_step: Callable, train_config: TrainConfig) -> StepProgram:
     if batching == "vmap":
-        return run_steps
+        return StepProgram(make_chunk_of_steps(train_step, train_config),
+                           lambda first, last, valid: [(first, last)])
     if batching == "map":
-        return fold_step
+        return StepProgram(make_fold_step(train_step, train_config), fold_step_calls)
     raise ValueError(f"unknown fold batching {batching!r}")
+
+
+def fold_step_calls(first: int, last: int, valid: np.ndarray) -> list[tuple[int, int]]:
+    """(fold, step) of every step from first to last-1 that counts, step by step."""
+    return [(int(fold), step) for step in range(first, last)
+            for fold in np.flatnonzero(valid[:, step])]
 
 
 def make_evaluate(net: hk.TransformedWithState, batching: str) -> Callable:
     """(params, net_state, data, rows, weight, active) -> (folds, 2): each fold's squared
     pixel error and value count over its validation rows (rows, weight: (folds, chunks,
     chunk); weight 0 marks padding). Plain predictions, no test-time augmentation."""
-    over_folds = fold_map(batching)
+    each_fold = over_folds(batching)
 
     def evaluate(params, net_state, data, rows, weight, active):
         def one_fold(params, net_state, rows, weight, ok):
@@ -173,7 +213,7 @@ def make_evaluate(net: hk.TransformedWithState, batching: str) -> Callable:
 
             return jax.lax.cond(ok, run, lambda _: jnp.zeros(2, jnp.float32), None)
 
-        return over_folds(one_fold, params, net_state, rows, weight, active)
+        return each_fold(one_fold, params, net_state, rows, weight, active)
 
     return evaluate
 
@@ -185,6 +225,19 @@ def keep_best(best, states: train.TrainState, improved: jax.Array):
         return jnp.where(improved.reshape((-1,) + (1,) * (kept.ndim - 1)), current, kept)
 
     return jax.tree_util.tree_map(choose, best, train.weights(states))
+
+
+def validation_arrays(val_rows: list[np.ndarray], chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each fold's validation rows as (folds, chunks, chunk) rows and weights, the weight 0
+    for padding, so folds with different counts share one evaluate program."""
+    chunks = max(math.ceil(max(len(r) for r in val_rows) / chunk), 1)
+    rows = np.zeros((len(val_rows), chunks * chunk), np.int32)
+    weight = np.zeros((len(val_rows), chunks * chunk), np.float32)
+    for index, fold_rows in enumerate(val_rows):
+        rows[index, : len(fold_rows)] = fold_rows
+        weight[index, : len(fold_rows)] = 1.0
+    shape = (len(val_rows), chunks, chunk)
+    return rows.reshape(shape), weight.reshape(shape)
 
 
 def stack(trees: list):

@@ -42,17 +42,6 @@ def cpu_device_flags(environ: dict[str, str]) -> str:
 SINGLE_THREADED = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
-def without_kit_flags(flags: str) -> str:
-    """XLA_FLAGS as they were before `configure` added the CPU device flags (for a program
-    that must run as it would without the kit, such as an older engine being timed)."""
-    words = flags.split()
-    if SINGLE_THREADED.split()[0] not in words:
-        return flags
-    kept = [w for w in words if not w.startswith(DEVICE_COUNT_FLAG)
-            and w not in SINGLE_THREADED.split()]
-    return " ".join(kept)
-
-
 def cache_dir(environ: dict[str, str]) -> Path | None:
     """Where compiled programs are kept: KIT_COMPILE_CACHE, else the user's cache folder;
     KIT_COMPILE_CACHE=off turns the cache off."""

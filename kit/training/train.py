@@ -121,14 +121,6 @@ def masked_loss(prediction: jnp.ndarray, target: jnp.ndarray, mask: jnp.ndarray,
     return (per_value * mask).sum() / jnp.maximum(mask.sum(), 1.0)
 
 
-def pixel_rmse(prediction: np.ndarray, truth: np.ndarray) -> float:
-    """RMSE in pixels over the values present in truth (NaN elsewhere)."""
-    present = ~np.isnan(truth)
-    if not present.any():
-        return float("nan")
-    return float(np.sqrt(np.mean((prediction[present] - truth[present]) ** 2)))
-
-
 def make_train_step(net: hk.TransformedWithState, optimizer: optax.GradientTransformation,
                     config: Config, task: Task) -> Callable:
     """The step, not jitted: the programs that call it are.
@@ -220,19 +212,6 @@ def make_predict(net: hk.TransformedWithState, task: Task, flip_tta: bool,
     return jax.jit(predict)
 
 
-def batch_of(images: np.ndarray, keypoints: np.ndarray, index: np.ndarray,
-             rate: float = 0.0) -> dict:
-    """A host-side batch (tests and benchmarks; training gathers its batches on the device)."""
-    values = keypoints[index]
-    present = ~np.isnan(values)
-    return {
-        "images": images[index],
-        "keypoints": np.where(present, values, 0.0).astype(np.float32),
-        "mask": present.astype(np.float32),
-        "learning_rate": np.float32(rate),
-    }
-
-
 def training_seeds(config: Config) -> tuple[int, ...]:
     """What seeds a run's training randomness: the run's seed, and train.seed where it is
     set. Runs that differ only in train.seed share their folds (drawn from the run's seed
@@ -284,9 +263,3 @@ def make_init(net: hk.TransformedWithState, optimizer: optax.GradientTransformat
                           jnp.zeros((), jnp.int32), params if ema else ())
 
     return init
-
-
-def init_state(config: Config, task: Task, fold_seed: int) -> TrainState:
-    net, optimizer, _ = compiled(config, task)
-    return jax.jit(make_init(net, optimizer, config.train.ema))(
-        fold_key(config, task, fold_seed))
