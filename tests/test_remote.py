@@ -22,8 +22,9 @@ from kit.cli import main as cli
 from kit.config import COMPETITION
 from kit.core.errors import KitError
 from kit.data import download
-from kit.kaggle import client, kernel_setup, places
-from kit.remote import kernels
+from kit.core import source
+from kit.kaggle import client, kernel_api, kernel_setup, places
+from kit.remote import code, kernels
 from tests.conftest import SHARED
 from tests.fake_kaggle import FakeKaggle, isolated_kaggle_home
 
@@ -90,7 +91,7 @@ def test_cv_flags_keep_every_cv_flag_and_drop_the_remote_ones():
     argv = ["--debug", "--runs", "x", "cv", "--preset", "quick", "--remote", "kaggle", "--set",
             "train.learning_rate=0.002", "--public", "--epochs", "3", "--timeout=900",
             "--poll", "1", "--no-internet", "--no-resume", "--accelerator", "none", "--no-wait"]
-    assert kernels.cv_flags(argv, remote_verbs.add_cv_flags) == [
+    assert code.cv_flags(argv, remote_verbs.add_cv_flags) == [
         "--preset", "quick", "--set", "train.learning_rate=0.002", "--epochs", "3",
         "--no-resume"]
 
@@ -121,16 +122,18 @@ def untar(bundle: bytes) -> dict[str, bytes]:
 
 
 def test_the_code_is_the_working_tree_with_its_commit_and_changes(checkout, credentials):
-    clean = kernels.collect_code(checkout)
+    clean = code.collect_code(checkout)
     assert clean.files == ("kit/__init__.py", "kit/a.py", "pyproject.toml")
     assert re.fullmatch(r"[0-9a-f]{40}", clean.commit) and clean.changed == ()
-    assert kernels.collect_code(checkout).sha256 == clean.sha256  # the same code, the same bytes
+    assert source.commit(checkout) == clean.commit
+    assert source.commit(checkout.parent) is None  # no checkout there
+    assert code.collect_code(checkout).sha256 == clean.sha256  # the same code, the same bytes
 
     (checkout / "kit" / "a.py").write_text("A = 2\n")  # saved but not committed
     (checkout / "kit" / "new.py").write_text("B = 1\n")  # untracked, not ignored
     (checkout / "kit" / "debug.log").write_text("ignored\n")
     (checkout / "notes.txt").write_text("not kit code\n")
-    dirty = kernels.collect_code(checkout)
+    dirty = code.collect_code(checkout)
     assert dirty.files == ("kit/__init__.py", "kit/a.py", "kit/new.py", "pyproject.toml")
     assert dirty.changed == ("kit/a.py", "kit/new.py") and dirty.commit == clean.commit
     assert "dirty: 2 changed files" in dirty.source
@@ -140,17 +143,17 @@ def test_the_code_is_the_working_tree_with_its_commit_and_changes(checkout, cred
 def test_code_holding_a_credential_is_never_pushed(checkout, credentials):
     (checkout / "kit" / "settings.py").write_text(f'KEY = "{FAKE_KEY}"\n')
     with pytest.raises(KitError, match=r"settings\.py: holds one of your Kaggle credentials"):
-        kernels.collect_code(checkout)
+        code.collect_code(checkout)
 
 
 def test_the_script_unpacks_the_code_and_installs_only_what_is_missing(checkout, tmp_path,
                                                                       credentials):
-    code = kernels.collect_code(checkout)
-    script = kernels.script_text(code, ["--preset", "quick"])
+    pushed = code.collect_code(checkout)
+    script = code.script_text(pushed, ["--preset", "quick"])
     names = {node.targets[0].id: ast.literal_eval(node.value)
              for node in ast.parse(script).body if isinstance(node, ast.Assign)
              and node.targets[0].id in ("SOURCE", "CV_ARGS", "BUNDLE")}
-    assert names["CV_ARGS"] == ["--preset", "quick"] and names["SOURCE"] == code.source
+    assert names["CV_ARGS"] == ["--preset", "quick"] and names["SOURCE"] == pushed.source
     unpacked = kernel_setup.unpack_code(names["BUNDLE"], tmp_path / "code")
     assert (unpacked / "kit" / "a.py").read_text() == "A = 1\n"
     assert kernel_setup.requirements(unpacked / "pyproject.toml") == ["numpy>=1"]
@@ -203,22 +206,25 @@ def test_log_lines_reads_kaggle_json_logs_and_plain_text():
     assert kernels.log_lines("") == []
 
 
-def test_wait_polls_until_the_kernel_stops_and_reports_every_poll(runs, monkeypatch):
-    statuses = iter(["QUEUED", "QUEUED", "RUNNING", "RUNNING", "COMPLETE"])
-    logs = iter([kaggle_log("epoch 1"), kaggle_log("epoch 1", "epoch 2"),
-                 kaggle_log("epoch 1", "epoch 2", "done")])
-    monkeypatch.setattr(client, "kernel_status", lambda kernel, api: (next(statuses), ""))
-    monkeypatch.setattr(client, "kernel_log", lambda kernel, api: next(logs))
-    entry = entry_for("me/kit-cv-1", pushed="2024-05-01T12:00:00+00:00")
-    updates, slept = [], []
-    clock = iter(range(1_714_564_800 + 5, 1_714_564_800 + 500, 60))
-    status, message, lines = kernels.wait(runs, entry, poll=7, on_update=updates.append,
-                                         api=object(), now=lambda: next(clock),
-                                         sleep=slept.append)
+def test_wait_polls_until_the_kernel_stops_and_reports_every_poll(runs, credentials,
+                                                                  monkeypatch):
+    log = kaggle_log("epoch 1", "epoch 2", "done")
+    fake = scripted(monkeypatch, [("QUEUED", ""), ("QUEUED", ""), ("RUNNING", ""),
+                                  ("RUNNING", ""), ("COMPLETE", "")], log=log)
+    try:
+        fake.kernels["me/kit-cv-1"] = _scripted_run(fake, "me/kit-cv-1")
+        entry = entry_for("me/kit-cv-1", pushed="2024-05-01T12:00:00+00:00")
+        updates, slept = [], []
+        clock = iter(range(1_714_564_800 + 5, 1_714_564_800 + 500, 60))
+        status, message, lines = kernels.wait(runs, entry, poll=7, on_update=updates.append,
+                                             now=lambda: next(clock), sleep=slept.append)
+    finally:
+        fake.stop()
     assert (status, message, lines) == ("COMPLETE", "", ["epoch 1", "epoch 2", "done"])
     assert [u.status for u in updates] == ["QUEUED", "QUEUED", "RUNNING", "RUNNING", "COMPLETE"]
-    assert [u.elapsed for u in updates] == [5, 65, 125, 185, 245]
-    assert updates[3].log_tail == ("epoch 1", "epoch 2") and slept == [7, 7, 7, 7]
+    assert [u.elapsed for u in updates] == [65, 125, 185, 245, 305]  # the first read: the deadline
+    assert updates[0].log_tail == () and updates[2].log_tail == ("epoch 1", "epoch 2", "done")
+    assert slept == [7, 7, 7, 7]
     saved = json.loads((runs / ".remote" / "1.json").read_text())
     assert saved["status"] == "COMPLETE" and saved["started"] and saved["finished"]
 
@@ -355,11 +361,11 @@ def test_status_retries_429_then_says_it_in_one_line(credentials, monkeypatch, t
         fake.fail("GetKernelSessionStatus", 429, times=times)
         slept = []
         if times:
-            assert client.kernel_status("me/kit-cv-1", sleep=slept.append) == ("RUNNING", "")
+            assert kernel_api.kernel_status("me/kit-cv-1", sleep=slept.append) == ("RUNNING", "")
             assert slept == [2.0, 4.0]
         else:
             with pytest.raises(KitError, match=r"limiting requests \(429\).*\(5 attempts\)"):
-                client.kernel_status("me/kit-cv-1", sleep=slept.append)
+                kernel_api.kernel_status("me/kit-cv-1", sleep=slept.append)
     finally:
         fake.stop()
 
@@ -384,9 +390,9 @@ def test_status_and_output_refusals_are_one_line(tmp_path, credentials, monkeypa
         fake.fail(method, status)
         with pytest.raises(KitError) as raised:
             if method == "GetKernelSessionStatus":
-                client.kernel_status("me/kit-cv-1", sleep=no_sleep)
+                kernel_api.kernel_status("me/kit-cv-1", sleep=no_sleep)
             else:
-                client.download_kernel_output("me/kit-cv-1", tmp_path / "out", sleep=no_sleep)
+                kernel_api.download_kernel_output("me/kit-cv-1", tmp_path / "out", sleep=no_sleep)
     finally:
         fake.stop()
     assert expected in str(raised.value) and "\n" not in str(raised.value)
@@ -454,7 +460,7 @@ def test_a_kernel_past_its_timeout_is_stopped_and_said_so(tmp_path, runs, creden
                                options)
     with FakeKaggle(kernel_home=tmp_path / "kaggle", queued_polls=0) as fake:
         fake.install(monkeypatch)
-        pushed = client.push_kernel(folder, timeout=1)
+        pushed = kernel_api.push_kernel(folder, timeout=1)
         entry = entry_for(f"{FAKE_USER}/kit-cv-sleepy", timeout=1, version=pushed["version"])
         status, message, lines = kernels.wait(runs, entry, poll=0.2)
     assert status == "ERROR" and lines == ["sleeping"]
@@ -466,7 +472,7 @@ def test_ctrl_c_stops_waiting_not_the_kernel_and_attach_downloads_later(runs, cr
                                                                          monkeypatch, capsys):
     fake = scripted(monkeypatch, [("RUNNING", ""), ("RUNNING", ""), ("COMPLETE", "")],
                     files=run_files())
-    real_status = client.kernel_status
+    real_status = kernel_api.kernel_status
     calls = []
 
     def interrupted(kernel, api=None, **kwargs):
@@ -477,7 +483,7 @@ def test_ctrl_c_stops_waiting_not_the_kernel_and_attach_downloads_later(runs, cr
 
     try:
         with monkeypatch.context() as patch:
-            patch.setattr(client, "kernel_status", interrupted)
+            patch.setattr(kernel_api, "kernel_status", interrupted)
             with pytest.raises(SystemExit) as stopped:
                 cli.main(["--runs", str(runs), "cv", "--preset", "quick", "--remote", "kaggle",
                           "--poll", "0"])
@@ -486,7 +492,8 @@ def test_ctrl_c_stops_waiting_not_the_kernel_and_attach_downloads_later(runs, cr
         entry = kernels.find_entry(runs)
         assert f"`python -m kit remote attach {entry['id']}`" in out
         assert entry["status"] == "RUNNING" and not entry["run"]
-        assert set(fake.calls) <= {"SaveKernel", "GetKernelSessionStatus",
+        assert set(fake.calls) <= {"GetAcceleratorQuotaStatistics", "SaveKernel",
+                                   "GetKernelSessionStatus",
                                    "ListKernelSessionOutput"}  # nothing cancelled it
 
         assert cli.main(["--runs", str(runs), "remote", "list"]) == 0
