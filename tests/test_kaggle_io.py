@@ -327,3 +327,13 @@ def test_wait_for_score_times_out(server):
     assert result is None
     assert now[0] == 30
     assert server.count("ListSubmissions") == 4
+
+
+def test_what_the_client_prints_on_either_stream_is_kept_redacted(kaggle_json, capfd):
+    import sys
+
+    with client.captured_output() as printed:
+        print(f"\x1b[33mkey {FAKE_KEY}\x1b[0m")
+        print("  a warning on stderr  ", file=sys.stderr)
+    assert printed.lines() == ["key ***", "a warning on stderr"]
+    assert capfd.readouterr() == ("", "")

@@ -20,12 +20,12 @@ import pytest
 
 from kit.cli import main as cli
 from kit.config import COMPETITION
+from kit.core import source
 from kit.core.errors import KitError
 from kit.data import download
-from kit.core import source
 from kit.kaggle import client, kernel_api, kernel_setup, places
 from kit.remote import code, kernels
-from tests.conftest import SHARED
+from tests.conftest import SHARED, refusal
 from tests.fake_kaggle import FakeKaggle, isolated_kaggle_home
 
 FAKE_USER = "fake-user"
@@ -584,3 +584,170 @@ def test_remote_cv_runs_the_pushed_code_and_comes_back_as_a_submittable_run(
     written = sorted(out_dir.glob("*.csv"))
     assert len(written) == 1 and "dry run: not uploaded" in capsys.readouterr().out
     assert written[0].read_text().startswith("RowId,Location\n")
+
+
+# ---------------------------------------------------------------- every client, quota, waits
+
+
+def _client_has(name: str) -> bool:
+    from kaggle.api import kaggle_api_extended
+
+    return hasattr(kaggle_api_extended.KaggleApi, name) or hasattr(kaggle_api_extended, name)
+
+
+def test_a_client_that_cannot_choose_the_accelerator_says_which_one_can(tmp_path, credentials,
+                                                                        monkeypatch):
+    fake = scripted(monkeypatch, [("QUEUED", "")])
+    folder = tmp_path / "kernel"
+    folder.mkdir()
+    try:
+        api = client.make_api()
+        real_push = api.kernels_push
+
+        def kernels_push(folder, timeout=None):  # the signature of kaggle 1.7.x to 1.8.3
+            return real_push(folder, timeout)
+
+        api.kernels_push = kernels_push
+        kernels.write_kernel_folder(folder, f"{FAKE_USER}/kit-cv-old", "print(1)\n",
+                                    kernels.KernelOptions())
+        message = refusal(lambda: kernel_api.push_kernel(folder, accelerator="NvidiaTeslaT4",
+                                                         api=api))
+        assert fake.count("SaveKernel") == 0
+        kernels.write_kernel_folder(folder, f"{FAKE_USER}/kit-cv-old", "print(1)\n",
+                                    kernels.KernelOptions(accelerator="none"))
+        pushed = kernel_api.push_kernel(folder, accelerator=None, api=api)  # a CPU run needs none
+        body = fake.kernel().body
+    finally:
+        fake.stop()
+    assert "cannot choose a kernel's accelerator (NvidiaTeslaT4)" in message
+    assert "pip install -U 'kaggle>=1.8.4'" in message
+    assert pushed["version"] == 1 and body["enableGpu"] is False
+
+
+@pytest.mark.skipif(not _client_has("quota_view"), reason="this kaggle client cannot tell")
+@pytest.mark.parametrize("used_hours, outcome", [(1.0, "pushed"), (30.0, "refused")])
+def test_the_gpu_quota_left_is_shown_before_a_push_and_none_left_stops_it(
+        runs, credentials, monkeypatch, capsys, used_hours, outcome):
+    fake = scripted(monkeypatch, [("QUEUED", "")], gpu_quota=(used_hours * 3600, 30 * 3600))
+    try:
+        code_ = cli.main(["--runs", str(runs), "cv", "--preset", "quick", "--remote", "kaggle",
+                          "--no-wait"])
+    finally:
+        fake.stop()
+    captured = capsys.readouterr()
+    assert fake.count("GetAcceleratorQuotaStatistics") == 1
+    if outcome == "pushed":
+        assert code_ == 0 and fake.count("SaveKernel") == 1
+        line = ("GPU quota: 29.0 h left of 30.0 h this week; Kaggle refreshes it "
+                "2024-05-06 00:00 UTC")
+        assert line in captured.out
+        assert captured.out.index(line) < captured.out.index("pushed ")
+    else:
+        err = captured.err.strip()
+        assert code_ == 1 and fake.count("SaveKernel") == 0 and "\n" not in err
+        assert "no GPU quota left (GPU quota: 0.0 h left of 30.0 h this week" in err
+        assert "--accelerator none; nothing was pushed" in err
+        assert not list(runs.glob(".remote/*.json"))
+
+
+def test_where_the_quota_cannot_be_told_nothing_is_said(runs, credentials, monkeypatch,
+                                                        capsys):
+    fake = scripted(monkeypatch, [("QUEUED", "")])  # the answer holds no GPU figure
+    try:
+        assert cli.main(["--runs", str(runs), "cv", "--preset", "quick", "--remote", "kaggle",
+                         "--no-wait"]) == 0
+        asked = fake.count("GetAcceleratorQuotaStatistics")
+        assert cli.main(["--runs", str(runs), "cv", "--preset", "quick", "--remote", "kaggle",
+                         "--accelerator", "none", "--no-wait"]) == 0
+    finally:
+        fake.stop()
+    assert "quota" not in capsys.readouterr().out.lower()
+    assert asked == (1 if _client_has("quota_view") else 0)  # 2.2 asks; older ones cannot
+    assert fake.count("GetAcceleratorQuotaStatistics") == asked  # a CPU run never asks
+
+
+@pytest.mark.skipif(not _client_has("_warn_if_retired_accelerator"),
+                    reason="this kaggle client does not warn about retired accelerators")
+def test_the_clients_warning_on_stderr_is_kept_and_shown_as_one_line(runs, credentials,
+                                                                     monkeypatch, capfd):
+    fake = scripted(monkeypatch, [("QUEUED", "")])
+    try:
+        assert cli.main(["--runs", str(runs), "cv", "--preset", "quick", "--remote", "kaggle",
+                         "--accelerator", "NvidiaTeslaP100", "--no-wait"]) == 0
+        body = fake.kernel().body
+    finally:
+        fake.stop()
+    entry = kernels.find_entry(runs)
+    assert body["machineShape"] == "NvidiaTeslaP100"
+    assert entry["warnings"] == ["⚠ Warning: 'NvidiaTeslaP100' is retired.",
+                                 "Sessions run on the default GPU (NvidiaTeslaT4) instead."]
+    err = capfd.readouterr().err
+    assert "warning: kaggle: ⚠ Warning: 'NvidiaTeslaP100' is retired." in err
+    assert "\x1b[" not in err  # the client's colours went into the kept text, not the terminal
+
+
+class Clock:
+    """Time that passes only when the code under test sleeps."""
+
+    def __init__(self):
+        self.now = 1_714_564_800.0
+        self.sleeps = 0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.sleeps += 1
+
+
+@pytest.mark.parametrize("status, poll, timeout, expected, waited", [
+    ("NEW_SCRIPT", 30, None, ("was saved but Kaggle started no run of it in 10 minutes "
+     "(NEW_SCRIPT): open https://www.kaggle.com/code/me/kit-cv-1 to see why"), 600),
+    ("QUEUED", 60, None, ("is still QUEUED after 2.0 hours: Kaggle has no NvidiaTeslaT4 "
+     "machine free for it"), 7200),
+    ("RUNNING", 600, 600, "is still RUNNING after 2.8 hours, past its run limit", 10_200),
+    ("RUNNING", 3600, None, "is still RUNNING after 14.7 hours", 52_800),
+])
+def test_a_wait_always_ends_and_says_what_to_do(runs, credentials, monkeypatch, status, poll,
+                                                timeout, expected, waited):
+    fake = scripted(monkeypatch, [(status, "")])
+    clock = Clock()
+    entry = entry_for("me/kit-cv-1", timeout=timeout, accelerator="NvidiaTeslaT4",
+                      url="https://www.kaggle.com/code/me/kit-cv-1")
+    try:
+        fake.kernels["me/kit-cv-1"] = _scripted_run(fake, "me/kit-cv-1")
+        message = refusal(lambda: kernels.wait(runs, entry, poll=poll, now=clock,
+                                               sleep=clock.sleep))
+    finally:
+        fake.stop()
+    assert expected in message
+    start = 1_714_564_800.0
+    assert clock.now - start == pytest.approx(-(-waited // poll) * poll)  # the first poll past it
+    assert fake.count("GetKernelSessionStatus") == clock.sleeps + 1
+    assert entry["status"] == status and not entry.get("finished")  # the kernel is left alone
+
+
+def test_a_kernel_that_cannot_install_what_it_needs_fails_with_that_line(
+        tmp_path, runs, checkout, credentials, monkeypatch, capsys):
+    (checkout / "pyproject.toml").write_text(
+        '[project]\ndependencies = ["numpy>=1", "kit-surely-not-installed>=1"]\n')
+    pushed_code = code.collect_code(checkout)
+    folder = tmp_path / "kernel"
+    options = kernels.KernelOptions(accelerator="none", internet=False)
+    kernel = f"{FAKE_USER}/kit-cv-20240501-120000-quick"
+    kernels.write_kernel_folder(folder, kernel, code.script_text(pushed_code, []), options)
+    with FakeKaggle(kernel_home=tmp_path / "kaggle", queued_polls=0) as fake:
+        fake.install(monkeypatch)
+        pushed = kernel_api.push_kernel(folder)
+        kernels.save_entry(runs, entry_for(kernel, version=pushed["version"], url=pushed["url"]))
+        code_ = cli.main(["--runs", str(runs), "remote", "attach", "--poll", "0.2"])
+        run = fake.wait_for_kernel()
+    err = capsys.readouterr().err.strip()
+    assert run.returncode != 0 and code_ == 1 and "\n" not in err, err
+    assert (f"kernel {kernel} failed (ERROR: kit: could not install kit-surely-not-installed>=1 "
+            in err)
+    assert "the kernel needs internet on for that" in err and "last log lines" not in err
+    entry = kernels.find_entry(runs)
+    assert entry["status"] == "ERROR"
+    assert entry["failure"].startswith("kit: could not install kit-surely-not-installed>=1")
