@@ -21,10 +21,12 @@ Methods that can be told to fail: the API methods in API_METHODS, plus "File" (t
 zip after the download redirect), "Upload" (the PUT of a submission file) and "KernelFile" (the
 GET of a kernel's output file).
 
-Kernels (SaveKernel, GetKernelSessionStatus, ListKernelSessionOutput): a pushed script really
+Kernels (SaveKernel, GetKernelSessionStatus, ListKernelSessionOutput, and
+GetAcceleratorQuotaStatistics for `gpu_quota`, which kaggle >= 2.2 asks): a pushed script really
 runs, as a subprocess of the test's Python, in a temporary Kaggle-like tree (`kernel_home`/<slug>
 -v<version>/ with input/<competition>/ -> `competition_files`, working/, temp/), told where that
-tree is by KIT_KAGGLE_ROOT and given no credentials and no proxy. Its status is QUEUED for the
+tree is by KIT_KAGGLE_ROOT and given no credentials and no proxy (and, pushed without
+internet, no package index either). Its status is QUEUED for the
 first `queued_polls` status calls, RUNNING while it runs, then COMPLETE (exit 0) or ERROR (with
 a failure message; a run longer than the push's sessionTimeoutSeconds is killed, as Kaggle
 does). Its log is Kaggle's JSON list of {stream_name, time, data}; its outputs, every file it
@@ -61,7 +63,8 @@ API_METHODS = (
     "GetSubmissionLimits",
     "IntrospectToken",
 )
-KERNEL_METHODS = ("SaveKernel", "GetKernelSessionStatus", "ListKernelSessionOutput")
+KERNEL_METHODS = ("SaveKernel", "GetKernelSessionStatus", "ListKernelSessionOutput",
+                  "GetAcceleratorQuotaStatistics")
 FAILABLE = API_METHODS + KERNEL_METHODS + ("File", "Upload", "KernelFile")
 # What the fake says when it stops a kernel at its session timeout.
 KERNEL_TIMEOUT_MESSAGE = ("Your notebook was stopped because it exceeded the max allowed "
@@ -148,6 +151,8 @@ class FakeKaggle:
         kernel_log: str = "",
         push_error: str = "",
         output_page_size: int | None = None,
+        gpu_quota: tuple[float, float] | None = None,
+        quota_refresh: str = "2024-05-06T00:00:00Z",
     ):
         self.zip_bytes = zip_bytes
         self.competition = competition
@@ -169,6 +174,10 @@ class FakeKaggle:
         self.kernel_log = kernel_log
         self.push_error = push_error  # SaveKernel's "error" (Kaggle's way to refuse a push)
         self.output_page_size = output_page_size  # None: the client's pageSize
+        # GetAcceleratorQuotaStatistics: (seconds used, seconds allowed) of GPU time this week;
+        # None answers no GPU figure at all.
+        self.gpu_quota = gpu_quota
+        self.quota_refresh = quota_refresh
         self.kernels: dict[str, KernelRun] = {}  # owner/slug -> its latest version
 
         self.calls: list[str] = []  # method names, in order
@@ -296,6 +305,11 @@ class FakeKaggle:
                and name not in ("PYTHONPATH", "KIT_DATA", "KIT_RUNS", "KIT_SUBMISSIONS")}
         env.update(KIT_KAGGLE_ROOT=str(root), KAGGLE_KERNEL_RUN_TYPE="Batch",
                    HOME=str(root / "home"), PYTHONUNBUFFERED="1")
+        if run.body.get("enableInternet") is False:
+            # A kernel without internet reaches no package index: pip finds nothing, and
+            # anything else that tries the network meets a closed port.
+            env.update(PIP_NO_INDEX="1", http_proxy="http://127.0.0.1:9",
+                       https_proxy="http://127.0.0.1:9")
         timeout = run.body.get("sessionTimeoutSeconds")
         run.runner = threading.Thread(target=self._run_kernel, args=(run, code, env, timeout),
                                       daemon=True)
@@ -562,6 +576,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             "versionNumber": run.version, "error": "",
             "invalidCompetitionSources": invalid, "kernelId": 1000 + len(fake.kernels),
         })
+
+    def _api_GetAcceleratorQuotaStatistics(self, payload: dict[str, Any]) -> None:
+        # Durations as protobuf JSON writes them ("3600s"), as the SDK reads them.
+        answer: dict[str, Any] = {"quotaRefreshTime": self.fake.quota_refresh}
+        if self.fake.gpu_quota is not None:
+            used, allowed = self.fake.gpu_quota
+            answer["gpuQuota"] = {"timeUsed": f"{used:g}s", "totalTimeAllowed": f"{allowed:g}s",
+                                  "timeReserved": "0s"}
+        self._send_json(200, answer)
 
     def _kernel_run(self, payload: dict[str, Any]) -> KernelRun | None:
         ref = f"{payload.get('userName', '')}/{payload.get('kernelSlug', '')}"

@@ -15,7 +15,7 @@ import pytest
 
 from kit.config import COMPETITION
 from kit.core.errors import KitError
-from kit.kaggle import client
+from kit.kaggle import client, credentials
 from tests.fake_kaggle import (
     FakeKaggle,
     install_proxy,
@@ -82,7 +82,7 @@ def _assert_clean(error: KitError) -> None:
 
 
 def test_no_credentials_is_one_line_about_kaggle_json(home, capsys):
-    assert client.credentials_source() is None
+    assert credentials.credentials_source() is None
     with pytest.raises(KitError, match="no Kaggle credentials") as caught:
         client.download_competition(home / "raw")
     assert "kaggle.json" in str(caught.value) and "KAGGLE_USERNAME" in str(caught.value)
@@ -96,25 +96,25 @@ def test_unreadable_kaggle_json_is_named(home):
 
 
 def test_credentials_source_follows_the_clients_order(kaggle_json, monkeypatch):
-    assert client.credentials_source() == str(kaggle_json)
+    assert credentials.credentials_source() == str(kaggle_json)
     monkeypatch.setenv("KAGGLE_USERNAME", "someone")
     monkeypatch.setenv("KAGGLE_KEY", FAKE_KEY)
-    assert client.credentials_source() == "KAGGLE_USERNAME/KAGGLE_KEY"
+    assert credentials.credentials_source() == "KAGGLE_USERNAME/KAGGLE_KEY"
     monkeypatch.setenv("KAGGLE_API_TOKEN", FAKE_TOKEN)  # a token wins over the key pair
-    assert client.credentials_source() == "KAGGLE_API_TOKEN"
+    assert credentials.credentials_source() == "KAGGLE_API_TOKEN"
 
 
 def test_access_token_file_is_found_in_home(home):
     token_file = Path(os.environ["HOME"]) / ".kaggle" / "access_token"
     token_file.parent.mkdir()
     token_file.write_text(FAKE_TOKEN + "\n")
-    assert client.credentials_source() == str(token_file)
+    assert credentials.credentials_source() == str(token_file)
 
 
 def test_kaggle_json_warning_for_0644_not_for_0600(kaggle_json):
-    assert client.kaggle_json_warning() is None
+    assert credentials.kaggle_json_warning() is None
     kaggle_json.chmod(0o644)
-    warning = client.kaggle_json_warning()
+    warning = credentials.kaggle_json_warning()
     assert warning is not None and "chmod 600" in warning and str(kaggle_json) in warning
     assert FAKE_KEY not in warning
 
@@ -327,3 +327,13 @@ def test_wait_for_score_times_out(server):
     assert result is None
     assert now[0] == 30
     assert server.count("ListSubmissions") == 4
+
+
+def test_what_the_client_prints_on_either_stream_is_kept_redacted(kaggle_json, capfd):
+    import sys
+
+    with client.captured_output() as printed:
+        print(f"\x1b[33mkey {FAKE_KEY}\x1b[0m")
+        print("  a warning on stderr  ", file=sys.stderr)
+    assert printed.lines() == ["key ***", "a warning on stderr"]
+    assert capfd.readouterr() == ("", "")

@@ -20,11 +20,12 @@ import pytest
 
 from kit.cli import main as cli
 from kit.config import COMPETITION
+from kit.core import source
 from kit.core.errors import KitError
 from kit.data import download
-from kit.kaggle import client, kernel_setup, places
-from kit.remote import kernels
-from tests.conftest import SHARED
+from kit.kaggle import client, kernel_api, kernel_setup, places
+from kit.remote import code, kernels
+from tests.conftest import SHARED, refusal
 from tests.fake_kaggle import FakeKaggle, isolated_kaggle_home
 
 FAKE_USER = "fake-user"
@@ -90,7 +91,7 @@ def test_cv_flags_keep_every_cv_flag_and_drop_the_remote_ones():
     argv = ["--debug", "--runs", "x", "cv", "--preset", "quick", "--remote", "kaggle", "--set",
             "train.learning_rate=0.002", "--public", "--epochs", "3", "--timeout=900",
             "--poll", "1", "--no-internet", "--no-resume", "--accelerator", "none", "--no-wait"]
-    assert kernels.cv_flags(argv, remote_verbs.add_cv_flags) == [
+    assert code.cv_flags(argv, remote_verbs.add_cv_flags) == [
         "--preset", "quick", "--set", "train.learning_rate=0.002", "--epochs", "3",
         "--no-resume"]
 
@@ -121,16 +122,18 @@ def untar(bundle: bytes) -> dict[str, bytes]:
 
 
 def test_the_code_is_the_working_tree_with_its_commit_and_changes(checkout, credentials):
-    clean = kernels.collect_code(checkout)
+    clean = code.collect_code(checkout)
     assert clean.files == ("kit/__init__.py", "kit/a.py", "pyproject.toml")
     assert re.fullmatch(r"[0-9a-f]{40}", clean.commit) and clean.changed == ()
-    assert kernels.collect_code(checkout).sha256 == clean.sha256  # the same code, the same bytes
+    assert source.commit(checkout) == clean.commit
+    assert source.commit(checkout.parent) is None  # no checkout there
+    assert code.collect_code(checkout).sha256 == clean.sha256  # the same code, the same bytes
 
     (checkout / "kit" / "a.py").write_text("A = 2\n")  # saved but not committed
     (checkout / "kit" / "new.py").write_text("B = 1\n")  # untracked, not ignored
     (checkout / "kit" / "debug.log").write_text("ignored\n")
     (checkout / "notes.txt").write_text("not kit code\n")
-    dirty = kernels.collect_code(checkout)
+    dirty = code.collect_code(checkout)
     assert dirty.files == ("kit/__init__.py", "kit/a.py", "kit/new.py", "pyproject.toml")
     assert dirty.changed == ("kit/a.py", "kit/new.py") and dirty.commit == clean.commit
     assert "dirty: 2 changed files" in dirty.source
@@ -140,17 +143,17 @@ def test_the_code_is_the_working_tree_with_its_commit_and_changes(checkout, cred
 def test_code_holding_a_credential_is_never_pushed(checkout, credentials):
     (checkout / "kit" / "settings.py").write_text(f'KEY = "{FAKE_KEY}"\n')
     with pytest.raises(KitError, match=r"settings\.py: holds one of your Kaggle credentials"):
-        kernels.collect_code(checkout)
+        code.collect_code(checkout)
 
 
 def test_the_script_unpacks_the_code_and_installs_only_what_is_missing(checkout, tmp_path,
                                                                       credentials):
-    code = kernels.collect_code(checkout)
-    script = kernels.script_text(code, ["--preset", "quick"])
+    pushed = code.collect_code(checkout)
+    script = code.script_text(pushed, ["--preset", "quick"])
     names = {node.targets[0].id: ast.literal_eval(node.value)
              for node in ast.parse(script).body if isinstance(node, ast.Assign)
              and node.targets[0].id in ("SOURCE", "CV_ARGS", "BUNDLE")}
-    assert names["CV_ARGS"] == ["--preset", "quick"] and names["SOURCE"] == code.source
+    assert names["CV_ARGS"] == ["--preset", "quick"] and names["SOURCE"] == pushed.source
     unpacked = kernel_setup.unpack_code(names["BUNDLE"], tmp_path / "code")
     assert (unpacked / "kit" / "a.py").read_text() == "A = 1\n"
     assert kernel_setup.requirements(unpacked / "pyproject.toml") == ["numpy>=1"]
@@ -203,22 +206,25 @@ def test_log_lines_reads_kaggle_json_logs_and_plain_text():
     assert kernels.log_lines("") == []
 
 
-def test_wait_polls_until_the_kernel_stops_and_reports_every_poll(runs, monkeypatch):
-    statuses = iter(["QUEUED", "QUEUED", "RUNNING", "RUNNING", "COMPLETE"])
-    logs = iter([kaggle_log("epoch 1"), kaggle_log("epoch 1", "epoch 2"),
-                 kaggle_log("epoch 1", "epoch 2", "done")])
-    monkeypatch.setattr(client, "kernel_status", lambda kernel, api: (next(statuses), ""))
-    monkeypatch.setattr(client, "kernel_log", lambda kernel, api: next(logs))
-    entry = entry_for("me/kit-cv-1", pushed="2024-05-01T12:00:00+00:00")
-    updates, slept = [], []
-    clock = iter(range(1_714_564_800 + 5, 1_714_564_800 + 500, 60))
-    status, message, lines = kernels.wait(runs, entry, poll=7, on_update=updates.append,
-                                         api=object(), now=lambda: next(clock),
-                                         sleep=slept.append)
+def test_wait_polls_until_the_kernel_stops_and_reports_every_poll(runs, credentials,
+                                                                  monkeypatch):
+    log = kaggle_log("epoch 1", "epoch 2", "done")
+    fake = scripted(monkeypatch, [("QUEUED", ""), ("QUEUED", ""), ("RUNNING", ""),
+                                  ("RUNNING", ""), ("COMPLETE", "")], log=log)
+    try:
+        fake.kernels["me/kit-cv-1"] = _scripted_run(fake, "me/kit-cv-1")
+        entry = entry_for("me/kit-cv-1", pushed="2024-05-01T12:00:00+00:00")
+        updates, slept = [], []
+        clock = iter(range(1_714_564_800 + 5, 1_714_564_800 + 500, 60))
+        status, message, lines = kernels.wait(runs, entry, poll=7, on_update=updates.append,
+                                             now=lambda: next(clock), sleep=slept.append)
+    finally:
+        fake.stop()
     assert (status, message, lines) == ("COMPLETE", "", ["epoch 1", "epoch 2", "done"])
     assert [u.status for u in updates] == ["QUEUED", "QUEUED", "RUNNING", "RUNNING", "COMPLETE"]
-    assert [u.elapsed for u in updates] == [5, 65, 125, 185, 245]
-    assert updates[3].log_tail == ("epoch 1", "epoch 2") and slept == [7, 7, 7, 7]
+    assert [u.elapsed for u in updates] == [65, 125, 185, 245, 305]  # the first read: the deadline
+    assert updates[0].log_tail == () and updates[2].log_tail == ("epoch 1", "epoch 2", "done")
+    assert slept == [7, 7, 7, 7]
     saved = json.loads((runs / ".remote" / "1.json").read_text())
     assert saved["status"] == "COMPLETE" and saved["started"] and saved["finished"]
 
@@ -355,11 +361,11 @@ def test_status_retries_429_then_says_it_in_one_line(credentials, monkeypatch, t
         fake.fail("GetKernelSessionStatus", 429, times=times)
         slept = []
         if times:
-            assert client.kernel_status("me/kit-cv-1", sleep=slept.append) == ("RUNNING", "")
+            assert kernel_api.kernel_status("me/kit-cv-1", sleep=slept.append) == ("RUNNING", "")
             assert slept == [2.0, 4.0]
         else:
             with pytest.raises(KitError, match=r"limiting requests \(429\).*\(5 attempts\)"):
-                client.kernel_status("me/kit-cv-1", sleep=slept.append)
+                kernel_api.kernel_status("me/kit-cv-1", sleep=slept.append)
     finally:
         fake.stop()
 
@@ -384,9 +390,9 @@ def test_status_and_output_refusals_are_one_line(tmp_path, credentials, monkeypa
         fake.fail(method, status)
         with pytest.raises(KitError) as raised:
             if method == "GetKernelSessionStatus":
-                client.kernel_status("me/kit-cv-1", sleep=no_sleep)
+                kernel_api.kernel_status("me/kit-cv-1", sleep=no_sleep)
             else:
-                client.download_kernel_output("me/kit-cv-1", tmp_path / "out", sleep=no_sleep)
+                kernel_api.download_kernel_output("me/kit-cv-1", tmp_path / "out", sleep=no_sleep)
     finally:
         fake.stop()
     assert expected in str(raised.value) and "\n" not in str(raised.value)
@@ -454,7 +460,7 @@ def test_a_kernel_past_its_timeout_is_stopped_and_said_so(tmp_path, runs, creden
                                options)
     with FakeKaggle(kernel_home=tmp_path / "kaggle", queued_polls=0) as fake:
         fake.install(monkeypatch)
-        pushed = client.push_kernel(folder, timeout=1)
+        pushed = kernel_api.push_kernel(folder, timeout=1)
         entry = entry_for(f"{FAKE_USER}/kit-cv-sleepy", timeout=1, version=pushed["version"])
         status, message, lines = kernels.wait(runs, entry, poll=0.2)
     assert status == "ERROR" and lines == ["sleeping"]
@@ -466,7 +472,7 @@ def test_ctrl_c_stops_waiting_not_the_kernel_and_attach_downloads_later(runs, cr
                                                                          monkeypatch, capsys):
     fake = scripted(monkeypatch, [("RUNNING", ""), ("RUNNING", ""), ("COMPLETE", "")],
                     files=run_files())
-    real_status = client.kernel_status
+    real_status = kernel_api.kernel_status
     calls = []
 
     def interrupted(kernel, api=None, **kwargs):
@@ -477,7 +483,7 @@ def test_ctrl_c_stops_waiting_not_the_kernel_and_attach_downloads_later(runs, cr
 
     try:
         with monkeypatch.context() as patch:
-            patch.setattr(client, "kernel_status", interrupted)
+            patch.setattr(kernel_api, "kernel_status", interrupted)
             with pytest.raises(SystemExit) as stopped:
                 cli.main(["--runs", str(runs), "cv", "--preset", "quick", "--remote", "kaggle",
                           "--poll", "0"])
@@ -486,7 +492,8 @@ def test_ctrl_c_stops_waiting_not_the_kernel_and_attach_downloads_later(runs, cr
         entry = kernels.find_entry(runs)
         assert f"`python -m kit remote attach {entry['id']}`" in out
         assert entry["status"] == "RUNNING" and not entry["run"]
-        assert set(fake.calls) <= {"SaveKernel", "GetKernelSessionStatus",
+        assert set(fake.calls) <= {"GetAcceleratorQuotaStatistics", "SaveKernel",
+                                   "GetKernelSessionStatus",
                                    "ListKernelSessionOutput"}  # nothing cancelled it
 
         assert cli.main(["--runs", str(runs), "remote", "list"]) == 0
@@ -577,3 +584,170 @@ def test_remote_cv_runs_the_pushed_code_and_comes_back_as_a_submittable_run(
     written = sorted(out_dir.glob("*.csv"))
     assert len(written) == 1 and "dry run: not uploaded" in capsys.readouterr().out
     assert written[0].read_text().startswith("RowId,Location\n")
+
+
+# ---------------------------------------------------------------- every client, quota, waits
+
+
+def _client_has(name: str) -> bool:
+    from kaggle.api import kaggle_api_extended
+
+    return hasattr(kaggle_api_extended.KaggleApi, name) or hasattr(kaggle_api_extended, name)
+
+
+def test_a_client_that_cannot_choose_the_accelerator_says_which_one_can(tmp_path, credentials,
+                                                                        monkeypatch):
+    fake = scripted(monkeypatch, [("QUEUED", "")])
+    folder = tmp_path / "kernel"
+    folder.mkdir()
+    try:
+        api = client.make_api()
+        real_push = api.kernels_push
+
+        def kernels_push(folder, timeout=None):  # the signature of kaggle 1.7.x to 1.8.3
+            return real_push(folder, timeout)
+
+        api.kernels_push = kernels_push
+        kernels.write_kernel_folder(folder, f"{FAKE_USER}/kit-cv-old", "print(1)\n",
+                                    kernels.KernelOptions())
+        message = refusal(lambda: kernel_api.push_kernel(folder, accelerator="NvidiaTeslaT4",
+                                                         api=api))
+        assert fake.count("SaveKernel") == 0
+        kernels.write_kernel_folder(folder, f"{FAKE_USER}/kit-cv-old", "print(1)\n",
+                                    kernels.KernelOptions(accelerator="none"))
+        pushed = kernel_api.push_kernel(folder, accelerator=None, api=api)  # a CPU run needs none
+        body = fake.kernel().body
+    finally:
+        fake.stop()
+    assert "cannot choose a kernel's accelerator (NvidiaTeslaT4)" in message
+    assert "pip install -U 'kaggle>=1.8.4'" in message
+    assert pushed["version"] == 1 and body["enableGpu"] is False
+
+
+@pytest.mark.skipif(not _client_has("quota_view"), reason="this kaggle client cannot tell")
+@pytest.mark.parametrize("used_hours, outcome", [(1.0, "pushed"), (30.0, "refused")])
+def test_the_gpu_quota_left_is_shown_before_a_push_and_none_left_stops_it(
+        runs, credentials, monkeypatch, capsys, used_hours, outcome):
+    fake = scripted(monkeypatch, [("QUEUED", "")], gpu_quota=(used_hours * 3600, 30 * 3600))
+    try:
+        code_ = cli.main(["--runs", str(runs), "cv", "--preset", "quick", "--remote", "kaggle",
+                          "--no-wait"])
+    finally:
+        fake.stop()
+    captured = capsys.readouterr()
+    assert fake.count("GetAcceleratorQuotaStatistics") == 1
+    if outcome == "pushed":
+        assert code_ == 0 and fake.count("SaveKernel") == 1
+        line = ("GPU quota: 29.0 h left of 30.0 h this week; Kaggle refreshes it "
+                "2024-05-06 00:00 UTC")
+        assert line in captured.out
+        assert captured.out.index(line) < captured.out.index("pushed ")
+    else:
+        err = captured.err.strip()
+        assert code_ == 1 and fake.count("SaveKernel") == 0 and "\n" not in err
+        assert "no GPU quota left (GPU quota: 0.0 h left of 30.0 h this week" in err
+        assert "--accelerator none; nothing was pushed" in err
+        assert not list(runs.glob(".remote/*.json"))
+
+
+def test_where_the_quota_cannot_be_told_nothing_is_said(runs, credentials, monkeypatch,
+                                                        capsys):
+    fake = scripted(monkeypatch, [("QUEUED", "")])  # the answer holds no GPU figure
+    try:
+        assert cli.main(["--runs", str(runs), "cv", "--preset", "quick", "--remote", "kaggle",
+                         "--no-wait"]) == 0
+        asked = fake.count("GetAcceleratorQuotaStatistics")
+        assert cli.main(["--runs", str(runs), "cv", "--preset", "quick", "--remote", "kaggle",
+                         "--accelerator", "none", "--no-wait"]) == 0
+    finally:
+        fake.stop()
+    assert "quota" not in capsys.readouterr().out.lower()
+    assert asked == (1 if _client_has("quota_view") else 0)  # 2.2 asks; older ones cannot
+    assert fake.count("GetAcceleratorQuotaStatistics") == asked  # a CPU run never asks
+
+
+@pytest.mark.skipif(not _client_has("_warn_if_retired_accelerator"),
+                    reason="this kaggle client does not warn about retired accelerators")
+def test_the_clients_warning_on_stderr_is_kept_and_shown_as_one_line(runs, credentials,
+                                                                     monkeypatch, capfd):
+    fake = scripted(monkeypatch, [("QUEUED", "")])
+    try:
+        assert cli.main(["--runs", str(runs), "cv", "--preset", "quick", "--remote", "kaggle",
+                         "--accelerator", "NvidiaTeslaP100", "--no-wait"]) == 0
+        body = fake.kernel().body
+    finally:
+        fake.stop()
+    entry = kernels.find_entry(runs)
+    assert body["machineShape"] == "NvidiaTeslaP100"
+    assert entry["warnings"] == ["⚠ Warning: 'NvidiaTeslaP100' is retired.",
+                                 "Sessions run on the default GPU (NvidiaTeslaT4) instead."]
+    err = capfd.readouterr().err
+    assert "warning: kaggle: ⚠ Warning: 'NvidiaTeslaP100' is retired." in err
+    assert "\x1b[" not in err  # the client's colours went into the kept text, not the terminal
+
+
+class Clock:
+    """Time that passes only when the code under test sleeps."""
+
+    def __init__(self):
+        self.now = 1_714_564_800.0
+        self.sleeps = 0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.sleeps += 1
+
+
+@pytest.mark.parametrize("status, poll, timeout, expected, waited", [
+    ("NEW_SCRIPT", 30, None, ("was saved but Kaggle started no run of it in 10 minutes "
+     "(NEW_SCRIPT): open https://www.kaggle.com/code/me/kit-cv-1 to see why"), 600),
+    ("QUEUED", 60, None, ("is still QUEUED after 2.0 hours: Kaggle has no NvidiaTeslaT4 "
+     "machine free for it"), 7200),
+    ("RUNNING", 600, 600, "is still RUNNING after 2.8 hours, past its run limit", 10_200),
+    ("RUNNING", 3600, None, "is still RUNNING after 14.7 hours", 52_800),
+])
+def test_a_wait_always_ends_and_says_what_to_do(runs, credentials, monkeypatch, status, poll,
+                                                timeout, expected, waited):
+    fake = scripted(monkeypatch, [(status, "")])
+    clock = Clock()
+    entry = entry_for("me/kit-cv-1", timeout=timeout, accelerator="NvidiaTeslaT4",
+                      url="https://www.kaggle.com/code/me/kit-cv-1")
+    try:
+        fake.kernels["me/kit-cv-1"] = _scripted_run(fake, "me/kit-cv-1")
+        message = refusal(lambda: kernels.wait(runs, entry, poll=poll, now=clock,
+                                               sleep=clock.sleep))
+    finally:
+        fake.stop()
+    assert expected in message
+    start = 1_714_564_800.0
+    assert clock.now - start == pytest.approx(-(-waited // poll) * poll)  # the first poll past it
+    assert fake.count("GetKernelSessionStatus") == clock.sleeps + 1
+    assert entry["status"] == status and not entry.get("finished")  # the kernel is left alone
+
+
+def test_a_kernel_that_cannot_install_what_it_needs_fails_with_that_line(
+        tmp_path, runs, checkout, credentials, monkeypatch, capsys):
+    (checkout / "pyproject.toml").write_text(
+        '[project]\ndependencies = ["numpy>=1", "kit-surely-not-installed>=1"]\n')
+    pushed_code = code.collect_code(checkout)
+    folder = tmp_path / "kernel"
+    options = kernels.KernelOptions(accelerator="none", internet=False)
+    kernel = f"{FAKE_USER}/kit-cv-20240501-120000-quick"
+    kernels.write_kernel_folder(folder, kernel, code.script_text(pushed_code, []), options)
+    with FakeKaggle(kernel_home=tmp_path / "kaggle", queued_polls=0) as fake:
+        fake.install(monkeypatch)
+        pushed = kernel_api.push_kernel(folder)
+        kernels.save_entry(runs, entry_for(kernel, version=pushed["version"], url=pushed["url"]))
+        code_ = cli.main(["--runs", str(runs), "remote", "attach", "--poll", "0.2"])
+        run = fake.wait_for_kernel()
+    err = capsys.readouterr().err.strip()
+    assert run.returncode != 0 and code_ == 1 and "\n" not in err, err
+    assert (f"kernel {kernel} failed (ERROR: kit: could not install kit-surely-not-installed>=1 "
+            in err)
+    assert "the kernel needs internet on for that" in err and "last log lines" not in err
+    entry = kernels.find_entry(runs)
+    assert entry["status"] == "ERROR"
+    assert entry["failure"].startswith("kit: could not install kit-surely-not-installed>=1")

@@ -17,9 +17,11 @@ from rich.text import Text
 
 from kit.cli.console import clock
 from kit.core.errors import KitError
-from kit.remote import kernels
+from kit.remote import code, kernels
 
 HEARTBEAT_SECONDS = 300  # without a terminal, a line this often while nothing changes
+_START_AND_SAVE_MINUTES = (kernels.NEW_SCRIPT_LIMIT_S + kernels.QUEUED_LIMIT_S
+                           + kernels.SAVE_MARGIN_S) // 60
 
 
 def add_cv_flags(p) -> None:
@@ -34,7 +36,9 @@ def add_cv_flags(p) -> None:
     group.add_argument("--no-internet", dest="internet", action="store_false",
                        help="kernel without internet (then nothing can be installed there)")
     group.add_argument("--timeout", type=int, metavar="SECONDS",
-                       help="Kaggle stops the kernel after this long (default: Kaggle's limit)")
+                       help="Kaggle stops the kernel after this long (default: Kaggle's "
+                            f"{kernels.KAGGLE_SESSION_LIMIT_S // 3600} hours); waiting ends at "
+                            f"most {_START_AND_SAVE_MINUTES} minutes after that")
     add_wait_flags(group)
 
 
@@ -64,6 +68,12 @@ def _console():
     return console
 
 
+def _error_console():
+    from kit.cli.console import error_console
+
+    return error_console
+
+
 # ---------------------------------------------------------------- verbs
 
 
@@ -75,14 +85,17 @@ def cmd_cv_remote(args) -> None:
     console = _console()
     options = kernels.KernelOptions(public=args.public, accelerator=args.accelerator,
                                    internet=args.internet, timeout=args.timeout)
-    flags = kernels.cv_flags(args.argv, add_cv_flags)
+    flags = code.cv_flags(args.argv, add_cv_flags)
     if args.preset is None:  # the preset for the kernel's hardware, not this machine's
         args.preset = "gpu" if options.gpu else "default"
         flags += ["--preset", args.preset]
     config = make_config(args)  # a bad flag stops here, before anything is pushed
     console.print(f"[bold]config[/] {escape(json.dumps(dataclasses.asdict(config)))}")
     with console.status("bundling the kit's code and pushing the kernel"):
-        entry = kernels.push(args.runs, flags, config.preset, options)
+        entry = kernels.push(args.runs, flags, config.preset, options,
+                             on_quota=lambda quota: console.print(quota.describe()))
+    for warning in entry["warnings"]:  # the client's, e.g. a retired accelerator swapped
+        _error_console().print(f"[yellow]warning:[/] kaggle: {escape(warning)}")
     where = "public" if options.public else "private"
     machine = options.accelerator if options.gpu else "CPU"
     console.print(f"[green]pushed[/] {entry['kernel']} version {entry['version']} ({where}, "
@@ -103,8 +116,6 @@ def cmd_attach(args) -> None:
 
 
 def cmd_list(args) -> None:
-    from kit.cli.console import error_console
-
     console = _console()
     entries = kernels.load_entries(args.runs)
     if not entries:
@@ -113,7 +124,7 @@ def cmd_list(args) -> None:
     try:
         kernels.refresh(args.runs, entries)
     except KitError as error:
-        error_console.print(f"[yellow]warning:[/] states as last seen: {escape(str(error))}")
+        _error_console().print(f"[yellow]warning:[/] states as last seen: {escape(str(error))}")
     owner = entries[0]["kernel"].split("/")[0]
     table = Table(title=f"Remote runs (kernels kaggle.com/code/{owner}/{kernels.KERNEL_PREFIX}<id>)",
                   title_justify="left")

@@ -1,27 +1,22 @@
 """`python -m kit cv --remote kaggle`: the same cv, run by Kaggle on its GPU.
 
-The working tree's kit code (kit/ and pyproject.toml, as git lists them: tracked and untracked
-but not ignored) goes into one script kernel (Kaggle script kernels are a single file) with
-kit/kaggle/kernel_setup.py as its body; the competition is attached as a data source. While Kaggle runs
-it, its status and log are polled; when it completes, the run it left in /kaggle/working/cv
-comes back into cv/<run-id>/ exactly as a local run, with remote.json beside config.json.
+The working tree's kit code goes into one script kernel (kit/remote/code.py) with the
+competition attached as a data source. While Kaggle runs it, its status and log are polled;
+when it completes, the run it left in /kaggle/working/cv comes back into cv/<run-id>/ exactly
+as a local run, with remote.json beside config.json.
 
 Every remote run has an entry in cv/.remote/<id>.json (kernel, version, commit, times, status),
 so waiting can stop (Ctrl-C) and start again (`remote attach`) without touching the kernel.
 Each run is its own private kernel (kit-cv-<id>), so runs never wait for or replace each other.
-Nothing here prints: the CLI shows what `wait` reports.
+Waiting always ends: a run that never starts, waits in Kaggle's queue too long or outlives its
+limit ends the wait in one line (the kernel itself is left alone). Nothing here prints: the
+CLI shows what `push` and `wait` report.
 """
 from __future__ import annotations
 
-import base64
-import gzip
-import hashlib
-import io
 import json
 import re
 import shutil
-import subprocess
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,117 +28,31 @@ from typing import Any
 from kit.config import COMPETITION
 from kit.core import fileio
 from kit.core.errors import KitError
-from kit.kaggle import client
+from kit.kaggle import client, kernel_api
+from kit.kaggle.credentials import contains_credentials
+from kit.remote.code import collect_code, script_text
 
-PACKAGE = Path(__file__).resolve().parents[1]  # kit/
-CODE_PATHS = ("kit", "pyproject.toml")
 KERNEL_PREFIX = "kit-cv-"
 CODE_FILE = "kit_cv.py"
 REGISTRY = ".remote"  # under the runs folder; hidden, so it is never taken for a run
-DEFAULT_ACCELERATOR = "NvidiaTeslaT4"  # a free Kaggle GPU; the client's help names it
+DEFAULT_ACCELERATOR = "NvidiaTeslaT4"  # Kaggle's default GPU, two T4s ("GPU T4 x2")
 WAITING = ("QUEUED", "NEW_SCRIPT", "RUNNING", "CANCEL_REQUESTED")
-MAIN_BLOCK = 'if __name__ == "__main__":'
 TIMEOUT_WORDS = ("timeout", "timed out", "time limit", "execution duration", "maximum run time")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# How the kernel says why it failed, in one line of its log: kernel_setup.py's SystemExit
+# messages start "kit: ", and the kit's CLI prints a KitError as "error: ...".
+REASON_PREFIXES = ("kit: ", "error: ")
 
-
-# ---------------------------------------------------------------- the code that is pushed
-
-
-@dataclass(frozen=True)
-class Code:
-    """The kit's code as pushed: a gzip tar of its files, and where it came from."""
-
-    bundle: bytes
-    files: tuple[str, ...]
-    commit: str | None  # None outside a git checkout
-    changed: tuple[str, ...]  # files that differ from the commit (untracked ones included)
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.bundle).hexdigest()
-
-    @property
-    def source(self) -> str:
-        if self.commit is None:
-            return f"an installed kit (no git checkout), code sha256 {self.sha256[:12]}"
-        dirty = f", dirty: {len(self.changed)} changed files" if self.changed else ""
-        return f"commit {self.commit[:12]}{dirty}, code sha256 {self.sha256[:12]}"
-
-
-def _git(root: Path, *args: str) -> str | None:
-    try:
-        # --no-optional-locks: `git status` must not rewrite the index of a checkout in use.
-        result = subprocess.run(["git", "--no-optional-locks", *args], cwd=root,
-                                capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout if result.returncode == 0 else None
-
-
-def collect_code(root: Path = PACKAGE.parent) -> Code:
-    """kit/ and pyproject.toml of the working tree, as they are now (saved edits included)."""
-    listed = _git(root, "ls-files", "-z", "-c", "-o", "--exclude-standard", "--", *CODE_PATHS)
-    commit = (_git(root, "rev-parse", "HEAD") or "").strip() or None
-    if listed is None:  # not a checkout: the installed package itself
-        names = [str(path.relative_to(root)) for path in sorted(PACKAGE.rglob("*.py"))]
-        names += ["pyproject.toml"] if (root / "pyproject.toml").is_file() else []
-        commit = None
-    else:
-        names = [name for name in listed.split("\0") if name]
-    # A tracked file deleted in the working tree is still listed; what is there is what runs.
-    names = sorted({name for name in names if (root / name).is_file()
-                    and "__pycache__" not in Path(name).parts})
-    status = _git(root, "status", "--porcelain", "-z", "--", *CODE_PATHS) if commit else ""
-    changed = tuple(sorted(entry[3:] for entry in (status or "").split("\0") if len(entry) > 3))
-    files = {name: (root / name).read_bytes() for name in names}
-    found = [name for name, content in files.items() if client.contains_credentials(content)]
-    if found:
-        raise KitError(f"{root / found[0]}: holds one of your Kaggle credentials; it would be "
-                       "pushed to Kaggle with the kit's code: remove it from there first")
-    if "pyproject.toml" not in files or not any(n.startswith("kit/") for n in files):
-        raise KitError(f"{root}: found no kit/ package and pyproject.toml to push")
-    return Code(_tar(files), tuple(names), commit, changed)
-
-
-def _tar(files: dict[str, bytes]) -> bytes:
-    # Fixed times and owners: the same code gives the same bytes, so its sha256 names it.
-    buffer = io.BytesIO()
-    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as zipped, \
-            tarfile.open(fileobj=zipped, mode="w") as archive:
-        for name, content in sorted(files.items()):
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(content), 0o644
-            archive.addfile(info, io.BytesIO(content))
-    return buffer.getvalue()
-
-
-def script_text(code: Code, cv_args: list[str]) -> str:
-    """The kernel's single code file: kit/kaggle/kernel_setup.py with the code and flags put in."""
-    template = (PACKAGE / "kaggle" / "kernel_setup.py").read_text()
-    if template.count(MAIN_BLOCK) != 1:
-        raise AssertionError(f"kit/kaggle/kernel_setup.py must end in one `{MAIN_BLOCK}` block")
-    head, tail = template.split(MAIN_BLOCK)
-    names = (f"SOURCE = {code.source!r}\nCV_ARGS = {list(cv_args)!r}\n"
-             f"BUNDLE = {base64.b64encode(code.bundle).decode()!r}\n\n\n")
-    return (f"# `python -m kit cv --remote kaggle` from {code.source}.\n"
-            f"# kit/kaggle/kernel_setup.py with the kit's code below as BUNDLE (a base64 gzip tar).\n"
-            + head + names + MAIN_BLOCK + tail)
-
-
-def cv_flags(argv: list[str], remote_flags: Callable[[Any], None]) -> list[str]:
-    """The cv flags of a command line (`[--data D] cv --preset P ... --remote kaggle`), less the
-    top-level options and the flags that only steer the remote run (`remote_flags` adds them
-    to a parser), so the kernel's cv gets every flag the user gave, in the user's order."""
-    import argparse
-
-    words = list(argv)
-    verb = 0
-    while verb < len(words) and words[verb] != "cv":
-        verb += 2 if words[verb] in ("--data", "--runs") else 1
-    steering = argparse.ArgumentParser(add_help=False)
-    remote_flags(steering)
-    return steering.parse_known_args(words[verb + 1:])[1]
+# How long a wait goes on. Kaggle stops a CPU or GPU session after 12 hours (TPU: 9).
+KAGGLE_SESSION_LIMIT_S = 12 * 3600
+# A pushed version that runs is QUEUED within seconds; NEW_SCRIPT for minutes means Kaggle saved
+# the version without starting a session (an account that may not run it, a refused source).
+NEW_SCRIPT_LIMIT_S = 10 * 60
+# A queue wait is Kaggle finding a free machine of the kind asked: minutes usually, longer at busy
+# hours for a scarce accelerator; two hours in the queue means trying another machine is better.
+QUEUED_LIMIT_S = 2 * 3600
+# After the run stops, Kaggle saves /kaggle/working before the status says so.
+SAVE_MARGIN_S = 30 * 60
 
 
 # ---------------------------------------------------------------- the registry
@@ -210,14 +119,19 @@ class KernelOptions:
         return self.accelerator.lower() != "none"
 
 
+def unused_name(base: str, taken: Callable[[str], bool]) -> str:
+    """base, else base-2, base-3, ...: the first that `taken` says is free."""
+    name, suffix = base, 1
+    while taken(name):
+        suffix += 1
+        name = f"{base}-{suffix}"
+    return name
+
+
 def new_id(runs: Path, preset: str, when: float | None = None) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(when))
     base = f"{stamp}-{re.sub(r'[^a-z0-9]+', '-', preset.lower()).strip('-') or 'cv'}"
-    remote_id, suffix = base, 1
-    while (registry_dir(runs) / f"{remote_id}.json").exists():
-        suffix += 1
-        remote_id = f"{base}-{suffix}"
-    return remote_id
+    return unused_name(base, lambda name: (registry_dir(runs) / f"{name}.json").exists())
 
 
 def write_kernel_folder(folder: Path, kernel: str, script: str, options: KernelOptions) -> Path:
@@ -243,28 +157,35 @@ def write_kernel_folder(folder: Path, kernel: str, script: str, options: KernelO
     return folder
 
 
-def push(runs: Path, cv_args: list[str], preset: str, options: KernelOptions,
-         api: Any = None) -> dict[str, Any]:
-    """Push the working tree's kit as a new kernel that runs `cv cv_args`; its registry entry."""
+def push(runs: Path, cv_args: list[str], preset: str, options: KernelOptions, api: Any = None,
+         on_quota: Callable[[kernel_api.Quota], None] = lambda quota: None) -> dict[str, Any]:
+    """Push the working tree's kit as a new kernel that runs `cv cv_args`; its registry entry
+    (its "warnings": what the client said about the push). A GPU or TPU run first reads the
+    account's quota where the client can (`on_quota` gets it) and stops if none is left."""
     code = collect_code()
-    if client.contains_credentials(" ".join(cv_args)):
+    if contains_credentials(" ".join(cv_args)):
         raise KitError("the cv flags hold one of your Kaggle credentials; they would be pushed")
     api = api or client.make_api()
+    accelerator = options.accelerator if options.gpu else None
+    quota = kernel_api.accelerator_quota(accelerator, api) if accelerator else None
+    if quota is not None:
+        on_quota(quota)
+        if quota.left_s <= 0:
+            raise kernel_api.no_quota_left(quota)
     remote_id = new_id(runs, preset)
-    kernel = f"{client.kaggle_username(api)}/{KERNEL_PREFIX}{remote_id}"
+    kernel = f"{kernel_api.kaggle_username(api)}/{KERNEL_PREFIX}{remote_id}"
     with tempfile.TemporaryDirectory(prefix="kit-kernel-") as folder:
         write_kernel_folder(Path(folder), kernel, script_text(code, cv_args), options)
-        pushed = client.push_kernel(Path(folder), timeout=options.timeout,
-                                       accelerator=options.accelerator if options.gpu else None,
-                                       api=api)
+        pushed = kernel_api.push_kernel(Path(folder), timeout=options.timeout,
+                                        accelerator=accelerator, api=api)
     entry = {
         "id": remote_id, "kernel": kernel, "version": pushed["version"], "url": pushed["url"],
         "cv_args": list(cv_args), "source": code.source, "commit": code.commit,
         "dirty": bool(code.changed), "changed_files": list(code.changed),
         "code_sha256": code.sha256,
         "code_files": len(code.files), "public": options.public,
-        "accelerator": options.accelerator if options.gpu else None,
-        "internet": options.internet, "timeout": options.timeout,
+        "accelerator": accelerator, "internet": options.internet, "timeout": options.timeout,
+        "warnings": pushed["warnings"],
         "pushed": _now(), "status": "QUEUED", "failure": "", "started": None,
         "finished": None, "run": None, "downloaded": None,
     }
@@ -301,20 +222,35 @@ def log_lines(text: str) -> list[str]:
     return lines
 
 
+def wait_limit(entry: dict[str, Any]) -> float:
+    """The longest a wait goes on: the run's limit (--timeout, else Kaggle's) plus the longest
+    it may take to start (NEW_SCRIPT, then QUEUED) and for Kaggle to save its outputs."""
+    run_limit = entry.get("timeout") or KAGGLE_SESSION_LIMIT_S
+    return NEW_SCRIPT_LIMIT_S + QUEUED_LIMIT_S + run_limit + SAVE_MARGIN_S
+
+
 def wait(runs: Path, entry: dict[str, Any], *, poll: float = 30.0,
          on_update: Callable[[Update], None] = lambda update: None, api: Any = None,
          now: Callable[[], float] = time.time,
          sleep: Callable[[float], None] = time.sleep) -> tuple[str, str, list[str]]:
     """Poll the kernel until it stops; (final status, failure message, log lines). The entry
-    is saved whenever its status changes. Ctrl-C (KeyboardInterrupt) leaves the kernel alone."""
+    is saved whenever its status changes. A kernel NEW_SCRIPT or QUEUED too long, or still
+    going past `wait_limit`, ends the wait in a KitError; the limits count from this wait's
+    start, so `remote attach` waits afresh. Ctrl-C (KeyboardInterrupt) leaves the kernel alone."""
     api = api or client.make_api()
     kernel = entry["kernel"]
     pushed = _epoch(entry.get("pushed")) or now()
+    deadline = now() + wait_limit(entry)
+    first_seen: dict[str, float] = {}  # status -> when this wait first saw it
     lines: list[str] = []
     while True:
-        status, failure = client.kernel_status(kernel, api)
+        status, failure = kernel_api.kernel_status(kernel, api)
+        seen = now()
+        first_seen.setdefault(status, seen)
         if status == "RUNNING" or status not in WAITING:
-            lines = log_lines(client.kernel_log(kernel, api)) or lines
+            lines = log_lines(kernel_api.kernel_log(kernel, api)) or lines
+        if status == "ERROR":
+            failure = kernel_reason(lines) or failure
         if status != entry.get("status") or failure != entry.get("failure", ""):
             entry.update(status=status, failure=failure)
             if status == "RUNNING" and not entry.get("started"):
@@ -322,16 +258,55 @@ def wait(runs: Path, entry: dict[str, Any], *, poll: float = 30.0,
             if status not in WAITING:
                 entry["finished"] = _now()
             save_entry(runs, entry)
-        on_update(Update(status, max(0.0, now() - pushed), tuple(lines[-5:])))
+        on_update(Update(status, max(0.0, seen - pushed), tuple(lines[-5:])))
         if status not in WAITING:
             return status, failure, lines
+        stuck = _stuck(entry, status, seen - first_seen[status], seen >= deadline)
+        if stuck is not None:
+            raise stuck
         sleep(poll)
+
+
+def _stuck(entry: dict[str, Any], status: str, in_status_s: float,
+           past_deadline: bool) -> KitError | None:
+    """Why waiting for a kernel in `status` for `in_status_s` seconds should stop, if so."""
+    kernel = entry["kernel"]
+    url = entry.get("url") or f"https://www.kaggle.com/code/{kernel}"
+    if status == "NEW_SCRIPT" and in_status_s >= NEW_SCRIPT_LIMIT_S:
+        return KitError(
+            f"kernel {kernel} was saved but Kaggle started no run of it in "
+            f"{_duration(in_status_s)} (NEW_SCRIPT): open {url} to see why (a GPU needs a "
+            "phone-verified account) and run it there, or push again")
+    if status == "QUEUED" and in_status_s >= QUEUED_LIMIT_S:
+        machine = entry.get("accelerator") or "CPU"
+        return KitError(
+            f"kernel {kernel} is still QUEUED after {_duration(in_status_s)}: Kaggle has no "
+            f"{machine} machine free for it; wait longer, or push again with another "
+            "--accelerator (none: the CPU)")
+    if past_deadline:
+        return KitError(
+            f"kernel {kernel} is still {status} after {_duration(wait_limit(entry))}, past its "
+            f"run limit and Kaggle's time to start and save it: see {url}")
+    return None
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes} minutes" if minutes < 120 else f"{minutes / 60:.1f} hours"
+
+
+def kernel_reason(lines: list[str]) -> str:
+    """The kernel's own one-line reason for failing (the last such line of its log), if any."""
+    return next((line.strip() for line in reversed(lines)
+                 if line.strip().startswith(REASON_PREFIXES)), "")
 
 
 def failure(entry: dict[str, Any], status: str, message: str, lines: list[str],
             log_path: Path | None) -> KitError:
     """One line for a kernel that stopped without a run to download."""
-    tail = " | ".join(line.strip() for line in lines[-3:])
+    # The kernel's own reason is the message then (see wait), and says more than a log tail.
+    tail = "" if message and message == kernel_reason(lines) else \
+        " | ".join(line.strip() for line in lines[-3:])
     where = f"; full log: {log_path}" if log_path else ""
     last = f"; last log lines: {tail}" if tail else ""
     kernel = entry["kernel"]
@@ -363,9 +338,9 @@ def fetch(runs: Path, entry: dict[str, Any], api: Any = None) -> Path:
     staging = registry_dir(runs) / f"{entry['id']}.download"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        client.download_kernel_output(entry["kernel"], staging, api=api)
+        kernel_api.download_kernel_output(entry["kernel"], staging, api=api)
         for path in sorted(p for p in staging.rglob("*") if p.is_file()):
-            if client.contains_credentials(path.read_bytes()):
+            if contains_credentials(path.read_bytes()):
                 raise KitError(f"kernel {entry['kernel']}: its output {path.name} holds one of "
                                "your Kaggle credentials; not copied into the runs folder")
         found = sorted(p.parent for p in staging.glob("cv/*/config.json")
@@ -374,11 +349,7 @@ def fetch(runs: Path, entry: dict[str, Any], api: Any = None) -> Path:
             raise KitError(f"kernel {entry['kernel']} completed but left no run in "
                            "/kaggle/working/cv; see its log (`python -m kit remote list`)")
         source = found[-1]
-        run_dir = runs / source.name
-        suffix = 1
-        while run_dir.exists():
-            suffix += 1
-            run_dir = runs / f"{source.name}-{suffix}"
+        run_dir = runs / unused_name(source.name, lambda name: (runs / name).exists())
         runs.mkdir(parents=True, exist_ok=True)
         # A lock names the kernel's process on Kaggle's machine; here it would only block.
         (source / run_folders.LOCK).unlink(missing_ok=True)
@@ -402,7 +373,7 @@ def refresh(runs: Path, entries: list[dict[str, Any]], api: Any = None) -> list[
     if waiting:
         api = api or client.make_api()
     for entry in waiting:
-        status, message = client.kernel_status(entry["kernel"], api)
+        status, message = kernel_api.kernel_status(entry["kernel"], api)
         if (status, message) != (entry.get("status"), entry.get("failure", "")):
             entry.update(status=status, failure=message)
             if status not in WAITING:
