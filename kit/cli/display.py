@@ -1,14 +1,23 @@
-"""The view of a CV run: live bars in a terminal or a notebook, plain lines in a log.
+"""The view of a CV run: live bars where they can redraw, plain lines elsewhere.
 
-A log (a batch kernel's, `nohup`, CI) has no terminal to redraw bars in: there each epoch is
-one line, and a long epoch adds a progress line every `PLAIN_EVERY` seconds.
+Bars redraw in a terminal, and in Jupyter only through ipywidgets (rich's live display draws
+into an ipywidgets Output; without the package it warns at every refresh and shows nothing).
+A log (a batch kernel's, `nohup`, CI) and a notebook without ipywidgets get plain lines: each
+epoch is one line, and a long epoch adds a progress line every `PLAIN_EVERY` seconds; a
+spinner (`Console.status`) is its text printed once.
+
+Imported by the CLI at start: what it imports at the top stays light (rich, and the engine's
+Listener hooks); the run's own modules are imported where they are used.
 """
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rich.console import Console
+import rich.console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -18,13 +27,45 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from kit.runs.cv import SHARED, FoldPlan
 from kit.training.engine import EpochReport, Listener
+
+if TYPE_CHECKING:
+    from kit.runs.cv import FoldPlan
 
 PLAIN_EVERY = 15.0  # seconds between progress lines in a log
 
 
+def can_redraw(is_terminal: bool, is_jupyter: bool, has_ipywidgets: bool) -> bool:
+    """Whether live bars and spinners can redraw in place: in Jupyter only with ipywidgets
+    installed, elsewhere only on a terminal."""
+    return has_ipywidgets if is_jupyter else is_terminal
+
+
+def ipywidgets_installed() -> bool:
+    return importlib.util.find_spec("ipywidgets") is not None
+
+
+def redraws(console: rich.console.Console) -> bool:
+    """can_redraw() for this console (ipywidgets looked for only in Jupyter)."""
+    return can_redraw(console.is_terminal, console.is_jupyter,
+                      console.is_jupyter and ipywidgets_installed())
+
+
+class Console(rich.console.Console):
+    """rich's Console whose spinner, where nothing can redraw, is its text printed once:
+    rich's own would warn at every refresh in a notebook without ipywidgets, and show nothing
+    in a log."""
+
+    def status(self, status, **spinner):
+        if redraws(self):
+            return super().status(status, **spinner)
+        self.print(f"{status} ...")
+        return contextlib.nullcontext()
+
+
 def network_label(network: str) -> str:
+    from kit.runs.cv import SHARED
+
     return "shared trunk" if network == SHARED else f"{network}-key"
 
 
@@ -44,9 +85,9 @@ class CVDisplay(Listener):
     """The whole run in training steps (so the time left is honest) and the group of folds
     in hand, whose caption carries the last epoch's RMSEs."""
 
-    def __init__(self, console: Console, live: bool | None = None):
+    def __init__(self, console: rich.console.Console, live: bool | None = None):
         self.console = console
-        self.live = (console.is_terminal or console.is_jupyter) if live is None else live
+        self.live = redraws(console) if live is None else live
         self.bars = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=console,

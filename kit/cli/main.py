@@ -14,13 +14,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from kit.cli import remote_verbs
+from kit.cli import display, remote_verbs
 from kit.config import PRESETS
 from kit.core.errors import KitError
 from kit.kaggle import places
 
-# soft_wrap: a long line stays one line (a log or a test reads it whole).
-console = Console(highlight=False, soft_wrap=True)
+# soft_wrap: a long line stays one line (a log or a test reads it whole). display.Console: a
+# spinner is one plain line where nothing redraws (a log, a notebook without ipywidgets).
+console = display.Console(highlight=False, soft_wrap=True)
 error_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
