@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from kit.cli import display
 from kit.cli import main as cli
 from kit.core.errors import KitError
+from kit.core.keypoints import KEYPOINT_NAMES
 from kit.data import archive as archive_io
 from kit.data import download, tables
 from kit.kaggle import places
@@ -183,3 +186,57 @@ def test_notebook_api_runs_cv_shows_it_and_writes_submission_csv(synth_competiti
     assert snapshot(root / "input") == before
     assert not list((root / "working").rglob("*.npz.part")) and not list(
         (root / "working").rglob("cache"))
+
+
+# ---------------------------------------------------------------- live or plain, and figures
+
+
+@pytest.mark.parametrize("is_terminal, is_jupyter, has_ipywidgets, redraws", [
+    (True, False, False, True),    # a terminal
+    (False, False, False, False),  # a log: a batch kernel, nohup, CI
+    (False, False, True, False),   # a log, whatever is installed
+    (False, True, True, True),     # Jupyter with ipywidgets: rich draws into a widget
+    (False, True, False, False),   # Jupyter without: rich would warn and show nothing
+])
+def test_bars_redraw_in_a_terminal_or_in_jupyter_with_ipywidgets(is_terminal, is_jupyter,
+                                                                 has_ipywidgets, redraws):
+    assert display.can_redraw(is_terminal, is_jupyter, has_ipywidgets) is redraws
+
+
+def test_a_spinner_where_nothing_redraws_is_one_plain_line():
+    log = io.StringIO()
+    console = display.Console(file=log, force_terminal=False, width=200)
+    with console.status("writing the report and pictures"):
+        pass
+    assert log.getvalue() == "writing the report and pictures ...\n"
+    assert not display.CVDisplay(console).live
+
+
+def test_figures_are_the_reports_tables_as_dataframes(quick_run, monkeypatch):
+    import kit.cli.notebook as kn
+
+    monkeypatch.setenv("KIT_RUNS", str(quick_run.parent))
+    result = json.loads((quick_run / "report.json").read_text())
+    tables_ = kn.figures(quick_run.name)
+    assert set(tables_) == {"summary", "per_fold", "per_keypoint"}
+    summary = tables_["summary"]["RMSE (px)"]
+    assert summary["OOF, all values"] == pytest.approx(result["overall_rmse"])
+    assert summary["OOF, 4-key model"] == pytest.approx(result["subsets"]["4"]["rmse"])
+    per_fold = tables_["per_fold"]
+    assert list(per_fold.columns) == ["fold 0", "fold 1", "mean", "spread"]
+    assert per_fold.loc["15", "fold 1"] == pytest.approx(result["subsets"]["15"]["per_fold"]["1"])
+    per_keypoint = tables_["per_keypoint"]
+    assert list(per_keypoint.index) == list(KEYPOINT_NAMES)
+    assert per_keypoint.loc["nose_tip", "4-key"] == pytest.approx(
+        result["subsets"]["4"]["per_keypoint"]["nose_tip"])
+    assert np.isnan(per_keypoint.loc["left_eyebrow_outer_end", "4-key"])  # not a core keypoint
+
+
+def test_show_outside_a_kernel_prints_the_tables_only(quick_run, capsys):
+    import kit.cli.notebook as kn
+
+    kn.show(quick_run)
+    out = capsys.readouterr().out
+    assert "Per keypoint" in out and "leaderboard estimate" in out
+    assert [p.name for p in kn.pictures(quick_run)] == [
+        "curves.png", "keypoint-error.png", "errors-on-face.png", "worst.png", "label-noise.png"]

@@ -2,12 +2,44 @@
 as tables, and durations as a clock."""
 from __future__ import annotations
 
-from rich.console import Console
+import contextlib
+import importlib.util
+
+import rich.console
 from rich.table import Table
+
+
+def can_redraw(is_terminal: bool, is_jupyter: bool, has_ipywidgets: bool) -> bool:
+    """Whether live bars and spinners can redraw in place: in Jupyter only with ipywidgets
+    installed, elsewhere only on a terminal."""
+    return has_ipywidgets if is_jupyter else is_terminal
+
+
+def ipywidgets_installed() -> bool:
+    return importlib.util.find_spec("ipywidgets") is not None
+
+
+def redraws(console: rich.console.Console) -> bool:
+    """can_redraw() for this console (ipywidgets looked for only in Jupyter)."""
+    return can_redraw(console.is_terminal, console.is_jupyter,
+                      console.is_jupyter and ipywidgets_installed())
+
+
+class Console(rich.console.Console):
+    """rich's Console whose spinner, where nothing can redraw, is its text printed once:
+    rich's own would warn at every refresh in a notebook without ipywidgets, and show nothing
+    in a log."""
+
+    def status(self, status, **spinner):
+        if redraws(self):
+            return super().status(status, **spinner)
+        self.print(f"{status} ...")
+        return contextlib.nullcontext()
+
 
 # soft_wrap: a long line stays one line (a log or a test reads it whole).
 console = Console(highlight=False, soft_wrap=True)
-error_console = Console(stderr=True, highlight=False, soft_wrap=True)
+error_console = rich.console.Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def make_config(args):

@@ -1,14 +1,21 @@
-"""The view of a CV run: live bars in a terminal or a notebook, plain lines in a log.
+"""The view of a CV run: live bars where they can redraw, plain lines elsewhere.
 
-A log (a batch kernel's, `nohup`, CI) has no terminal to redraw bars in: there each epoch is
-one line, and a long epoch adds a progress line every `PLAIN_EVERY` seconds.
+Bars redraw in a terminal, and in Jupyter only through ipywidgets (rich's live display draws
+into an ipywidgets Output; without the package it warns at every refresh and shows nothing).
+A log (a batch kernel's, `nohup`, CI) and a notebook without ipywidgets get plain lines: each
+epoch is one line, and a long epoch adds a progress line every `PLAIN_EVERY` seconds; a
+spinner (`Console.status`) is its text printed once.
+
+Imported by the CLI at start: what it imports at the top stays light (rich, and the engine's
+Listener hooks); the run's own modules are imported where they are used.
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rich.console import Console
+import rich.console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -18,10 +25,12 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from kit.cli.console import clock
+from kit.cli.console import clock, redraws
 from kit.model.heads import SHARED
-from kit.runs.cv import FoldPlan
 from kit.training.engine import EpochReport, Listener
+
+if TYPE_CHECKING:
+    from kit.runs.cv import FoldPlan
 
 PLAIN_EVERY = 15.0  # seconds between progress lines in a log
 
@@ -41,9 +50,9 @@ class CVDisplay(Listener):
     """The whole run in training steps (so the time left is honest) and the group of folds
     in hand, whose caption carries the last epoch's RMSEs."""
 
-    def __init__(self, console: Console, live: bool | None = None):
+    def __init__(self, console: rich.console.Console, live: bool | None = None):
         self.console = console
-        self.live = (console.is_terminal or console.is_jupyter) if live is None else live
+        self.live = redraws(console) if live is None else live
         self.bars = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=console,

@@ -19,7 +19,7 @@ from kit.cli.console import console, error_console, make_config, print_report, v
 from kit.config import PRESETS
 from kit.core.errors import KitError
 from kit.kaggle import places
-from kit.runs import folders
+from kit.runs import files, folders
 from kit.submit import ledger, validate
 from kit.training import interrupts
 
@@ -178,12 +178,7 @@ def cmd_ensemble(args) -> None:
 
 
 def _load_report(runs: Path, name: str | None) -> dict:
-
-    run_dir = folders.resolve_run(runs, name)
-    path = run_dir / "report.json"
-    if not path.exists():
-        raise KitError(f"{run_dir}: no report.json yet; finish the run with `make cv`")
-    return json.loads(path.read_text())
+    return files.read_report(folders.resolve_run(runs, name))
 
 
 def cmd_show(args) -> None:
