@@ -18,6 +18,7 @@ from kit.cli import remote_verbs
 from kit.config import PRESETS
 from kit.core.errors import KitError
 from kit.kaggle import places
+from kit.training import runtime
 
 # soft_wrap: a long line stays one line (a log or a test reads it whole).
 console = Console(highlight=False, soft_wrap=True)
@@ -127,6 +128,7 @@ def make_config(args):
 def cmd_cv(args) -> None:
     import dataclasses
 
+    runtime.check_supported()  # a jax, dm-haiku or kaggle outside the kit's ranges: one line
     if args.remote:  # the same cv on a Kaggle kernel: kit/cli/remote_verbs.py
         return remote_verbs.cmd_cv_remote(args)
     cfg = make_config(args)  # checked before anything heavy is imported or read

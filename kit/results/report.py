@@ -26,6 +26,7 @@ from kit.core.keypoints import COLUMNS, CORE_COLUMN_INDICES, KEYPOINT_NAMES
 from kit.data.tables import LookupTable, TrainingSet, subset_indices
 from kit.results import ensemble, label_noise, plots
 from kit.runs import cv, folders
+from kit.training import runtime
 
 PICTURES = ("curves.png", "keypoint-error.png", "errors-on-face.png", "worst.png")
 LABEL_NOISE_CSV, LABEL_NOISE_PNG = "label-noise.csv", "label-noise.png"
@@ -304,6 +305,7 @@ def markdown(report: dict) -> str:
                        f"{engine['train_seconds']:.0f} s ({engine['images_per_second']:,.0f} "
                        f"images/s on {engine['devices']} {engine['backend']} device(s)) and "
                        f"spent {engine['compile_seconds']:.1f} s compiling.")]
+        lines += ["", runtime.describe(engine["versions"])] if "versions" in engine else []
     if members:
         lines += ["", "## Members", "",
                   ("| run | 15-key OOF | 4-key OOF | leaderboard estimate | mean weight, 15-key "

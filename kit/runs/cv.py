@@ -51,7 +51,7 @@ from kit.runs.folders import (
     resolve_run,
     unfinished_run,
 )
-from kit.training import checkpoints, engine, programs, train
+from kit.training import checkpoints, engine, programs, runtime, train
 from kit.training.engine import Listener
 
 if TYPE_CHECKING:
@@ -334,6 +334,7 @@ def record_engine(run_dir: Path, stats: engine.Stats, seconds: float,
         "compile_seconds": round(compile_seconds, 2),
         "group_compile_seconds": round(stats.compile_seconds, 2), "images": stats.images,
         "images_per_second": round(stats.images_per_second, 1), "groups": stats.groups,
+        "versions": runtime.running(),
     })
     fileio.write_json(path, {"calls": calls})
 
