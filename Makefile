@@ -4,6 +4,21 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+
+# The oldest Python pyproject.toml allows, checked before a venv is made (or, with one there,
+# on the venv's own): a one-line stop instead of pip's resolver failing half-way.
+MIN_PYTHON := $(shell sed -n 's/^requires-python *= *">= *\([0-9.]*\)".*/\1/p' pyproject.toml)
+CHECKED_PYTHON := $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+ifneq ($(filter-out clean,$(or $(MAKECMDGOALS),env)),)
+PYTHON_PROBLEM := $(shell $(CHECKED_PYTHON) -c "import sys; need = tuple(map(int, '$(MIN_PYTHON)'.split('.'))); \
+	print('' if sys.version_info >= need else 'kit needs Python >= $(MIN_PYTHON); $(CHECKED_PYTHON) is ' \
+	+ sys.version.split()[0] + ': pick another, e.g. make demo PYTHON=python3.12' \
+	+ (' (after rm -r $(VENV))' if '$(CHECKED_PYTHON)' == '$(PY)' else ''))" 2>&1 \
+	|| echo "kit needs Python >= $(MIN_PYTHON); $(CHECKED_PYTHON) does not run: pick another, e.g. make demo PYTHON=python3.12")
+ifneq ($(PYTHON_PROBLEM),)
+$(error $(PYTHON_PROBLEM))
+endif
+endif
 STAMP := $(VENV)/.installed-stamp
 KIT := $(PY) -m kit
 
@@ -23,9 +38,10 @@ ARCHIVE ?=
 FORCE ?=
 REFRESH ?=
 SOLUTION ?=
+SESSION ?=
 DEMO_DIR ?= demo
 
-.PHONY: env download data cv submit submissions test bench demo lint clean
+.PHONY: env download data cv submit submissions test matrix bench demo lint clean
 
 env: $(STAMP)
 
@@ -56,6 +72,12 @@ submissions: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The test matrix (noxfile.py): newest versions, Kaggle's image, the declared floor. Each
+# session wants its Python on PATH (python3.12, python3.11); pyenv's are all put there.
+NOX_PYENV := $(if $(shell command -v pyenv),PYENV_VERSION=$$(pyenv versions --bare | tr '\n' ':'))
+matrix: $(STAMP)
+	$(NOX_PYENV) $(VENV)/bin/nox $(if $(SESSION),-s $(SESSION))
 
 BENCH_STAMP := $(VENV)/.installed-bench-stamp
 

@@ -21,7 +21,7 @@ from kit.core.errors import KitError
 from kit.kaggle import places
 from kit.runs import files, folders
 from kit.submit import ledger, validate
-from kit.training import interrupts
+from kit.training import interrupts, runtime
 
 # ---------------------------------------------------------------- verbs
 
@@ -108,6 +108,7 @@ def cmd_synth(args) -> None:
 def cmd_cv(args) -> None:
     import dataclasses
 
+    runtime.check_supported()  # a jax, dm-haiku or kaggle outside the kit's ranges: one line
     if args.remote:  # the same cv on a Kaggle kernel: kit/cli/remote_verbs.py
         return remote_verbs.cmd_cv_remote(args)
     cfg = make_config(args)  # checked before anything heavy is imported or read

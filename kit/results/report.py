@@ -27,6 +27,7 @@ from kit.data.tables import LookupTable, TrainingSet, subset_indices
 from kit.model import heads
 from kit.results import label_noise, plots
 from kit.runs import files
+from kit.training import runtime
 
 PICTURES = ("curves.png", "keypoint-error.png", "errors-on-face.png", "worst.png")
 LABEL_NOISE_CSV, LABEL_NOISE_PNG = "label-noise.csv", "label-noise.png"
@@ -271,6 +272,7 @@ def markdown(report: dict) -> str:
                        f"{engine['train_seconds']:.0f} s ({engine['images_per_second']:,.0f} "
                        f"images/s on {engine['devices']} {engine['backend']} device(s)) and "
                        f"spent {engine['compile_seconds']:.1f} s compiling.")]
+        lines += ["", runtime.describe(engine["versions"])] if "versions" in engine else []
     if members:
         lines += ["", "## Members", "",
                   ("| run | 15-key OOF | 4-key OOF | leaderboard estimate | mean weight, 15-key "

@@ -65,3 +65,80 @@ def configure(environ=os.environ) -> None:
     # Every program, however quick to compile: the small ones add up to seconds per run.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+# ---------------------------------------------------------------- versions and devices
+# Here, beside the device flags, because both say what this process runs on; the rules that
+# compare versions with ranges are kernel_setup's (the one copy: it must run before the kit's
+# own requirements are installed), and the ranges are the installed kit's declared ones.
+
+STACK = ("jax", "jaxlib", "dm-haiku", "optax", "kaggle")  # what trains and talks to Kaggle
+CHECKED = ("jax", "dm-haiku", "kaggle")  # refused at `kit cv` when outside the kit's ranges
+
+
+def declared_requirements() -> list[str]:
+    """The kit's declared dependencies: the installed kit's metadata, else (code run from an
+    uninstalled copy, as on a Kaggle kernel) the pyproject.toml beside the package."""
+    import importlib.metadata
+
+    from kit.kaggle import kernel_setup
+
+    try:
+        declared = importlib.metadata.requires("kit")
+    except importlib.metadata.PackageNotFoundError:
+        declared = None
+    if declared is None:
+        return kernel_setup.requirements(Path(__file__).resolve().parents[2] / "pyproject.toml")
+    return [line for line in declared if "extra ==" not in line]
+
+
+def unsupported(required: list[str], installed: dict[str, str],
+                requires_of=lambda name: []) -> str | None:
+    """One line naming the first of CHECKED whose installed version is outside the kit's
+    range (`required`, pip's syntax), with the range; None when all are in range."""
+    from kit.kaggle import kernel_setup
+
+    ours = [r for r in required if kernel_setup.name_of(r) in CHECKED]
+    for entry in kernel_setup.shortfalls(ours, installed, requires_of):
+        return (f"{entry.found} is not supported: the kit needs {entry.requirement} "
+                f"(pip install '{entry.requirement}', or `make env` in a fresh .venv)")
+    return None
+
+
+def check_supported() -> None:
+    """Refuse, before anything trains, a jax, dm-haiku or kaggle outside the kit's ranges."""
+    from kit.core.errors import KitError
+    from kit.kaggle import kernel_setup
+
+    problem = unsupported(declared_requirements(), kernel_setup.installed_versions(),
+                          kernel_setup.requires_dist)
+    if problem:
+        raise KitError(problem)
+
+
+def running() -> dict:
+    """The versions of Python and STACK this process runs (None: not installed) and its JAX
+    devices, as engine.json records them."""
+    import importlib.metadata
+    import platform
+
+    import jax
+
+    versions: dict = {"python": platform.python_version()}
+    for name in STACK:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    devices = jax.devices()
+    versions["devices"] = {"platform": devices[0].platform, "kind": devices[0].device_kind,
+                           "count": len(devices)}
+    return versions
+
+
+def describe(versions: dict) -> str:
+    """running()'s record as one sentence for report.md."""
+    stack = ", ".join(f"{name} {versions[name]}" for name in STACK if versions.get(name))
+    devices = versions["devices"]
+    return (f"Ran on Python {versions['python']}, {stack}; {devices['count']} "
+            f"{devices['platform']} device(s) ({devices['kind']}).")
