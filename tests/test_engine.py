@@ -13,6 +13,7 @@ import optax
 import pytest
 
 from kit import config as config_io
+from kit.core.errors import KitError
 from kit.model import heads
 from kit.runs import predict
 from kit.runs.folds import assign_folds, fold_rows
@@ -86,6 +87,8 @@ def jax_leaves(tree):
 
 @pytest.mark.parametrize("batching", ["vmap", "map"])
 def test_folds_trained_together_equal_each_fold_trained_alone(small, training, batching):
+    if batching == "vmap" and not programs.can_batch_folds():
+        pytest.skip(f"jax {jax.__version__} cannot batch folds (see programs.can_batch_folds)")
     config = config_io.override(small, [f"engine.fold_batching={batching}"])
     together = train_folds(config, training)
     alone = train_folds(config_io.override(config, ["engine.fold_group=1"]), training)
@@ -384,3 +387,16 @@ def test_sigterm_raises_as_ctrl_c_does_while_asked_to():
         for _ in range(1000):
             pass
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_folds_are_batched_only_where_jax_can_batch_them():
+    # jax 0.7.2 (Kaggle's image) cannot vmap a convolution's weight gradient over placed
+    # arrays: there "auto" trains folds one at a time and "vmap" is refused in one line.
+    if programs.can_batch_folds():
+        assert programs.resolve_batching("auto", "gpu") == "vmap"
+        assert programs.resolve_batching("vmap", "cpu") == "vmap"
+    else:
+        assert programs.resolve_batching("auto", "gpu") == "map"
+        with pytest.raises(KitError, match=r"engine.fold_batching=vmap: jax .* expected auto"):
+            programs.resolve_batching("vmap", "gpu")
+    assert programs.resolve_batching("auto", "cpu") == "map"

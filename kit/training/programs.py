@@ -18,6 +18,7 @@ every device takes a slice of every batch: one code path for 1 or N devices.
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from kit.config import TrainConfig
+from kit.core.errors import KitError
 from kit.model import networks
 from kit.training import train
 
@@ -80,10 +82,39 @@ class Placement:
 
 def resolve_batching(choice: str, platform: str | None = None) -> str:
     """"auto" is "vmap" on accelerators and "map" on CPUs (see the module's note and
-    make_fold_step)."""
+    make_fold_step), and "map" wherever this jax cannot batch a training step over folds;
+    "vmap" asked of such a jax is refused in one line."""
+    if choice == "vmap" and not can_batch_folds():
+        raise KitError(f"engine.fold_batching=vmap: jax {jax.__version__} cannot batch a "
+                       "convolution's weight gradient over folds of device-placed arrays "
+                       "(its batching rule refuses an out_sharding); expected auto or map here, "
+                       "or a newer jax")
     if choice != "auto":
         return choice
-    return "map" if (platform or jax.default_backend()) == "cpu" else "vmap"
+    if (platform or jax.default_backend()) == "cpu" or not can_batch_folds():
+        return "map"
+    return "vmap"
+
+
+@functools.cache
+def can_batch_folds() -> bool:
+    """Whether vmap over folds of a convolution's gradient runs on arrays placed on a mesh,
+    as the engine places them. jax 0.7.2 (Kaggle's and Colab's image) raises
+    NotImplementedError in the convolution's batching rule there; jax 0.10 runs it."""
+    def loss(w, x):
+        y = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return (y**2).sum()
+
+    mesh = Mesh(np.array(jax.local_devices()[:1]), (AXIS,))
+    place = NamedSharding(mesh, PartitionSpec())
+    weights = jax.device_put(jnp.ones((2, 3, 3, 1, 1)), place)
+    images = jax.device_put(jnp.ones((2, 1, 4, 4, 1)), place)
+    try:
+        jax.jit(jax.vmap(jax.grad(loss))).lower(weights, images)
+    except NotImplementedError:
+        return False
+    return True
 
 
 def over_folds(batching: str) -> Callable:
