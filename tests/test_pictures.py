@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from kit.results import plots, report
+from kit.results import faces, plots, report
 
 
 def test_every_picture_is_a_png_of_its_expected_size(quick_run):
@@ -16,7 +16,7 @@ def test_every_picture_is_a_png_of_its_expected_size(quick_run):
         "curves.png": plots.PIXEL_SIZES["learning_curves"],
         "keypoint-error.png": plots.PIXEL_SIZES["keypoint_error_bars"],
         "errors-on-face.png": plots.PIXEL_SIZES["errors_on_face"],
-        "worst.png": plots.worst_cases_pixel_size(16),
+        "worst.png": faces.worst_cases_pixel_size(16),
     }
     assert set(expected) == set(report.PICTURES)
     for name, size in expected.items():

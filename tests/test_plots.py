@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from kit.core.keypoints import CORE_COLUMN_INDICES, CORE_KEYPOINTS, KEYPOINT_NAMES
-from kit.results import plots
+from kit.results import faces, plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -84,8 +84,8 @@ def _errors_on_face(path):
 def _worst_cases(path):
     images, truth, prediction = _faces(40)
     labels = [f"row {i}" for i in range(40)]
-    plots.worst_cases(images, truth, prediction, labels, path)
-    return Path(path), plots.worst_cases_pixel_size(16)
+    faces.worst_cases(images, truth, prediction, labels, path)
+    return Path(path), faces.worst_cases_pixel_size(16)
 
 
 def _augment_preview(path):
@@ -93,8 +93,8 @@ def _augment_preview(path):
     originals = images.astype(np.float32) / 255
     augmented = np.stack([originals, originals[:, :, ::-1]], axis=1)
     augmented_keypoints = np.stack([truth, truth], axis=1)
-    plots.augment_preview(originals, truth, augmented, augmented_keypoints, path)
-    return Path(path), plots.augment_preview_pixel_size(3, 2)
+    faces.augment_preview(originals, truth, augmented, augmented_keypoints, path)
+    return Path(path), faces.augment_preview_pixel_size(3, 2)
 
 
 FIGURES = {
@@ -119,16 +119,16 @@ def test_each_figure_is_a_png_of_the_promised_size(tmp_path, name):
 def test_grid_sizes_follow_their_counts(tmp_path):
     images, truth, prediction = _faces(20)
     labels = [str(i) for i in range(20)]
-    plots.worst_cases(images, truth, prediction, labels, tmp_path / "five.png", count=5)
-    _assert_png(tmp_path / "five.png", plots.worst_cases_pixel_size(5))
-    assert plots.worst_cases_pixel_size(5) == (plots.worst_cases_pixel_size(16)[0],
-                                               plots.worst_cases_pixel_size(16)[1] // 2)
+    faces.worst_cases(images, truth, prediction, labels, tmp_path / "five.png", count=5)
+    _assert_png(tmp_path / "five.png", faces.worst_cases_pixel_size(5))
+    assert faces.worst_cases_pixel_size(5) == (faces.worst_cases_pixel_size(16)[0],
+                                               faces.worst_cases_pixel_size(16)[1] // 2)
 
     originals = images[:1]
     augmented = np.repeat(originals[:, None], 4, axis=1)
-    plots.augment_preview(originals, truth[:1], augmented, np.repeat(truth[:1, None], 4, axis=1),
+    faces.augment_preview(originals, truth[:1], augmented, np.repeat(truth[:1, None], 4, axis=1),
                           tmp_path / "one_row.png")
-    _assert_png(tmp_path / "one_row.png", plots.augment_preview_pixel_size(1, 4))
+    _assert_png(tmp_path / "one_row.png", faces.augment_preview_pixel_size(1, 4))
 
 
 def test_figures_never_touch_pyplot_or_a_display(tmp_path):
@@ -175,7 +175,7 @@ def _known_errors():
 
 def test_per_image_rmse_uses_only_values_present_in_both():
     truth, prediction = _known_errors()
-    rmse = plots.per_image_rmse(truth, prediction)
+    rmse = faces.per_image_rmse(truth, prediction)
     expected = np.array([0, 1, 3, 3, 4, 5, 6, np.nan, 8, np.nan])
     np.testing.assert_allclose(rmse, expected)
 
@@ -183,9 +183,9 @@ def test_per_image_rmse_uses_only_values_present_in_both():
 def test_select_worst_returns_largest_errors_first():
     truth, prediction = _known_errors()
     # Largest first; the tie between rows 2 and 3 keeps row order; rows 7 and 9 never appear.
-    assert plots.select_worst(truth, prediction, count=5).tolist() == [8, 6, 5, 4, 2]
-    assert plots.select_worst(truth, prediction, count=100).tolist() == [8, 6, 5, 4, 2, 3, 1, 0]
-    assert plots.select_worst(truth, prediction, count=0).tolist() == []
+    assert faces.select_worst(truth, prediction, count=5).tolist() == [8, 6, 5, 4, 2]
+    assert faces.select_worst(truth, prediction, count=100).tolist() == [8, 6, 5, 4, 2, 3, 1, 0]
+    assert faces.select_worst(truth, prediction, count=0).tolist() == []
 
 
 def test_select_worst_matches_a_brute_force_ranking():
@@ -200,15 +200,15 @@ def test_select_worst_matches_a_brute_force_ranking():
         if both.any():
             expected.append((np.sqrt(np.mean((truth[row, both] - prediction[row, both]) ** 2)), row))
     expected.sort(key=lambda pair: -pair[0])
-    assert plots.select_worst(truth, prediction, 16).tolist() == [row for _, row in expected[:16]]
+    assert faces.select_worst(truth, prediction, 16).tolist() == [row for _, row in expected[:16]]
 
 
 def test_worst_cases_draws_the_rows_select_worst_picks(tmp_path):
     images, truth, prediction = _faces(60, seed=5)
     prediction[17] += 30  # one clear worst row
     labels = [f"row {i}, subset {'15' if i < 30 else '4'}" for i in range(60)]
-    chosen = plots.worst_cases(images, truth, prediction, labels, tmp_path / "worst.png")
-    assert chosen.tolist() == plots.select_worst(truth, prediction, 16).tolist()
+    chosen = faces.worst_cases(images, truth, prediction, labels, tmp_path / "worst.png")
+    assert chosen.tolist() == faces.select_worst(truth, prediction, 16).tolist()
     assert chosen[0] == 17
     assert len(chosen) == 16
 
@@ -216,10 +216,10 @@ def test_worst_cases_draws_the_rows_select_worst_picks(tmp_path):
 def test_worst_cases_with_fewer_usable_rows_than_cells(tmp_path):
     images, truth, prediction = _faces(6)
     prediction[:4] = np.nan
-    chosen = plots.worst_cases(images, truth, prediction, [str(i) for i in range(6)],
+    chosen = faces.worst_cases(images, truth, prediction, [str(i) for i in range(6)],
                                tmp_path / "worst.png")
     assert sorted(chosen.tolist()) == [4, 5]
-    _assert_png(tmp_path / "worst.png", plots.worst_cases_pixel_size(16))
+    _assert_png(tmp_path / "worst.png", faces.worst_cases_pixel_size(16))
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,7 +252,7 @@ def test_missing_columns_and_single_folds_draw_without_warnings(tmp_path):
                              np.full((3, 30), np.nan), tmp_path / "face_empty.png")
         keypoints = truth[:2].copy()
         keypoints[0, :10] = np.nan
-        plots.augment_preview(images[:2], keypoints, images[:2, None], keypoints[:, None],
+        faces.augment_preview(images[:2], keypoints, images[:2, None], keypoints[:, None],
                               tmp_path / "augment.png")
     assert _only_files(tmp_path) == sorted([
         "curves.png", "curves_no_validation.png", "bars.png", "face.png", "face_empty.png",
@@ -294,14 +294,14 @@ BAD_CALLS = {
         np.zeros((96, 96)), np.zeros((4, 30)), np.zeros((4, 8)), path),
     "errors_on_face_image": lambda path: plots.errors_on_face(
         np.zeros((96, 96, 3)), np.zeros((4, 30)), np.zeros((4, 30)), path),
-    "worst_cases": lambda path: plots.worst_cases(
+    "worst_cases": lambda path: faces.worst_cases(
         np.zeros((4, 96, 96), np.uint8), np.zeros((4, 30)), np.zeros((4, 30)), ["a"] * 3, path),
-    "worst_cases_images": lambda path: plots.worst_cases(
+    "worst_cases_images": lambda path: faces.worst_cases(
         np.zeros((3, 96, 96), np.uint8), np.zeros((4, 30)), np.zeros((4, 30)), ["a"] * 4, path),
-    "augment_preview": lambda path: plots.augment_preview(
+    "augment_preview": lambda path: faces.augment_preview(
         np.zeros((2, 96, 96)), np.zeros((2, 30)), np.zeros((2, 3, 96, 90)),
         np.zeros((2, 3, 30)), path),
-    "augment_preview_keypoints": lambda path: plots.augment_preview(
+    "augment_preview_keypoints": lambda path: faces.augment_preview(
         np.zeros((2, 96, 96)), np.zeros((2, 30)), np.zeros((2, 3, 96, 96)),
         np.zeros((2, 2, 30)), path),
 }

@@ -17,7 +17,7 @@ from kit.core.keypoints import COLUMN_INDEX
 from kit.data import lookup as lookup_rules
 from kit.data import tables
 from kit.model import heads
-from kit.results import label_noise, plots, report, teacher
+from kit.results import faces, label_noise, report, teacher
 from kit.runs import cv, files, predict
 from kit.runs.folds import fingerprint, fold_rows
 from kit.training import engine
@@ -73,7 +73,7 @@ def test_the_report_writes_label_noise_csv_and_png(quick_run, training):
     assert written[["row", "subset", "keypoint"]].values.tolist() == \
         expected[["row", "subset", "keypoint"]].values.tolist()
     with Image.open(quick_run / "label-noise.png") as picture:
-        assert picture.format == "PNG" and picture.size == plots.worst_cases_pixel_size(16)
+        assert picture.format == "PNG" and picture.size == faces.worst_cases_pixel_size(16)
     markdown = (quick_run / "report.md").read_text()
     assert f"Label noise: {len(expected)} of " in markdown and "(label-noise.png)" in markdown
     assert json.loads((quick_run / "report.json").read_text())["label_noise"]["flagged"] == \
@@ -85,8 +85,8 @@ def test_the_label_noise_picture_shows_the_worst_faces_first(tmp_path, training)
         "row": [7, 3, 7], "subset": "15", "keypoint": EYEBROW, "truth_x": 30.0,
         "truth_y": 30.0, "prediction_x": 60.0, "prediction_y": 60.0,
         "residual_px": [12.0, 30.0, 9.0]})
-    assert plots.label_noise(training.images, flagged, tmp_path / "n.png") == [3, 7]
-    assert plots.label_noise(training.images, flagged.iloc[:0], tmp_path / "none.png") == []
+    assert faces.label_noise(training.images, flagged, tmp_path / "n.png") == [3, 7]
+    assert faces.label_noise(training.images, flagged.iloc[:0], tmp_path / "none.png") == []
 
 
 # ---------------------------------------------------------------- the teacher

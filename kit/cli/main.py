@@ -217,7 +217,7 @@ def cmd_augment_preview(args) -> None:
     from kit.core.keypoints import COLUMNS, flip_permutation
     from kit.data import tables
     from kit.model import augment
-    from kit.results import plots
+    from kit.results import faces
 
     cfg = make_config(args).augment
     training = tables.load_training(args.data)
@@ -236,7 +236,7 @@ def cmd_augment_preview(args) -> None:
         points = np.where(np.asarray(mask) > 0, np.asarray(points), np.nan)
         views.append(np.asarray(out))
         view_points.append(points)
-    path = plots.augment_preview(images, keypoints, np.stack(views, 1), np.stack(view_points, 1),
+    path = faces.augment_preview(images, keypoints, np.stack(views, 1), np.stack(view_points, 1),
                                  args.out)
     console.print(f"[green]wrote[/] {path}")
 

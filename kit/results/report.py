@@ -25,7 +25,7 @@ from kit.core.keypoints import COLUMNS, KEYPOINT_NAMES
 from kit.data.lookup import core_choice, lookup_blocks, oof_mse
 from kit.data.tables import LookupTable, TrainingSet, subset_indices
 from kit.model import heads
-from kit.results import label_noise, plots
+from kit.results import faces, label_noise, plots
 from kit.runs import files
 from kit.training import runtime
 
@@ -174,7 +174,7 @@ def write_label_noise(run_dir: Path, oof: pd.DataFrame, training: TrainingSet) -
     flagged = label_noise.flag(oof)
     with fileio.atomic_path(Path(run_dir) / LABEL_NOISE_CSV) as temporary:
         flagged.to_csv(temporary, index=False, float_format="%.3f")
-    plots.label_noise(training.images, flagged, Path(run_dir) / LABEL_NOISE_PNG)
+    faces.label_noise(training.images, flagged, Path(run_dir) / LABEL_NOISE_PNG)
     return label_noise.summary(flagged, oof)
 
 
@@ -213,7 +213,7 @@ def draw_pictures(run_dir: Path, oof: pd.DataFrame, training: TrainingSet,
     used = ~np.isnan(truth).all(axis=1)
     mean_image = training.images.mean(axis=0)
     plots.errors_on_face(mean_image, truth[used], prediction[used], run_dir / "errors-on-face.png")
-    chosen = plots.worst_cases(training.images[used], truth[used], prediction[used],
+    chosen = faces.worst_cases(training.images[used], truth[used], prediction[used],
                                list(labels[used]), run_dir / "worst.png")
     report["worst_rows"] = [int(r) for r in np.flatnonzero(used)[chosen]]
 
