@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kit.cli import display
+from kit.cli import console, display
 from kit.cli import main as cli
 from kit.core.errors import KitError
 from kit.core.keypoints import KEYPOINT_NAMES
@@ -200,16 +200,16 @@ def test_notebook_api_runs_cv_shows_it_and_writes_submission_csv(synth_competiti
 ])
 def test_bars_redraw_in_a_terminal_or_in_jupyter_with_ipywidgets(is_terminal, is_jupyter,
                                                                  has_ipywidgets, redraws):
-    assert display.can_redraw(is_terminal, is_jupyter, has_ipywidgets) is redraws
+    assert console.can_redraw(is_terminal, is_jupyter, has_ipywidgets) is redraws
 
 
 def test_a_spinner_where_nothing_redraws_is_one_plain_line():
     log = io.StringIO()
-    console = display.Console(file=log, force_terminal=False, width=200)
-    with console.status("writing the report and pictures"):
+    plain = console.Console(file=log, force_terminal=False, width=200)
+    with plain.status("writing the report and pictures"):
         pass
     assert log.getvalue() == "writing the report and pictures ...\n"
-    assert not display.CVDisplay(console).live
+    assert not display.CVDisplay(plain).live
 
 
 def test_figures_are_the_reports_tables_as_dataframes(quick_run, monkeypatch):

@@ -19,9 +19,9 @@ import pandas as pd
 import pytest
 from nbclient import NotebookClient
 
-from kit.cli import display
+from kit.cli import console
 from kit.data import synth, tables
-from kit.submit import submission
+from kit.submit import validate
 from tests.fake_kaggle import isolated_kaggle_home
 from tests.test_notebook import kaggle_tree, snapshot
 
@@ -90,7 +90,7 @@ def test_the_install_cell_runs_the_installer_that_is_in_the_checkout():
 @pytest.mark.slow
 def test_the_kaggle_notebook_runs_in_a_kernel_and_writes_a_scoring_submission(
         tmp_path, monkeypatch):
-    if display.ipywidgets_installed():  # then rich draws live bars into widgets instead
+    if console.ipywidgets_installed():  # then rich draws live bars into widgets instead
         pytest.skip("ipywidgets is installed: this test is of a notebook without it")
     made = synth.make_competition(tmp_path / "competition", n_train=160, n_test=24, seed=3)
     root = tmp_path / "kaggle"
@@ -114,7 +114,7 @@ def test_the_kaggle_notebook_runs_in_a_kernel_and_writes_a_scoring_submission(
 
     # The submission Kaggle takes from the notebook's output, better than the mean face.
     written = root / "working" / "submission.csv"
-    rmse = submission.score(written, made["solution"])
+    rmse = validate.score(written, made["solution"])
     baseline = mean_keypoint_rmse(root / "temp" / "kit-data", made["solution"])
     assert np.isfinite(rmse) and rmse < baseline, (rmse, baseline)
     assert snapshot(root / "input") == before
