@@ -1,3 +1,3 @@
-"""`make cv REMOTE=kaggle`: the kit's code bundled into a Kaggle kernel, pushed, watched and
-its runs brought back into cv/ (kernels).
+"""`make cv REMOTE=kaggle`: the kit's code bundled into a Kaggle kernel's script (code), pushed,
+watched until it ends and its runs brought back into cv/ (kernels).
 """

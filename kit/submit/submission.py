@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import math
-import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from kit import config as config_io
-from kit.core import fileio
+from kit.core import fileio, source
 from kit.core.errors import KitError
 from kit.core.keypoints import CORE_COLUMNS, SUBSET_COLUMNS
 from kit.data import tables
@@ -113,20 +112,6 @@ def _check_run(run_dir: Path, subsets: tuple[str, ...], report: dict) -> dict[st
     return dict(choice)
 
 
-def git_commit(folder: Path | None = None) -> str | None:
-    """The commit the kit's source is at, or None outside a git checkout."""
-    folder = folder or Path(__file__).resolve().parent
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = result.stdout.strip()
-    return commit if result.returncode == 0 and len(commit) == 40 else None
-
-
 def _unused_name(out_dir: Path, stem: str) -> str:
     # Two submissions in the same second get -2, -3, ... rather than overwriting each other.
     name, suffix = stem, 1
@@ -196,7 +181,7 @@ def write_submission(run_dir: Path, data_dir: Path, out_dir: Path = SUBMISSIONS_
                                                  return_counts=True))
         },
         "members": [member.name for member in files.ensemble_members(run_dir)],  # an ensemble's
-        "git_commit": git_commit(),
+        "git_commit": source.commit(),
         "config": config_io.to_dict(config),
     })
     return Submission(csv_path=csv_path, manifest_path=manifest_path, sha256=sha256,
