@@ -3,12 +3,18 @@ never leaves a half-written file that a later command would read as valid."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from kit.core.errors import KitError
+
+# A full disk, or a full quota: the same to a user.
+FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @contextlib.contextmanager
@@ -28,6 +34,12 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
         with open(temporary, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(temporary, target)
+    except OSError as error:
+        if error.errno not in FULL:
+            raise
+        raise KitError(f"{target.parent}: no space left on the device writing {target.name} "
+                       "(nothing half-written is kept); free some space and run the command "
+                       "again: a run resumes where it stopped") from None
     finally:
         temporary.unlink(missing_ok=True)
 

@@ -19,6 +19,7 @@ so a run folder edited by hand or cut short by a full disk never ends in a trace
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +186,7 @@ def read_fold_oof(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as stored:
             return stored["rows"], stored["predictions"]
-    except (OSError, KeyError, ValueError, EOFError) as error:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise KitError(f"{path}: unreadable ({type(error).__name__}); expected the fold's "
                        f"held-out rows and predictions ({REMAKE})") from None
 
