@@ -51,13 +51,28 @@ def make_config(args):
 
         name, why = config_io.preset_for(jax.default_backend())
         console.print(f"preset [bold]{name}[/] ({why}; --preset or PRESET= chooses another)")
-    cfg = config_io.preset(name)
+    return config_io.override(config_io.preset(name), config_overrides(args))
+
+
+def pipeline_arguments(args, base: str):
+    """The pipeline and what it is asked, checked stage by stage before anything is read."""
+    from kit import config as config_io
+    from kit.recipes import pipeline as runner
+
+    recipe = config_io.pipeline(args.preset)
+    arguments = runner.Arguments(base, tuple(config_overrides(args)))
+    runner.plan(recipe, arguments)
+    return recipe, arguments
+
+
+def config_overrides(args) -> list[str]:
+    """The `--set`s, then --folds, --seed and --epochs as the settings they stand for."""
     overrides = list(args.set or [])
     for flag, key in (("folds", "folds"), ("seed", "seed"), ("epochs", "train.epochs")):
         value = getattr(args, flag, None)
         if value not in (None, ""):
             overrides.append(f"{key}={value}")
-    return config_io.override(cfg, overrides)
+    return overrides
 
 
 def clock(seconds: float) -> str:
@@ -105,6 +120,8 @@ def print_report(result: dict) -> None:
     console.print(keypoints)
     if "members" in result:
         print_members(result["members"])
+    if "pipeline" in result:
+        print_stages(result["pipeline"])
 
 
 def print_members(rows: list[dict]) -> None:
@@ -120,4 +137,19 @@ def print_members(rows: list[dict]) -> None:
                  value(row["leaderboard_estimate"]), value(weight.get("15")),
                  value(weight.get("4"))]
         table.add_row(*(f"[bold]{c}[/]" if row["role"] == "ensemble" else c for c in cells))
+    console.print(table)
+
+
+def print_stages(rows: list[dict]) -> None:
+    """A pipeline's stages: each one's run, OOF, estimate and time."""
+    table = Table(title="Pipeline stages: OOF RMSE per subset, leaderboard estimate, minutes",
+                  title_justify="left")
+    for column in ("stage", "run", "15-key", "4-key", "LB est.", "min"):
+        table.add_column(column, justify="left" if column in ("stage", "run") else "right",
+                         no_wrap=column == "run")
+    for row in rows:
+        minutes = "–" if row.get("seconds") is None else f"{row['seconds'] / 60:.1f}"
+        table.add_row(row["role"], row["run"], value(row["subsets"].get("15")),
+                      value(row["subsets"].get("4")), value(row["leaderboard_estimate"]),
+                      minutes)
     console.print(table)

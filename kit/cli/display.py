@@ -26,7 +26,9 @@ from rich.progress import (
 )
 
 from kit.cli.console import clock, redraws
+from kit.config import Stage
 from kit.model.heads import SHARED
+from kit.recipes.progress import PipelineListener
 from kit.training.engine import EpochReport, Listener
 
 if TYPE_CHECKING:
@@ -50,8 +52,10 @@ class CVDisplay(Listener):
     """The whole run in training steps (so the time left is honest) and the group of folds
     in hand, whose caption carries the last epoch's RMSEs."""
 
-    def __init__(self, console: rich.console.Console, live: bool | None = None):
+    def __init__(self, console: rich.console.Console, live: bool | None = None,
+                 title: str = "whole run"):
         self.console = console
+        self.title = title  # a pipeline's stage: "stage 2/5 separate"
         self.live = redraws(console) if live is None else live
         self.bars = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -89,7 +93,7 @@ class CVDisplay(Listener):
         self.total = max(sum(e.steps_per_epoch * epochs for e in plan if not e.finished), 1)
         self.started = self.last_line = time.monotonic()
         if self.bars is not None:
-            self.run_task = self.bars.add_task("whole run", total=self.total)
+            self.run_task = self.bars.add_task(self.title, total=self.total)
 
     def group_started(self, network: str, folds: list[int], epoch: int, epochs: int) -> None:
         self.group = f"{network_label(network)} {folds_label(folds)}"
@@ -113,7 +117,8 @@ class CVDisplay(Listener):
         now = time.monotonic()
         if now - self.last_line >= PLAIN_EVERY:
             self.last_line = now
-            self._say(f"  {self.group}: {self.done / self.total:.0%} of the run, "
+            of = "the run" if self.title == "whole run" else self.title
+            self._say(f"  {self.group}: {self.done / self.total:.0%} of {of}, "
                       f"{clock(now - self.started)} elapsed, {self._left(now)} left")
 
     def _left(self, now: float) -> str:
@@ -152,3 +157,38 @@ class CVDisplay(Listener):
 
     def note(self, text: str) -> None:
         self._say(f"[yellow]note:[/] {text}")
+
+
+class PipelineDisplay(PipelineListener):
+    """A pipeline's stages as lines, each CV stage's training as a CVDisplay titled with the
+    stage and how many there are."""
+
+    def __init__(self, console: rich.console.Console, live: bool | None = None):
+        self.console = console
+        self.live = live
+        self.started = time.monotonic()
+
+    def note(self, text: str) -> None:
+        self.console.print(f"[yellow]note:[/] {text}")
+
+    def stage_started(self, number: int, count: int, stage: Stage) -> None:
+        self.console.print(f"[bold]stage {number}/{count} {stage.name}[/] "
+                           f"({clock(time.monotonic() - self.started)} into the pipeline)")
+
+    def stage_kept(self, number: int, count: int, stage: Stage, run_dir: Path) -> None:
+        self.console.print(f"stage {number}/{count} {stage.name}: finished earlier, kept "
+                           f"({run_dir.name})")
+
+    def stage_finished(self, number: int, count: int, stage: Stage, run_dir: Path,
+                       figures: dict, seconds: float) -> None:
+        estimate = figures.get("leaderboard_estimate", {}).get("rmse")
+        said = "–" if estimate is None else f"{estimate:.4f}"
+        self.console.print(f"[green]stage {number}/{count} {stage.name}[/]: {run_dir.name}, "
+                           f"OOF {figures['overall_rmse']:.4f}, leaderboard estimate {said} "
+                           f"({clock(seconds)})")
+
+    def training(self, number: int, count: int, stage: Stage):
+        return CVDisplay(self.console, self.live, title=f"stage {number}/{count} {stage.name}")
+
+    def busy(self, text: str):
+        return self.console.status(text)

@@ -15,8 +15,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from kit.cli import remote_verbs
-from kit.cli.console import console, error_console, make_config, print_report, value
-from kit.config import PRESETS
+from kit.cli.console import (
+    console,
+    error_console,
+    make_config,
+    pipeline_arguments,
+    print_report,
+    value,
+)
+from kit.config import PIPELINES, PRESETS, is_pipeline
 from kit.core.errors import KitError
 from kit.kaggle import places
 from kit.runs import files, folders
@@ -111,6 +118,8 @@ def cmd_cv(args) -> None:
     runtime.check_supported()  # a jax, dm-haiku or kaggle outside the kit's ranges: one line
     if args.remote:  # the same cv on a Kaggle kernel: kit/cli/remote_verbs.py
         return remote_verbs.cmd_cv_remote(args)
+    if is_pipeline(args.preset):
+        return cmd_pipeline(args)
     cfg = make_config(args)  # checked before anything heavy is imported or read
 
     from kit.cli.display import CVDisplay
@@ -122,10 +131,9 @@ def cmd_cv(args) -> None:
     training = tables.load_training(args.data)
     lookup = _lookup_or_none(args.data)
     teaching = None
-    if cfg.teacher:  # pseudo-labels need the test faces and the lookup table's blocks
-        test = tables.load_test(args.data) if cfg.pseudo_labels and lookup is not None else None
+    if cfg.teacher:
         with console.status(f"preparing what run {cfg.teacher} teaches"):
-            teaching = teacher.prepare(cfg, args.runs, training, test, lookup)
+            teaching = teacher.prepare_from(cfg, args.runs, training, args.data, lookup)
     started = time.perf_counter()
     with CVDisplay(console) as display:
         run_dir = cv.run_cv(cfg, training, args.runs, resume=args.resume, listener=display,
@@ -141,6 +149,31 @@ def cmd_cv(args) -> None:
                       f"took {engine['compile_seconds']:.1f} s")
     console.print(f"[green]run[/] {run_dir} ({seconds / 60:.1f} min); "
                   f"report: {run_dir / 'report.md'}")
+
+
+def cmd_pipeline(args) -> None:
+    import jax
+
+    from kit import config as config_io
+    from kit.cli.display import PipelineDisplay
+    from kit.data import tables
+    from kit.recipes import pipeline as runner
+
+    base, why = config_io.preset_for(jax.default_backend())
+    recipe, arguments = pipeline_arguments(args, base)
+    console.print(f"pipeline [bold]{recipe.name}[/], {len(recipe.stages)} stages, each CV stage "
+                  f"on preset [bold]{base}[/] ({why}), with {' '.join(arguments.overrides) or 'no --set'}:")
+    console.print(runner.describe(recipe))
+    training = tables.load_training(args.data)
+    lookup = _lookup_or_none(args.data)
+    started = time.perf_counter()
+    final = runner.run(recipe, arguments, training, args.data, args.runs, lookup,
+                       resume=args.resume, listener=PipelineDisplay(console))
+    print_report(files.read_report(final))
+    console.print(f"[green]pipeline[/] {recipe.name}: {final} "
+                  f"({(time.perf_counter() - started) / 60:.1f} min this call); "
+                  f"{args.runs / folders.LATEST} points to it, so `make submit` submits it; "
+                  f"report: {final / 'report.md'}")
 
 
 def _lookup_or_none(data_dir: Path):
@@ -335,7 +368,8 @@ def parser() -> argparse.ArgumentParser:
 
     def config_flags(p):
         p.add_argument("--preset", help=" | ".join(PRESETS) + " (default: gpu where there is "
-                       "an accelerator, else default)")
+                       "an accelerator, else default); for cv also a pipeline of several "
+                       "runs: " + " | ".join(PIPELINES))
         p.add_argument("--folds", type=int)
         p.add_argument("--seed", type=int)
         p.add_argument("--epochs", type=int)

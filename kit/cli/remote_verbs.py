@@ -80,7 +80,8 @@ def _error_console():
 def cmd_cv_remote(args) -> None:
     import dataclasses
 
-    from kit.cli.console import make_config
+    from kit.cli.console import make_config, pipeline_arguments
+    from kit.config import is_pipeline
 
     console = _console()
     options = kernels.KernelOptions(public=args.public, accelerator=args.accelerator,
@@ -89,10 +90,18 @@ def cmd_cv_remote(args) -> None:
     if args.preset is None:  # the preset for the kernel's hardware, not this machine's
         args.preset = "gpu" if options.gpu else "default"
         flags += ["--preset", args.preset]
-    config = make_config(args)  # a bad flag stops here, before anything is pushed
-    console.print(f"[bold]config[/] {escape(json.dumps(dataclasses.asdict(config)))}")
+    # A bad flag stops here, before anything is pushed.
+    if is_pipeline(args.preset):  # the kernel runs every stage on the kernel's hardware
+        recipe, arguments = pipeline_arguments(args, "gpu" if options.gpu else "default")
+        name = recipe.name
+        console.print(f"[bold]pipeline[/] {name} on preset {arguments.base}, with "
+                      f"{' '.join(arguments.overrides) or 'no --set'}")
+    else:
+        config = make_config(args)
+        name = config.preset
+        console.print(f"[bold]config[/] {escape(json.dumps(dataclasses.asdict(config)))}")
     with console.status("bundling the kit's code and pushing the kernel"):
-        entry = kernels.push(args.runs, flags, config.preset, options,
+        entry = kernels.push(args.runs, flags, name, options,
                              on_quota=lambda quota: console.print(quota.describe()))
     for warning in entry["warnings"]:  # the client's, e.g. a retired accelerator swapped
         _error_console().print(f"[yellow]warning:[/] kaggle: {escape(warning)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typing
 from dataclasses import replace
 
+from kit.config.pipelines import PIPELINES
 from kit.config.schema import AugmentConfig, Config, ModelConfig, TrainConfig
 from kit.core.errors import KitError
 
@@ -113,6 +114,10 @@ def preset_for(platform: str) -> tuple[str, str]:
 
 
 def preset(name: str) -> Config:
+    if name in PIPELINES:
+        raise KitError(f"preset {name!r} is a pipeline of several runs: only `cv` runs it "
+                       f"(`make cv PRESET={name}`)")
     if name not in PRESETS:
-        raise KitError(f"unknown preset {name!r}: expected one of {', '.join(PRESETS)}")
+        raise KitError(f"unknown preset {name!r}: expected one of {', '.join(PRESETS)}, or "
+                       f"for `cv` a pipeline of several runs: {', '.join(PIPELINES)}")
     return PRESETS[name]()

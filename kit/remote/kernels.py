@@ -330,8 +330,9 @@ def save_log(runs: Path, entry: dict[str, Any], lines: list[str]) -> Path | None
 
 
 def fetch(runs: Path, entry: dict[str, Any], api: Any = None) -> Path:
-    """Download the completed kernel's outputs; its run becomes runs/<run-id>/ (cv/latest
-    points there) with the kernel's log as kernel.log and remote.json beside config.json."""
+    """Download the completed kernel's outputs; its runs move into runs/ (a pipeline's every
+    stage and its record too) and cv/latest points to the final one, which keeps the kernel's
+    log as kernel.log and remote.json beside config.json."""
     from kit.runs import folders as run_folders
 
     runs = Path(runs)
@@ -348,23 +349,52 @@ def fetch(runs: Path, entry: dict[str, Any], api: Any = None) -> Path:
         if not found:
             raise KitError(f"kernel {entry['kernel']} completed but left no run in "
                            "/kaggle/working/cv; see its log (`python -m kit remote list`)")
-        source = found[-1]
-        run_dir = runs / unused_name(source.name, lambda name: (runs / name).exists())
         runs.mkdir(parents=True, exist_ok=True)
-        # A lock names the kernel's process on Kaggle's machine; here it would only block.
-        (source / run_folders.LOCK).unlink(missing_ok=True)
-        shutil.move(str(source), str(run_dir))
+        final = _move_runs(entry, staging / "cv", found, runs)
         slug = entry["kernel"].split("/")[-1]
         if (staging / f"{slug}.log").is_file():
             log = "\n".join(log_lines((staging / f"{slug}.log").read_text())) + "\n"
-            fileio.write_text(run_dir / "kernel.log", log)
+            fileio.write_text(final / "kernel.log", log)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    entry.update(run=run_dir.name, downloaded=_now(), status="COMPLETE")
-    fileio.write_json(run_dir / "remote.json", entry)
+    entry.update(run=final.name, downloaded=_now(), status="COMPLETE")
+    if len(found) > 1:
+        entry["runs"] = [p.name for p in found]
+    fileio.write_json(final / "remote.json", entry)
     save_entry(runs, entry)
-    run_folders.point_latest(runs, run_dir)
-    return run_dir
+    run_folders.point_latest(runs, final)
+    return final
+
+
+def _move_runs(entry: dict[str, Any], kernel_cv: Path, found: list[Path], runs: Path) -> Path:
+    """Move the kernel's runs into `runs`; the final one (a pipeline's, else the newest).
+
+    One run takes a free name if its own is taken here. Several refer to each other by name
+    (a teacher, an ensemble's members), so they keep their names, or none moves."""
+    from kit.runs import files
+    from kit.runs import folders as run_folders
+
+    records = sorted(files.pipelines_dir(kernel_cv).glob("*.json"))
+    final_name = found[-1].name
+    if records:
+        final_name = files.read_pipeline(records[-1]).get("final") or final_name
+    if len(found) == 1:
+        targets = {found[0]: runs / unused_name(found[0].name, lambda n: (runs / n).exists())}
+    else:
+        taken = [p.name for p in found if (runs / p.name).exists()]
+        if taken:
+            raise KitError(f"kernel {entry['kernel']}: its runs {', '.join(taken)} exist in "
+                           f"{runs} already; its runs name each other, so none was moved; move "
+                           "those folders away and `python -m kit remote attach` again")
+        targets = {p: runs / p.name for p in found}
+    for source, target in targets.items():
+        # A lock names the kernel's process on Kaggle's machine; here it would only block.
+        (source / run_folders.LOCK).unlink(missing_ok=True)
+        shutil.move(str(source), str(target))
+    for record in records:
+        files.pipelines_dir(runs).mkdir(parents=True, exist_ok=True)
+        shutil.move(str(record), str(files.pipelines_dir(runs) / record.name))
+    return next((t for s, t in targets.items() if s.name == final_name), targets[found[-1]])
 
 
 def refresh(runs: Path, entries: list[dict[str, Any]], api: Any = None) -> list[dict[str, Any]]:

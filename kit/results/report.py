@@ -133,6 +133,38 @@ def _summary_row(run: str, role: str, figures: dict) -> dict:
             "leaderboard_estimate": figures["leaderboard_estimate"].get("rmse")}
 
 
+def estimate_method(stage: dict, config: dict | None) -> str:
+    """How a pipeline stage's leaderboard estimate was made, and what may flatter it."""
+    if stage["kind"] == "blend":
+        return ("its members' OOF blended cross-fitted: fold k's rows with weights fitted on "
+                "the other folds' rows only")
+    text = "its own folds' OOF, weighted by the lookup table's blocks"
+    if config and config.get("teacher"):
+        text = (f"the OOF of its teacher's ({config['teacher']}) folds, reused exactly; "
+                "pseudo-labels from the same fold's teacher model only")
+        if config.get("flagged_labels", "keep") != "keep":
+            text += ("; labels flagged by teacher models that saw other folds left out of "
+                     "training (a mild leak that may flatter it a little)")
+    return text
+
+
+def pipeline_rows(run_dir: Path, pipeline: dict, own: dict) -> list[dict]:
+    """A pipeline's stages, each with its run's figures (the final run's are `own`) and how
+    its estimate was made."""
+    rows = []
+    for stage in pipeline["stages"]:
+        run = stage.get("run")
+        if not run:
+            continue
+        figures = own if run == Path(run_dir).name else files.read_report(
+            Path(run_dir).parent / run)
+        row = _summary_row(run, stage["name"], figures)
+        row.update(seconds=stage.get("seconds"),
+                   estimate_method=estimate_method(stage, figures.get("config")))
+        rows.append(row)
+    return rows
+
+
 def subset_histories(config, histories: dict[str, list[list[dict]]]) -> dict:
     """Each subset's fold histories: those of the network that answers it (a shared trunk's
     for both subsets)."""
@@ -165,6 +197,9 @@ def write(run_dir: Path, training: TrainingSet, lookup: LookupTable | None,
     teacher = files.read_teacher(run_dir)
     if teacher is not None:
         report["teacher"] = teacher
+    pipeline = files.run_pipeline_record(run_dir)
+    if pipeline is not None:
+        report["pipeline"] = pipeline_rows(run_dir, pipeline, report)
     files.write_report(run_dir, report, markdown(report))
     return report
 
@@ -283,6 +318,16 @@ def markdown(report: dict) -> str:
             lines.append(f"| {name} | {_fmt(row['subsets'].get('15'))} | "
                          f"{_fmt(row['subsets'].get('4'))} | {_fmt(row['leaderboard_estimate'])} "
                          f"| {_fmt(weight.get('15'))} | {_fmt(weight.get('4'))} |")
+    if report.get("pipeline"):
+        lines += ["", "## Pipeline", "",
+                  ("| stage | run | 15-key OOF | 4-key OOF | leaderboard estimate | minutes | "
+                  "how the estimate was made |"), "|---|---|---|---|---|---|---|"]
+        for row in report["pipeline"]:
+            minutes = "–" if row.get("seconds") is None else f"{row['seconds'] / 60:.1f}"
+            lines.append(f"| {row['role']} | {row['run']} | {_fmt(row['subsets'].get('15'))} | "
+                         f"{_fmt(row['subsets'].get('4'))} | "
+                         f"{_fmt(row['leaderboard_estimate'])} | {minutes} | "
+                         f"{row['estimate_method']} |")
     select = config.get("train", {}).get("select", "best")
     ema = config.get("train", {}).get("ema", 0.0)
     average = f" (as the moving average of its weights, decay {ema})" if ema else ""

@@ -30,6 +30,7 @@ import numpy as np
 from kit.config import Config
 from kit.core.errors import KitError
 from kit.core.keypoints import IMAGE_SIZE
+from kit.data import tables
 from kit.data.lookup import BLOCK_SUBSET, image_blocks
 from kit.data.tables import LookupTable, TestSet, TrainingSet
 from kit.model import heads
@@ -143,6 +144,15 @@ def pseudo_targets(network: str, outputs: np.ndarray, blocks: np.ndarray,
 
 
 # ---------------------------------------------------------------- from the teacher's folder
+
+
+def prepare_from(config: Config, root: Path, training: TrainingSet, data_dir: Path,
+                 lookup: LookupTable | None) -> Teaching | None:
+    """prepare(), reading the test faces from `data_dir` only where pseudo-labels need them
+    (and the lookup table, which says which head learns each face, was found)."""
+    needs_test = config.pseudo_labels and lookup is not None
+    test = tables.load_test(data_dir) if needs_test else None
+    return prepare(config, root, training, test, lookup)
 
 
 def prepare(config: Config, root: Path, training: TrainingSet, test: TestSet | None = None,

@@ -11,7 +11,11 @@
     oof.csv                out-of-fold predictions: row, subset, fold, column, truth, prediction
     teacher.json           a second pass only (kit.results.teacher): what the teacher gave
     ensemble.json          an ensemble run only (kit.results.ensemble): members and weights
+    pipeline.json          a pipeline's final run only (kit.recipes.pipeline): its stages' runs
     report.json/.md, *.png written by kit.results.report
+
+Beside the runs, cv/pipelines/<pipeline-id>.json records a pipeline while it runs: the same
+record, each stage with its run once it has one, that its final run keeps as pipeline.json.
 
 Every reader refuses a missing or damaged file in one line naming it and what was expected,
 so a run folder edited by hand or cut short by a full disk never ends in a traceback.
@@ -38,6 +42,8 @@ ENGINE = "engine.json"
 OOF = "oof.csv"
 TEACHER = "teacher.json"
 ENSEMBLE = "ensemble.json"
+PIPELINE = "pipeline.json"
+PIPELINES = "pipelines"  # under the cv root: the pipelines' records
 REPORT_JSON, REPORT_MD = "report.json", "report.md"
 HISTORY = "history.json"
 MODEL = "model.npz"
@@ -290,3 +296,36 @@ def read_report(run_dir: Path) -> dict:
 def write_report(run_dir: Path, report: dict, markdown: str) -> None:
     fileio.write_text(Path(run_dir) / REPORT_MD, markdown)
     fileio.write_json(Path(run_dir) / REPORT_JSON, report)
+
+
+# ---------------------------------------------------------------- pipeline records
+
+
+PIPELINE_EXPECTED = ("a pipeline's record (`pipeline`, `arguments`, `stages`; start it again "
+                     "with --no-resume)")
+
+
+def pipelines_dir(root: Path) -> Path:
+    return Path(root) / PIPELINES
+
+
+def read_pipeline(path: Path) -> dict:
+    """A pipeline record (cv/pipelines/<id>.json, or a final run's pipeline.json)."""
+    path = Path(path)
+    data = _mapping(path, _read_json(path, PIPELINE_EXPECTED),
+                    ("pipeline", "arguments", "stages"), PIPELINE_EXPECTED)
+    stages = data["stages"]
+    if (not isinstance(stages, list) or not stages
+            or not all(isinstance(s, dict) and isinstance(s.get("name"), str) for s in stages)):
+        raise KitError(f"{path}: `stages` damaged; expected {PIPELINE_EXPECTED}")
+    return data
+
+
+def write_pipeline(path: Path, record: dict) -> None:
+    fileio.write_json(Path(path), record)
+
+
+def run_pipeline_record(run_dir: Path) -> dict | None:
+    """The pipeline a final run ends, or None for any other run."""
+    path = Path(run_dir) / PIPELINE
+    return read_pipeline(path) if path.exists() else None

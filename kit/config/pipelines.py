@@ -1,0 +1,79 @@
+"""Named pipelines: recipes of several CV runs and their blend, run by one `make cv PRESET=NAME`.
+
+A stage is an ordinary CV run (the hardware's preset, `default` or `gpu`, with the stage's own
+settings and the user's) or the OOF-weighted blend of earlier stages' runs. The settings a
+stage is made of belong to the pipeline: a user's `--set` of one of them is refused, since it
+would quietly turn one stage into another.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kit.core.errors import KitError
+
+__all__ = ["OWNED", "PIPELINES", "Pipeline", "Stage", "is_pipeline", "pipeline"]
+
+# The settings only a pipeline gives its stages: which run teaches which, and the run's label.
+OWNED = ("preset", "teacher", "pseudo_labels", "flagged_labels")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    sets: tuple[str, ...] = ()  # `--set` assignments on the base preset that make the stage
+    teacher: str = ""  # the earlier stage whose run teaches this one (its folds reused)
+    members: tuple[str, ...] = ()  # a blend: the earlier stages whose runs it blends
+
+    @property
+    def is_blend(self) -> bool:
+        return bool(self.members)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    name: str
+    stages: tuple[Stage, ...]
+
+    def __post_init__(self) -> None:
+        seen: list[str] = []
+        for stage in self.stages:
+            for earlier in (*stage.members, *([stage.teacher] if stage.teacher else [])):
+                if earlier not in seen:
+                    raise KitError(f"pipeline {self.name}: stage {stage.name} needs stage "
+                                   f"{earlier!r}, which does not come before it")
+            seen.append(stage.name)
+
+    def stage(self, name: str) -> Stage:
+        return next(s for s in self.stages if s.name == name)
+
+    def owner_of(self, key: str) -> str | None:
+        """The stage whose recipe sets `key` (a dotted config name), or None."""
+        for stage in self.stages:
+            if key in {assignment.split("=", 1)[0].strip() for assignment in stage.sets}:
+                return stage.name
+        return None
+
+
+# The blend of a shared-trunk run taught by its first pass and the two-network specialists,
+# each taught likewise: docs/results.md, "The best pipeline", has what each stage adds.
+SEPARATE = ("shared_trunk=0", "common_keypoints=")
+SECOND_PASS = ("pseudo_labels=1", "flagged_labels=drop")
+_BEST = Pipeline("best", (
+    Stage("shared"),
+    Stage("separate", sets=SEPARATE),
+    Stage("taught", sets=SECOND_PASS, teacher="shared"),
+    Stage("taught-separate", sets=SEPARATE + SECOND_PASS, teacher="separate"),
+    Stage("blend", members=("taught", "taught-separate", "shared", "separate")),
+))
+
+PIPELINES: dict[str, Pipeline] = {"best": _BEST}
+
+
+def is_pipeline(name: str | None) -> bool:
+    return name in PIPELINES
+
+
+def pipeline(name: str) -> Pipeline:
+    if name not in PIPELINES:
+        raise KitError(f"unknown pipeline {name!r}: expected one of {', '.join(PIPELINES)}")
+    return PIPELINES[name]
