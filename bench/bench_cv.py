@@ -1,8 +1,8 @@
 """A whole `make cv` of a preset, timed as a user runs it: a fresh process, every fold of
 every network, report included.
 
-    python -m bench cv [--preset v1] [--epochs E] [--size practice|kaggle] [--engine new|old]
-                       [--repeat N]
+    python -m bench cv [--preset v1|best|...] [--epochs E] [--size practice|kaggle]
+                       [--engine new|old] [--repeat N] [--keep DIR]
 
 `--size kaggle` builds a competition of Kaggle's size from the practice one (its training
 rows repeated up to 7049, its test images up to 1783, the real IdLookupTable.csv and
@@ -10,7 +10,9 @@ SampleSubmission.csv). `--engine old` runs the same preset on b2cd740's engine, 
 worktree of that commit (its `default` preset is our `v1`), so the two engines are timed side
 by side on one machine. Prints wall seconds, images trained per second, compile seconds and,
 where `nvidia-smi` answers, the GPU's mean busy percentage while the run trained; on the
-practice data, the submission's RMSE against the practice test truth.
+practice data, the submission's RMSE against the practice test truth. A pipeline
+(`--preset best`) also gets each stage's minutes, OOF, estimate and practice-test RMSE,
+measured in the same run.
 """
 from __future__ import annotations
 
@@ -120,12 +122,15 @@ def images_trained(run_dir: Path) -> int:
     return total
 
 
-def practice_test_rmse(code: Path, data: Path, runs: Path, env: dict) -> float:
-    """The run's submission scored against the practice competition's test truth."""
+def practice_test_rmse(code: Path, data: Path, runs: Path, env: dict,
+                       run: str | None = None) -> float:
+    """The run's (cv/latest's by default) submission scored against the practice
+    competition's test truth."""
     done = subprocess.run(
         [sys.executable, "-m", "kit", "--data", str(data), "--runs", str(runs), "submit",
-         "--dry-run", "--out", str(runs.parent / "submissions"), "--solution",
-         str(PRACTICE_SOLUTION)], cwd=code, env=env, capture_output=True, text=True, check=False)
+         *([run] if run else []), "--dry-run", "--out", str(runs.parent / "submissions"),
+         "--solution", str(PRACTICE_SOLUTION)], cwd=code, env=env, capture_output=True,
+        text=True, check=False)
     if done.returncode:
         raise SystemExit(f"submit failed ({done.returncode}): {done.stderr[-2000:]}")
     return float(done.stdout.split("score against")[1].split(":")[1].split()[0])
@@ -147,9 +152,14 @@ def one_run(code: Path, data: Path, runs: Path, preset: str, epochs: int | None,
     if done.returncode:
         raise SystemExit(f"cv failed ({done.returncode}): {done.stderr[-2000:]}")
     run_dir = (runs / "latest").resolve()
-    images = images_trained(run_dir)
+    record = run_dir / "pipeline.json"
+    stages = json.loads(record.read_text())["stages"] if record.exists() else []
+    trained = [runs / s["run"] for s in stages if s["kind"] == "cv"] or [run_dir]
+    images = sum(images_trained(d) for d in trained)
     out = {"wall_seconds": round(seconds, 1), "images": images,
            "images_per_second_of_wall": round(images / seconds, 1)}
+    if stages:  # a pipeline: what each stage cost and scored, measured in this one run
+        out["stages"] = stage_figures(code, data, runs, env, stages, score)
     engine = run_dir / "engine.json"
     if engine.exists():
         call = json.loads(engine.read_text())["calls"][-1]
@@ -167,6 +177,21 @@ def one_run(code: Path, data: Path, runs: Path, preset: str, epochs: int | None,
     return out
 
 
+def stage_figures(code: Path, data: Path, runs: Path, env: dict, stages: list[dict],
+                  score: bool) -> dict:
+    figures = {}
+    for stage in stages:
+        report = json.loads((runs / stage["run"] / "report.json").read_text())
+        figures[stage["name"]] = {
+            "run": stage["run"], "seconds": stage.get("seconds"),
+            "oof_rmse": round(report["overall_rmse"], 4),
+            "lb_estimate": round(report["leaderboard_estimate"].get("rmse") or float("nan"), 4)}
+        if score:
+            figures[stage["name"]]["practice_test_rmse"] = round(
+                practice_test_rmse(code, data, runs, env, stage["run"]), 4)
+    return figures
+
+
 def run(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m bench cv")
     parser.add_argument("--preset", default="v1")
@@ -175,10 +200,13 @@ def run(argv: list[str] | None = None) -> dict:
     parser.add_argument("--engine", choices=("new", "old"), default="new")
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs in a row: the second shows the compile cache at work")
+    parser.add_argument("--keep", type=Path, help="do the work in this folder and keep it "
+                        "(its runs can then be blended and submitted)")
     args = parser.parse_args(argv or [])
     if not PRACTICE_ZIP.exists():
         return {"skipped": f"{PRACTICE_ZIP} is absent"}
-    folder = Path(tempfile.mkdtemp(prefix="kit-bench-cv-"))
+    folder = args.keep or Path(tempfile.mkdtemp(prefix="kit-bench-cv-"))
+    folder.mkdir(parents=True, exist_ok=True)
     try:
         archive = kaggle_size_archive(folder) if args.size == "kaggle" else PRACTICE_ZIP
         code = REPO if args.engine == "new" else old_engine_tree(folder)
@@ -197,7 +225,8 @@ def run(argv: list[str] | None = None) -> dict:
         if args.engine == "old":
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
                             str(folder / "old-engine")], check=False, capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(folder, ignore_errors=True)
     return out
 
 

@@ -42,8 +42,9 @@ def test_bad_overrides_are_one_clear_line(bad, message):
 
 
 def test_unknown_preset_names_the_known_ones():
-    with pytest.raises(KitError, match="expected one of seed, default"):
-        config_io.preset("best")
+    with pytest.raises(KitError, match="expected one of seed, default.*a pipeline of several "
+                       "runs: best"):
+        config_io.preset("bets")
 
 
 def test_seed_preset_keeps_the_reports_recipe():
