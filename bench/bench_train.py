@@ -7,7 +7,7 @@ import numpy as np
 
 from bench.common import median_seconds
 from kit import config as config_io
-from kit.runs.cv import networks, task_for
+from kit.model.heads import networks, task_for
 from kit.training import programs, train
 from tests.helpers import batch_of, init_state
 

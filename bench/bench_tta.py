@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from kit import config as config_io
 from kit.data import tables
 from kit.kaggle import places
 from kit.model import heads
 from kit.results import report
-from kit.runs import cv, folds, predict
+from kit.runs import cv, files, folds, predict
 
 # Name -> the TTA settings it sets on the run's config.
 VIEWS = {
@@ -37,9 +36,11 @@ def run(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data", type=Path, default=places.default_data_dir())
     parser.add_argument("--views", nargs="+", choices=list(VIEWS), default=list(VIEWS))
     args = parser.parse_args(argv)
-    base = config_io.load(args.run / "config.json")
-    training, lookup = tables.load_training(args.data), tables.load_lookup(args.data)
-    assignment = cv.load_assignment(args.run, training)
+    base = files.read_config(args.run)
+    training = tables.load_training(args.data)
+    lookup = tables.load_lookup(args.data, tables.load_test(args.data).image_ids)
+    assignment = files.read_folds(args.run)
+    folds.check_data(args.run, assignment, training)
     results = {}
     for name in args.views:
         config = dataclasses.replace(base, **VIEWS[name])
