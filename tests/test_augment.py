@@ -18,6 +18,7 @@ from kit.model.augment import (
     augment,
     hflip,
     identity_matrices,
+    occlude,
     photometric,
     similarity_matrices,
     warp,
@@ -362,3 +363,40 @@ def test_same_key_same_output_and_another_key_another():
         np.testing.assert_array_equal(a, b)
     assert not np.allclose(first[0], other[0])
     assert not np.allclose(first[1], other[1])
+
+
+# --- occlusion -----------------------------------------------------------------------------
+
+
+OCCLUDE_ONLY = replace(NOTHING, occlude_prob=1.0, occlude_size=0.4)
+
+
+def test_occlusion_covers_one_flat_rectangle_per_image_and_keeps_every_label():
+    images, keypoints, mask = random_batch(12, batch=16)
+    out = augment_jit(jax.random.PRNGKey(3), images, keypoints, mask, OCCLUDE_ONLY,
+                      flip_permutation(COLUMNS))
+    np.testing.assert_array_equal(out[1], keypoints)
+    np.testing.assert_array_equal(out[2], mask)
+    changed = np.asarray(out[0]) != np.asarray(images)
+    for image, covered in zip(np.asarray(out[0]), changed):
+        rows, cols = np.flatnonzero(covered.any(axis=1)), np.flatnonzero(covered.any(axis=0))
+        assert rows.size and cols.size  # every image got its rectangle
+        box = image[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        assert np.all(box == box[0, 0])  # one grey, a rectangle (no hole, no second patch)
+        assert rows.size <= 0.4 * SIZE + 1 and cols.size <= 0.4 * SIZE + 1
+
+
+def test_occlusion_draws_from_a_key_of_its_own_so_the_rest_of_the_draw_is_unchanged():
+    images, keypoints, mask = random_batch(13)
+    permutation = flip_permutation(COLUMNS)
+    config = AugmentConfig()
+    with_field = augment_jit(jax.random.PRNGKey(4), images, keypoints, mask, config, permutation)
+    never = augment_jit(jax.random.PRNGKey(4), images, keypoints, mask,
+                        replace(config, occlude_prob=1.0, occlude_size=1e-9), permutation)
+    # A rectangle thinner than a pixel covers nothing: the rest of the draw is the same.
+    for a, b in zip(with_field, never):
+        np.testing.assert_array_equal(a, b)
+    half = jax.jit(occlude, static_argnames="config")(
+        jax.random.PRNGKey(5), images, replace(NOTHING, occlude_prob=0.5))
+    covered = (np.asarray(half) != np.asarray(images)).any(axis=(1, 2))
+    assert 0 < covered.sum() < len(covered)

@@ -72,6 +72,11 @@ class AugmentConfig:
     noise_std: float = 0.02
     fill: float = 0.0  # pixel value outside the frame after a warp
     max_redraws: int = 4  # a warp that pushes a keypoint out of frame is redrawn; then none
+    # A flat grey rectangle over part of the face (hands, microphones and hair cover the worst
+    # faces), its sides drawn from [occlude_size / 2, occlude_size] of the frame; the labels
+    # stay, so the network learns to place a hidden keypoint from what is around it.
+    occlude_prob: float = 0.0
+    occlude_size: float = 0.4
 
     def __post_init__(self) -> None:
         check(self)
@@ -259,6 +264,8 @@ RULES: dict[str, Rule] = {
     "augment.noise_std": Rule(float, "[0, 1]"),
     "augment.fill": Rule(float, "[0, 1]"),  # a pixel value
     "augment.max_redraws": Rule(int, ">= 0"),
+    "augment.occlude_prob": Rule(float, PROBABILITY),
+    "augment.occlude_size": Rule(float, "(0, 1]"),  # of the frame's side
     "engine.fold_batching": Rule(str, names=FOLD_BATCHINGS),
     "engine.fold_group": Rule(int, ">= 0"),  # 0: as many as fit
     "engine.chunk_seconds": Rule(float, "> 0"),

@@ -1,4 +1,4 @@
-"""Per-batch augmentation on the device: flips, affine warps and photometric jitter.
+"""Per-batch augmentation on the device: flips, affine warps, photometric jitter, occlusion.
 
 Everything here is a pure, jittable function of a PRNG key and arrays; `AugmentConfig` is a
 frozen dataclass, so `augment` can be jitted (or called inside a jitted train step) with the
@@ -166,6 +166,26 @@ def photometric(key: jax.Array, images: jax.Array, config: AugmentConfig) -> jax
     return jnp.clip(out, 0.0, 1.0).astype(images.dtype)
 
 
+def occlude(key: jax.Array, images: jax.Array, config: AugmentConfig) -> jax.Array:
+    """Cover one axis-aligned rectangle of each image (with occlude_prob) in a flat grey.
+
+    Its width and height are drawn from [occlude_size / 2, occlude_size] of the side, its
+    centre anywhere in the frame (so it may be cut by the edge), its grey uniform in [0, 1].
+    """
+    batch, height, width = images.shape
+    apply_key, side_key, centre_key, grey_key = jax.random.split(key, 4)
+    sides = jax.random.uniform(side_key, (batch, 2), minval=0.5 * config.occlude_size,
+                               maxval=config.occlude_size) * jnp.array([width, height])
+    centres = jax.random.uniform(centre_key, (batch, 2)) * jnp.array([width - 1, height - 1])
+    grey = jax.random.uniform(grey_key, (batch, 1, 1), dtype=images.dtype)
+    xs = jnp.arange(width, dtype=jnp.float32)[None, None, :]
+    ys = jnp.arange(height, dtype=jnp.float32)[None, :, None]
+    inside = ((jnp.abs(xs - centres[:, 0, None, None]) <= sides[:, 0, None, None] / 2)
+              & (jnp.abs(ys - centres[:, 1, None, None]) <= sides[:, 1, None, None] / 2))
+    apply = (jax.random.uniform(apply_key, (batch,)) < config.occlude_prob)[:, None, None]
+    return jnp.where(inside & apply, grey, images)
+
+
 def choose_warps(
     key: jax.Array, keypoints: jax.Array, mask: jax.Array, config: AugmentConfig, size: int
 ) -> jax.Array:
@@ -197,7 +217,8 @@ def augment(
     config: AugmentConfig,
     permutation: np.ndarray | jax.Array,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Flip (each sample with flip_prob), warp (affine_prob, redrawn), then photometric.
+    """Flip (each sample with flip_prob), warp (affine_prob, redrawn), photometric, then
+    occlusion (occlude_prob; the labels are kept).
 
     Returns (images, keypoints, mask); the mask is only permuted by flips (a value's weight,
     where it is not 1, follows its label), and missing labels stay 0. Jit with `config`
@@ -221,6 +242,10 @@ def augment(
 
     if config.brightness > 0 or config.contrast > 0 or config.noise_std > 0:
         images = photometric(photo_key, images, config)
+
+    if config.occlude_prob > 0:
+        # A key of its own: configs without occlusion draw exactly what they drew before.
+        images = occlude(jax.random.fold_in(key, 3), images, config)
 
     keypoints = jnp.where(present, keypoints, 0.0)
     return images, keypoints, jnp.where(present, mask, 0.0).astype(mask.dtype)

@@ -10,6 +10,7 @@ so `make submit` submits the pipeline's result.
 """
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,13 +109,15 @@ def unfinished_record(root: Path, pipeline: Pipeline, arguments: Arguments) -> P
 
 
 def new_record_path(root: Path, pipeline: Pipeline) -> Path:
+    """cv/pipelines/<UTC time>[-N]-<name>.json, a name no record has yet."""
     folder = files.pipelines_dir(root)
     folder.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    suffix = 1
-    while (folder / f"{stamp}{f'-{suffix}' if suffix > 1 else ''}-{pipeline.name}.json").exists():
-        suffix += 1
-    return folder / f"{stamp}{f'-{suffix}' if suffix > 1 else ''}-{pipeline.name}.json"
+    for suffix in itertools.count(1):
+        path = folder / f"{stamp}{f'-{suffix}' if suffix > 1 else ''}-{pipeline.name}.json"
+        if not path.exists():
+            return path
+    raise AssertionError("unreachable")
 
 
 # ---------------------------------------------------------------- running
