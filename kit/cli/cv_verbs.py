@@ -1,0 +1,91 @@
+"""`python -m kit cv`: one CV run with its report, or a named pipeline of runs (`--preset
+best`), or either on a Kaggle kernel (kit.cli.remote_verbs)."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from rich.markup import escape
+
+from kit.cli import remote_verbs
+from kit.cli.console import console, error_console, make_config, pipeline_arguments, print_report
+from kit.config import is_pipeline
+from kit.core.errors import KitError
+from kit.runs import files, folders
+from kit.training import runtime
+
+
+def cmd_cv(args) -> None:
+    import dataclasses
+
+    runtime.check_supported()  # a jax, dm-haiku or kaggle outside the kit's ranges: one line
+    if args.remote:  # the same cv on a Kaggle kernel: kit/cli/remote_verbs.py
+        return remote_verbs.cmd_cv_remote(args)
+    if is_pipeline(args.preset):
+        return cmd_pipeline(args)
+    cfg = make_config(args)  # checked before anything heavy is imported or read
+
+    from kit.cli.display import CVDisplay
+    from kit.data import tables
+    from kit.results import report, teacher
+    from kit.runs import cv
+
+    console.print(f"[bold]config[/] {escape(json.dumps(dataclasses.asdict(cfg)))}")
+    training = tables.load_training(args.data)
+    lookup = lookup_or_none(args.data)
+    teaching = None
+    if cfg.teacher:
+        with console.status(f"preparing what run {cfg.teacher} teaches"):
+            teaching = teacher.prepare_from(cfg, args.runs, training, args.data, lookup)
+    started = time.perf_counter()
+    with CVDisplay(console) as display:
+        run_dir = cv.run_cv(cfg, training, args.runs, resume=args.resume, listener=display,
+                            teaching=teaching)
+    seconds = time.perf_counter() - started
+    with console.status("writing the report and pictures"):
+        result = report.write(run_dir, training, lookup, seconds)
+    print_report(result)
+    engine = result.get("engine")
+    if engine:
+        console.print(f"trained {engine['images']:,} images at {engine['images_per_second']:,.0f}"
+                      f"/s on {engine['devices']} {engine['backend']} device(s); compiling "
+                      f"took {engine['compile_seconds']:.1f} s")
+    console.print(f"[green]run[/] {run_dir} ({seconds / 60:.1f} min); "
+                  f"report: {run_dir / 'report.md'}")
+
+
+def cmd_pipeline(args) -> None:
+    import jax
+
+    from kit import config as config_io
+    from kit.cli.display import PipelineDisplay
+    from kit.data import tables
+    from kit.recipes import pipeline as runner
+
+    base, why = config_io.preset_for(jax.default_backend())
+    recipe, arguments = pipeline_arguments(args, base)
+    console.print(f"pipeline [bold]{recipe.name}[/], {len(recipe.stages)} stages, each CV stage "
+                  f"on preset [bold]{base}[/] ({why}), with {' '.join(arguments.overrides) or 'no --set'}:")
+    console.print(runner.describe(recipe))
+    training = tables.load_training(args.data)
+    lookup = lookup_or_none(args.data)
+    started = time.perf_counter()
+    final = runner.run(recipe, arguments, training, args.data, args.runs, lookup,
+                       resume=args.resume, listener=PipelineDisplay(console))
+    print_report(files.read_report(final))
+    console.print(f"[green]pipeline[/] {recipe.name}: {final} "
+                  f"({(time.perf_counter() - started) / 60:.1f} min this call); "
+                  f"{args.runs / folders.LATEST} points to it, so `make submit` submits it; "
+                  f"report: {final / 'report.md'}")
+
+
+def lookup_or_none(data_dir: Path):
+    from kit.data import tables
+
+    try:
+        test = tables.load_test(data_dir)
+        return tables.load_lookup(data_dir, test.image_ids)
+    except KitError as error:
+        error_console.print(f"[yellow]warning:[/] no leaderboard estimate: {error}")
+        return None
