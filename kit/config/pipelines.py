@@ -54,16 +54,15 @@ class Pipeline:
         return None
 
 
-# The blend of a shared-trunk run taught by its first pass and the two-network specialists,
-# each taught likewise: docs/results.md, "The best pipeline", has what each stage adds.
+# The default's shared trunk taught by its own first pass, blended with the two-network
+# specialists: docs/results.md ("The best pipeline") has what each stage adds.
 SEPARATE = ("shared_trunk=0", "common_keypoints=")
 SECOND_PASS = ("pseudo_labels=1", "flagged_labels=drop")
 _BEST = Pipeline("best", (
     Stage("shared"),
     Stage("separate", sets=SEPARATE),
     Stage("taught", sets=SECOND_PASS, teacher="shared"),
-    Stage("taught-separate", sets=SEPARATE + SECOND_PASS, teacher="separate"),
-    Stage("blend", members=("taught", "taught-separate", "shared", "separate")),
+    Stage("blend", members=("taught", "separate")),
 ))
 
 PIPELINES: dict[str, Pipeline] = {"best": _BEST}
