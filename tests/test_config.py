@@ -69,6 +69,8 @@ def test_v1_is_b2cd740s_default_exactly():
     assert now["train"].pop("ema") == 0.0  # and the last weights, not an average
     assert now["train"].pop("seed") == 0  # training drawn from the run's seed alone
     assert (now.pop("tta_zoom"), now.pop("tta_rotate")) == (0.0, 0.0)  # and shifted views
+    occlusion = (now["augment"].pop("occlude_prob"), now["augment"].pop("occlude_size"))
+    assert occlusion == (0.0, 0.4)  # and nothing covered
     assert now.pop("engine") == dataclasses.asdict(config_io.EngineConfig())
     taught = {name: now.pop(name) for name in ("teacher", "pseudo_labels", "flagged_labels")}
     assert taught == {"teacher": "", "pseudo_labels": False, "flagged_labels": "keep"}
