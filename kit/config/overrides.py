@@ -10,7 +10,7 @@ from kit.config.rules import describe
 from kit.config.schema import RULES, SECTIONS, build, to_dict
 from kit.core.errors import KitError
 
-__all__ = ["override"]
+__all__ = ["assignment_key", "override"]
 
 
 def override(config: Any, assignments: list[str]) -> Any:
@@ -24,9 +24,14 @@ def override(config: Any, assignments: list[str]) -> Any:
     for assignment in assignments:
         if "=" not in assignment:
             raise KitError(f"override {assignment!r}: expected KEY=VALUE, e.g. train.epochs=3")
-        key, text = (part.strip() for part in assignment.split("=", 1))
+        key, text = assignment_key(assignment), assignment.split("=", 1)[1].strip()
         _assign(type(config), values, key.split("."), text, SECTIONS[type(config)] + key)
     return build(type(config), values)
+
+
+def assignment_key(assignment: str) -> str:
+    """The dotted name an `a.b=value` assignment sets."""
+    return assignment.split("=", 1)[0].strip()
 
 
 def _assign(cls: Any, values: dict[str, Any], path: list[str], text: str, key: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kit.config.overrides import assignment_key
 from kit.core.errors import KitError
 
 __all__ = ["OWNED", "PIPELINES", "Pipeline", "Stage", "is_pipeline", "pipeline"]
@@ -49,7 +50,7 @@ class Pipeline:
     def owner_of(self, key: str) -> str | None:
         """The stage whose recipe sets `key` (a dotted config name), or None."""
         for stage in self.stages:
-            if key in {assignment.split("=", 1)[0].strip() for assignment in stage.sets}:
+            if key in {assignment_key(assignment) for assignment in stage.sets}:
                 return stage.name
         return None
 

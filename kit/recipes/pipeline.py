@@ -51,7 +51,7 @@ def check_overrides(pipeline: Pipeline, overrides: tuple[str, ...]) -> None:
     """Refuse a `--set` that would change what a stage is (every `--set` applies to every
     CV stage)."""
     for assignment in overrides:
-        key = assignment.split("=", 1)[0].strip()
+        key = config_io.assignment_key(assignment)
         if key in OWNED:
             raise KitError(f"--set {assignment}: the pipeline {pipeline.name} sets {key} itself "
                            "(each stage's label, which run teaches which); a --set applies to "
@@ -145,7 +145,7 @@ def run(pipeline: Pipeline, arguments: Arguments, training: TrainingSet, data_di
     count = len(plans)
     for number, step in enumerate(plans, 1):
         entry = record["stages"][number - 1]
-        kept = _kept_run(root, step.stage, entry)
+        kept = _kept_run(root, entry)
         if kept is not None:
             runs[step.stage.name] = kept
             listener.stage_kept(number, count, step.stage, kept)
@@ -153,36 +153,37 @@ def run(pipeline: Pipeline, arguments: Arguments, training: TrainingSet, data_di
         listener.stage_started(number, count, step.stage)
         started = time.perf_counter()
         try:
-            run_dir, figures = _run_stage(pipeline, step, arguments, training, data_dir, root,
-                                          lookup, runs, resume, number, count, listener)
+            run_dir, train_seconds = _run_stage(pipeline, step, arguments, training, data_dir,
+                                                root, lookup, runs, resume, number, count,
+                                                listener)
+            seconds = time.perf_counter() - started
+            entry.update(run=run_dir.name, finished=True, seconds=round(seconds, 1))
+            if number == count:  # the final run keeps the record, so its report shows it
+                record["final"] = run_dir.name
+                record["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+                files.write_pipeline(run_dir / files.PIPELINE, record)
+            with listener.busy("writing the report and pictures"):
+                figures = report.write(run_dir, training, lookup, train_seconds)
         except KitError as error:
             where = _stage_run(root, pipeline, step, arguments, runs)
             raise KitError(f"pipeline {pipeline.name} stage {number}/{count} {step.stage.name}"
                            f"{f' (run {where})' if where else ''}: {error}; running the same "
                            "command again resumes it") from None
-        seconds = time.perf_counter() - started
-        runs[step.stage.name] = run_dir
-        entry.update(run=run_dir.name, finished=True, seconds=round(seconds, 1))
+        # Written last: a stage stopped before this line is done again (a CV run resumes).
         files.write_pipeline(path, record)
+        runs[step.stage.name] = run_dir
         listener.stage_finished(number, count, step.stage, run_dir, figures, seconds)
     final = runs[plans[-1].stage.name]
-    record["final"] = final.name
-    record["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    files.write_pipeline(final / files.PIPELINE, record)
-    with listener.busy("writing the final run's report with the pipeline's stages"):
-        report.write(final, training, lookup)
-    files.write_pipeline(path, record)
     folders.point_latest(root, final)
     return final
 
 
-def _kept_run(root: Path, stage: Stage, entry: dict) -> Path | None:
-    """The stage's run from the record if it finished, else None."""
+def _kept_run(root: Path, entry: dict) -> Path | None:
+    """The stage's run from the record if it finished (its report written), else None."""
     if not entry.get("finished") or not entry.get("run"):
         return None
     run_dir = root / entry["run"]
-    done = files.is_finished(run_dir) if stage.is_blend else files.has_report(run_dir)
-    return run_dir if done else None
+    return run_dir if files.has_report(run_dir) else None
 
 
 def _stage_run(root: Path, pipeline: Pipeline, step: StagePlan, arguments: Arguments,
@@ -205,12 +206,12 @@ def _with_teacher(pipeline: Pipeline, step: StagePlan, arguments: Arguments,
 def _run_stage(pipeline: Pipeline, step: StagePlan, arguments: Arguments,
                training: TrainingSet, data_dir: Path, root: Path, lookup: LookupTable | None,
                runs: dict[str, Path], resume: bool, number: int, count: int,
-               listener: PipelineListener) -> tuple[Path, dict]:
+               listener: PipelineListener) -> tuple[Path, float | None]:
+    """The stage's run (its report not yet written), and its training seconds."""
     if step.stage.is_blend:
         members = [runs[name] for name in step.stage.members]
         with listener.busy(f"blending {', '.join(m.name for m in members)} by their OOF"):
-            run_dir = ensemble.make_ensemble(members, root, training)
-            return run_dir, report.write(run_dir, training, lookup)
+            return ensemble.make_ensemble(members, root, training), None
     config = _with_teacher(pipeline, step, arguments, runs)
     teaching = None
     if config.teacher:
@@ -220,9 +221,7 @@ def _run_stage(pipeline: Pipeline, step: StagePlan, arguments: Arguments,
     with listener.training(number, count, step.stage) as engine_listener:
         run_dir = cv.run_cv(config, training, root, resume=resume, listener=engine_listener,
                             teaching=teaching)
-    seconds = time.perf_counter() - started
-    with listener.busy("writing the report and pictures"):
-        return run_dir, report.write(run_dir, training, lookup, seconds)
+    return run_dir, time.perf_counter() - started
 
 
 def describe(pipeline: Pipeline) -> str:

@@ -391,8 +391,9 @@ def _move_runs(entry: dict[str, Any], kernel_cv: Path, found: list[Path], runs: 
         # A lock names the kernel's process on Kaggle's machine; here it would only block.
         (source / run_folders.LOCK).unlink(missing_ok=True)
         shutil.move(str(source), str(target))
-    for record in records:
+    if records:
         files.pipelines_dir(runs).mkdir(parents=True, exist_ok=True)
+    for record in records:
         shutil.move(str(record), str(files.pipelines_dir(runs) / record.name))
     return next((t for s, t in targets.items() if s.name == final_name), targets[found[-1]])
 
