@@ -89,6 +89,23 @@ NONSENSE = [
     ("pseudo_labels=1", "pseudo_labels=True"),  # without a teacher
     ("pseudo_labels=maybe", "pseudo_labels='maybe'"),
     ("preset=../../elsewhere", "preset='../../elsewhere'"),
+    # Progressive resizing (default: 96-px input, 4 halvings, maps at stride 8, 40 epochs).
+    ("train.early_size=64", "train.early_size=64 with train.early_epochs=0"),  # half of a pair
+    ("train.early_epochs=10", "train.early_size=0 with train.early_epochs=10"),
+    ("train.early_size=-16", "train.early_size=-16"),
+    ("train.early_epochs=-1", "train.early_epochs=-1"),
+]
+
+# Settings that are refused only together: (assignments, the message's start).
+EARLY_SIZE_PAIRS = [
+    (["train.early_size=96", "train.early_epochs=5"], "train.early_size=96"),  # not smaller
+    (["train.early_size=8", "train.early_epochs=5"], "train.early_size=8"),  # below 16
+    (["train.early_size=40", "train.early_epochs=5"], "train.early_size=40"),  # not a multiple of 16
+    (["train.early_size=64", "train.early_epochs=40"], "train.early_epochs=40"),  # no full-size epoch left
+    (["model.head=dense", "train.early_size=64", "train.early_epochs=5"], "train.early_size=64"),
+    # 16 pixels at stride 16 would leave one heatmap cell.
+    (["model.head_stride=16", "train.early_size=16", "train.early_epochs=5"],
+     "model.head_stride=16"),
 ]
 
 
@@ -97,6 +114,20 @@ def test_nonsense_settings_are_refused_naming_field_value_and_what_is_allowed(as
                                                                               shown):
     message = refusal(lambda: config_io.override(config_io.preset("default"), [assignment]))
     assert message.startswith(f"{shown}: expected ")
+
+
+@pytest.mark.parametrize("assignments, shown", EARLY_SIZE_PAIRS,
+                         ids=[" ".join(case[0]) for case in EARLY_SIZE_PAIRS])
+def test_progressive_resizing_is_refused_where_the_network_cannot_take_the_size(assignments,
+                                                                               shown):
+    message = refusal(lambda: config_io.override(config_io.preset("default"), assignments))
+    assert message.startswith(f"{shown}") and ": expected " in message
+
+
+def test_progressive_resizing_within_the_rules_is_taken():
+    config = config_io.override(config_io.preset("default"),
+                                ["train.early_size=64", "train.early_epochs=20"])
+    assert (config.train.early_size, config.train.early_epochs) == (64, 20)
 
 
 def cli_args(**flags) -> argparse.Namespace:

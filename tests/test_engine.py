@@ -400,3 +400,39 @@ def test_folds_are_batched_only_where_jax_can_batch_them():
         with pytest.raises(KitError, match=r"engine.fold_batching=vmap: jax .* expected auto"):
             programs.resolve_batching("vmap", "gpu")
     assert programs.resolve_batching("auto", "cpu") == "map"
+
+
+def test_progressive_resizing_steps_at_the_early_size_and_resumes_exactly(small, training,
+                                                                          tmp_path):
+    """The early epochs' step is the step of the same network at the smaller input size; a
+    run stopped in an early epoch resumes to the uninterrupted result, which differs from
+    training every epoch at the full size."""
+    from tests.helpers import batch_of, init_state
+
+    early = config_io.override(small, ["train.early_size=32", "train.early_epochs=1"])
+    at_32 = config_io.override(small, ["model.input_size=32"])
+    task = heads.task_for(NETWORK)
+    state = init_state(early, task, 0)
+    targets = heads.network_targets(NETWORK, training.keypoints)
+    batch = batch_of(training.images, targets, np.arange(8), 0.01)
+    stepped_early = jax.jit(train.early_step(early, task))(state, batch)[0]
+    stepped_32 = jax.jit(train.compiled(at_32, task)[2])(state, batch)[0]
+    stepped_48 = jax.jit(train.compiled(early, task)[2])(state, batch)[0]
+    for a, b in zip(jax_leaves(stepped_early.params), jax_leaves(stepped_32.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert any(np.abs(a - b).max() > 1e-4 for a, b in
+               zip(jax_leaves(stepped_early.params), jax_leaves(stepped_48.params)))
+    assert [train.is_early(early.train, epoch) for epoch in range(2)] == [True, False]
+
+    uninterrupted = train_folds(early, training)
+
+    def stop():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # the second chunk: the early epoch, a step in
+        train_folds(early, training, checkpoint_dir=tmp_path, listener=AtChunk(2, stop))
+    assert checkpoints.peek_progress(tmp_path / "fold-0.npz").epoch == 0
+    assert_same(train_folds(early, training, checkpoint_dir=tmp_path), uninterrupted)
+    full_size = train_folds(small, training)
+    assert (uninterrupted[0].history[0]["train_rmse"]
+            != full_size[0].history[0]["train_rmse"])

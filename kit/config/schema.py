@@ -126,6 +126,12 @@ class TrainConfig:
     # Training's own seed (initial weights, batches, augmentation); the folds follow the
     # run's seed alone, so runs that differ here are an ensemble's members. 0: the run's seed.
     seed: int = 0
+    # Progressive resizing: the first `early_epochs` epochs train at `early_size` pixels, at
+    # about (early_size / model.input_size)^2 of an epoch's compute, the rest (and every
+    # validation and prediction) at model.input_size. The soft-argmax head's maps span the
+    # frame at any input size, so the same weights serve both. 0 and 0: none.
+    early_size: int = 0
+    early_epochs: int = 0
 
     def __post_init__(self) -> None:
         check(self)
@@ -252,8 +258,10 @@ RULES: dict[str, Rule] = {
     "train.patience": Rule(int, ">= 1"),
     "train.eval_batch_size": Rule(int, ">= 1"),
     "train.select": Rule(str, names=SELECTIONS),
-    "train.ema": Rule(float, "[0, 1)"),
-    "train.seed": Rule(int, f"[0, {2**31 - 1}]"),  # jax.random.fold_in takes an int32  # a decay of 1 never moves from the initial weights
+    "train.ema": Rule(float, "[0, 1)"),  # a decay of 1 never moves from the initial weights
+    "train.seed": Rule(int, f"[0, {2**31 - 1}]"),  # jax.random.fold_in takes an int32
+    "train.early_size": Rule(int, f"[0, {IMAGE_SIZE}]"),  # and _check_early_size
+    "train.early_epochs": Rule(int, ">= 0"),
     "augment.flip_prob": Rule(float, PROBABILITY),
     "augment.affine_prob": Rule(float, PROBABILITY),
     "augment.rotate_degrees": Rule(float, "[0, 180]"),
@@ -286,6 +294,7 @@ def check(config: Any) -> None:
         _check_network(config)
     if isinstance(config, Config):
         _check_teacher(config)
+        _check_early_size(config)
 
 def _check_teacher(config: Config) -> None:
     """Pseudo-labels and flagged labels come from a teacher run: without one they would
@@ -300,10 +309,35 @@ def _check_teacher(config: Config) -> None:
                        "teacher run (--set teacher=<run-id> names the run whose OOF flags them)")
 
 
-def _check_network(model: ModelConfig) -> None:
+def _check_early_size(config: Config) -> None:
+    """Progressive resizing needs both of its fields, a last stretch at the full size, and a
+    network that takes the smaller input: fully convolutional, its halvings dividing it."""
+    train, model = config.train, config.model
+    size, epochs = train.early_size, train.early_epochs
+    if not size and not epochs:
+        return
+    if not size or not epochs:
+        raise KitError(f"train.early_size={size!r} with train.early_epochs={epochs!r}: "
+                       "expected both above 0 (progressive resizing) or both 0 (none)")
+    if epochs >= train.epochs:
+        raise KitError(f"train.early_epochs={epochs!r}: expected fewer than train.epochs "
+                       f"({train.epochs}): the last epochs train at model.input_size")
+    if not 16 <= size < model.input_size:
+        raise KitError(f"train.early_size={size!r}: expected 0 (none) or at least 16 and below "
+                       f"model.input_size ({model.input_size})")
+    if model.head != "soft_argmax":
+        raise KitError(f"train.early_size={size!r}: expected model.head=soft_argmax (a "
+                       f"{model.head} head's weights fit one input size)")
+    _check_network(model, size, "train.early_size")
+
+
+def _check_network(model: ModelConfig, size: int | None = None,
+                   key: str = "model.input_size") -> None:
     """The shape rules no single field can check: the network halves the image once per
     width (the seed net max-pools, the resnet's stages stride 2) and the resnet's stem once
-    more, so the input must divide evenly, and the soft-argmax head reads one stage's grid."""
+    more, so the input (model.input_size, or `size` named `key`) must divide evenly, and the
+    soft-argmax head reads one stage's grid."""
+    size = model.input_size if size is None else size
     stem = 1 if model.kind == "resnet" else 0
     halvings = stem + len(model.widths)
     most_widths = int(math.log2(IMAGE_SIZE)) - stem  # 2**halvings must fit in the image
@@ -312,8 +346,8 @@ def _check_network(model: ModelConfig) -> None:
                        f"with model.kind={model.kind!r} (each halves the image, at most "
                        f"{IMAGE_SIZE} pixels)")
     step = 2**halvings
-    if model.input_size % step:
-        raise KitError(f"model.input_size={model.input_size!r}: expected a multiple of {step} "
+    if size % step:
+        raise KitError(f"{key}={size!r}: expected a multiple of {step} "
                        f"in [16, {IMAGE_SIZE}] (the {model.kind} network with "
                        f"{len(model.widths)} widths halves it {halvings} times)")
     if model.head != "soft_argmax":
@@ -324,11 +358,11 @@ def _check_network(model: ModelConfig) -> None:
     # models.soft_argmax_head merges stages down to the first whose stride is head_stride:
     # the finest stage strides 4 (the stem's 2 is never a stage), the deepest 2**halvings; any
     # other value would silently read a different grid. One cell is no heatmap: at least 2x2.
-    strides = [2**k for k in range(2, halvings + 1) if model.input_size // 2**k >= 2]
+    strides = [2**k for k in range(2, halvings + 1) if size // 2**k >= 2]
     if model.head_stride not in strides:
         raise KitError(f"model.head_stride={model.head_stride!r}: expected one of "
                        f"{', '.join(map(str, strides))} (the strides of the resnet's stages "
-                       f"at model.input_size={model.input_size} with {len(model.widths)} "
+                       f"at {key}={size} with {len(model.widths)} "
                        f"widths, leaving at least 2x2 heatmap cells)")
 
 

@@ -192,9 +192,10 @@ def build(config: ModelConfig, outputs: int) -> hk.TransformedWithState:
     """The network as a pure (init, apply) pair; batch-norm statistics live in `state`."""
     forward = NETWORKS[config.kind](config, outputs)
 
-    def net(images, is_training):
-        if images.shape[1] != config.input_size:
-            size = config.input_size
+    def net(images, is_training, size=None):
+        # `size`: another input size than the config's (progressive resizing's early epochs).
+        size = size or config.input_size
+        if images.shape[1] != size:
             images = jax.image.resize(images, (images.shape[0], size, size), "linear")
         return forward(images, is_training)
 

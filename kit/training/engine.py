@@ -251,8 +251,17 @@ class Group:
             programs.make_evaluate(self.net, self.batching),
             *train.weights(states), self.data.arrays, rows, weight, active)
         keep_best, seconds_c = programs.compile_program(programs.keep_best, best, states, active)
+        early = None
+        if self.config.train.early_epochs:  # progressive resizing: the early epochs' steps
+            early = programs.step_program(self.batching, train.early_step(self.config, self.task),
+                                          self.config.train)
+            compiled_early, seconds_d = programs.compile_program(
+                early.function, states, sums, self.data.arrays, order, valid, totals, bound,
+                bound, donate=(0,))
+            early = early._replace(function=compiled_early)
+            seconds_c += seconds_d
         self.compile_seconds = seconds_a + seconds_b + seconds_c
-        self._programs = (steps._replace(function=compiled_steps), evaluate, keep_best)
+        self._programs = (steps._replace(function=compiled_steps), evaluate, keep_best, early)
         return self._programs
 
     def memory_bytes(self) -> int | None:
@@ -318,11 +327,13 @@ class Group:
         """Move `at` through the remaining epochs, yielding at each point where `at` is whole
         whether a checkpoint may be taken there: after each chunk (while its epoch has steps
         left) and after each epoch (unless training is over)."""
-        step_program, evaluate, keep_best = self._compile()
+        step_program, evaluate, keep_best, early_program = self._compile()
         pace = chunks.Pace(self.config.engine.chunk_seconds, self.steps)
         while not self._finished(at.progress):
             epoch_started = time.perf_counter()
-            yield from self._epoch_steps(at, step_program, pace, stats)
+            early = train.is_early(self.config.train, at.progress[0].epoch)
+            yield from self._epoch_steps(at, early_program if early else step_program, pace,
+                                         stats)
             best, progress, reports = self._end_epoch(
                 evaluate, keep_best, at.states, at.best, at.sums, at.progress,
                 time.perf_counter() - epoch_started)

@@ -122,8 +122,9 @@ def masked_loss(prediction: jnp.ndarray, target: jnp.ndarray, mask: jnp.ndarray,
 
 
 def make_train_step(net: hk.TransformedWithState, optimizer: optax.GradientTransformation,
-                    config: Config, task: Task) -> Callable:
-    """The step, not jitted: the programs that call it are.
+                    config: Config, task: Task, input_size: int | None = None) -> Callable:
+    """The step, not jitted: the programs that call it are. The network sees the augmented
+    images at `input_size` (None: model.input_size).
 
     batch: uint8 "images" (B, 96, 96), pixel "keypoints" and their "mask" (B, outputs), and
     the step's "learning_rate" (a scalar, from `learning_rate`).
@@ -139,7 +140,8 @@ def make_train_step(net: hk.TransformedWithState, optimizer: optax.GradientTrans
         target = networks.to_unit(keypoints)
 
         def loss_fn(params):
-            output, net_state = net.apply(params, state.net_state, dropout_key, images, True)
+            output, net_state = net.apply(params, state.net_state, dropout_key, images, True,
+                                          input_size)
             return masked_loss(output, target, mask, config.train.loss), (net_state, output)
 
         (loss, (net_state, output)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -242,6 +244,19 @@ def compiled(config: Config, task: Task):
     net = networks.build(config.model, task.outputs)
     optimizer = make_optimizer(config.train)
     return net, optimizer, make_train_step(net, optimizer, config, task)
+
+
+@functools.lru_cache(maxsize=8)
+def early_step(config: Config, task: Task) -> Callable:
+    """The step of progressive resizing's early epochs: the same network and optimiser as
+    `compiled`'s, the images at train.early_size."""
+    net, optimizer, _ = compiled(config, task)
+    return make_train_step(net, optimizer, config, task, config.train.early_size)
+
+
+def is_early(train: TrainConfig, epoch: int) -> bool:
+    """Whether epoch `epoch` (from 0) trains at train.early_size."""
+    return epoch < train.early_epochs
 
 
 def fold_key(config: Config, task: Task, fold_seed: int) -> jax.Array:
