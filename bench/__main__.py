@@ -4,6 +4,7 @@ accuracy of one fold of the default preset on the practice data.
 python -m bench [parse|augment|train|torch|fold|cv ...]   (default: all)
 python -m bench fold [--preset P] [--fold K] [KEY=VALUE ...]   (one fold, with overrides)
 python -m bench cv [--preset P] [--epochs E] [--size practice|kaggle] [--engine new|old]
+python -m bench folds [--folds K] [--similarity S ...]   (held-out faces against the test's)
 python -m bench tta RUN [--data DIR] [--views NAME ...]   (test-time views of a finished run)
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from bench import (
     bench_augment,
     bench_cv,
     bench_fold,
+    bench_folds,
     bench_parse,
     bench_torch,
     bench_train,
@@ -27,11 +29,12 @@ SUITES = {
     "train": bench_train.run,
     "torch": bench_torch.run,
     "fold": bench_fold.run,
+    "folds": bench_folds.run,
     # In `make bench`: v1 for 3 epochs on both engines, side by side.
     "cv": lambda: bench_cv.run(["--epochs", "3"]),
     "cv-old": lambda: bench_cv.run(["--epochs", "3", "--engine", "old"]),
 }
-WITH_ARGUMENTS = {"fold": bench_fold.run, "cv": bench_cv.run, "tta": bench_tta.run}
+WITH_ARGUMENTS = {"fold": bench_fold.run, "folds": bench_folds.run, "cv": bench_cv.run, "tta": bench_tta.run}
 
 
 def main(argv: list[str]) -> None:

@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 
-SUITES = ["bench_augment", "bench_cv", "bench_fold", "bench_parse", "bench_torch",
+SUITES = ["bench_augment", "bench_cv", "bench_fold", "bench_folds", "bench_parse", "bench_torch",
           "bench_train", "bench_tta"]
 
 
