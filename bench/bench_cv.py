@@ -1,7 +1,7 @@
 """A whole `make cv` of a preset, timed as a user runs it: a fresh process, every fold of
 every network, report included.
 
-    python -m bench cv [--preset v1|best|...] [--epochs E] [--size practice|kaggle]
+    python -m bench cv [--preset v1|best|...] [--set KEY=VALUE ...] [--epochs E] [--size practice|kaggle]
                        [--engine new|old] [--repeat N] [--keep DIR]
 
 `--size kaggle` builds a competition of Kaggle's size from the practice one (its training
@@ -137,9 +137,10 @@ def practice_test_rmse(code: Path, data: Path, runs: Path, env: dict,
 
 
 def one_run(code: Path, data: Path, runs: Path, preset: str, epochs: int | None,
-            score: bool) -> dict:
+            score: bool, overrides: list[str] = ()) -> dict:
     command = [sys.executable, "-m", "kit", "--data", str(data), "--runs", str(runs), "cv",
                "--preset", preset, "--no-resume"] + (["--epochs", str(epochs)] if epochs else [])
+    command += [part for assignment in overrides for part in ("--set", assignment)]
     # The environment the user gave, not the device flags `import kit` added to this
     # process: each engine sets up its own process (the old one runs as it always ran).
     env = dict(os.environ, PYTHONPATH=str(code),
@@ -198,6 +199,8 @@ def run(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, help="fewer epochs than the preset's, for speed")
     parser.add_argument("--size", choices=("practice", "kaggle"), default="practice")
     parser.add_argument("--engine", choices=("new", "old"), default="new")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting of the preset's to change (as `cv --set`)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs in a row: the second shows the compile cache at work")
     parser.add_argument("--keep", type=Path, help="do the work in this folder and keep it "
@@ -215,10 +218,10 @@ def run(argv: list[str] | None = None) -> dict:
         subprocess.run([sys.executable, "-m", "kit", "--data", str(folder / "data"), "download",
                         "--archive", str(archive)], cwd=REPO, check=True, capture_output=True)
         out = {"preset": args.preset, "engine": args.engine, "size": args.size,
-               "epochs": args.epochs or "preset's"}
+               "epochs": args.epochs or "preset's", "set": " ".join(args.set) or "none"}
         for attempt in range(args.repeat):
             figures = one_run(code, folder / "data", folder / f"cv-{attempt}", preset,
-                              args.epochs, score=args.size == "practice")
+                              args.epochs, score=args.size == "practice", overrides=args.set)
             out.update({(f"run{attempt + 1}_{k}" if args.repeat > 1 else k): v
                         for k, v in figures.items()})
     finally:
