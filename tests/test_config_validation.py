@@ -89,23 +89,23 @@ NONSENSE = [
     ("pseudo_labels=1", "pseudo_labels=True"),  # without a teacher
     ("pseudo_labels=maybe", "pseudo_labels='maybe'"),
     ("preset=../../elsewhere", "preset='../../elsewhere'"),
-    # Progressive resizing (default: 96-px input, 4 halvings, maps at stride 8, 40 epochs).
-    ("train.early_size=64", "train.early_size=64 with train.early_epochs=0"),  # half of a pair
-    ("train.early_epochs=10", "train.early_size=0 with train.early_epochs=10"),
+    # Progressive resizing (default: 96-px input, 4 halvings, maps at stride 8, 48 epochs,
+    # the first 0.625 of them at 80 pixels); each pair's other half set to nothing.
+    ("train.early_share=0", "train.early_size=80 with train.early_share=0.0"),  # half a pair
+    ("train.early_size=0", "train.early_size=0 with train.early_share=0.625"),
     ("train.early_size=-16", "train.early_size=-16"),
-    ("train.early_epochs=-1", "train.early_epochs=-1"),
+    ("train.early_share=1", "train.early_share=1.0"),  # no epoch left at the full size
+    ("train.early_share=-0.5", "train.early_share=-0.5"),
 ]
 
 # Settings that are refused only together: (assignments, the message's start).
 EARLY_SIZE_PAIRS = [
-    (["train.early_size=96", "train.early_epochs=5"], "train.early_size=96"),  # not smaller
-    (["train.early_size=8", "train.early_epochs=5"], "train.early_size=8"),  # below 16
-    (["train.early_size=40", "train.early_epochs=5"], "train.early_size=40"),  # not a multiple of 16
-    (["train.early_size=64", "train.early_epochs=40"], "train.early_epochs=40"),  # no full-size epoch left
-    (["model.head=dense", "train.early_size=64", "train.early_epochs=5"], "train.early_size=64"),
+    (["train.early_size=96"], "train.early_size=96"),  # not smaller
+    (["train.early_size=8"], "train.early_size=8"),  # below 16
+    (["train.early_size=40"], "train.early_size=40"),  # not a multiple of 16
+    (["model.head=dense"], "train.early_size=80"),  # a dense head fits one size
     # 16 pixels at stride 16 would leave one heatmap cell.
-    (["model.head_stride=16", "train.early_size=16", "train.early_epochs=5"],
-     "model.head_stride=16"),
+    (["model.head_stride=16", "train.early_size=16"], "model.head_stride=16"),
 ]
 
 
@@ -124,10 +124,20 @@ def test_progressive_resizing_is_refused_where_the_network_cannot_take_the_size(
     assert message.startswith(f"{shown}") and ": expected " in message
 
 
-def test_progressive_resizing_within_the_rules_is_taken():
-    config = config_io.override(config_io.preset("default"),
-                                ["train.early_size=64", "train.early_epochs=20"])
-    assert (config.train.early_size, config.train.early_epochs) == (64, 20)
+def test_progressive_resizing_keeps_its_share_of_any_epoch_count():
+    """A share, not a count: `--epochs` shortens the early stretch with the rest, and at
+    least the last epoch trains at the full size."""
+    from kit.training import train
+
+    default = config_io.preset("default")
+    assert train.early_epochs(default.train) == 30
+    for epochs, early in ((1, 0), (2, 1), (3, 1), (8, 5), (100, 62)):
+        config = config_io.override(default, [f"train.epochs={epochs}"])
+        assert train.early_epochs(config.train) == early
+        assert [train.is_early(config.train, e) for e in range(epochs)] == \
+            [True] * early + [False] * (epochs - early)
+    none = config_io.override(default, ["train.early_size=0", "train.early_share=0"])
+    assert train.early_epochs(none.train) == 0
 
 
 def cli_args(**flags) -> argparse.Namespace:
@@ -240,12 +250,14 @@ def test_saved_configs_of_the_wrong_shape_are_refused(section, value, shown):
 
 def test_dependent_settings_pass_in_either_order():
     default = config_io.preset("default")
+    no_resizing = ["train.early_size=0", "train.early_share=0"]
     for order in (["model.kind=seed", "model.head=dense"],
                   ["model.head=dense", "model.kind=seed"]):
-        model = config_io.override(default, order).model
+        model = config_io.override(default, order + no_resizing).model
         assert (model.kind, model.head) == ("seed", "dense")
     # Five stages halve the image 6 times: only 64 pixels divide evenly.
-    five = ["model.widths=8,8,8,8,8", "model.input_size=64", "model.head_stride=16"]
+    five = ["model.widths=8,8,8,8,8", "model.input_size=64", "model.head_stride=16",
+            "train.early_size=0", "train.early_share=0"]
     assert config_io.override(default, five).model.widths == (8,) * 5
     assert config_io.override(default, five[::-1]).model.input_size == 64
     taught = ["pseudo_labels=1", "flagged_labels=drop", "teacher=20250101-000000-default"]

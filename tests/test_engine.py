@@ -409,7 +409,7 @@ def test_progressive_resizing_steps_at_the_early_size_and_resumes_exactly(small,
     training every epoch at the full size."""
     from tests.helpers import batch_of, init_state
 
-    early = config_io.override(small, ["train.early_size=32", "train.early_epochs=1"])
+    early = config_io.override(small, ["train.early_size=32", "train.early_share=0.5"])
     at_32 = config_io.override(small, ["model.input_size=32"])
     task = heads.task_for(NETWORK)
     state = init_state(early, task, 0)

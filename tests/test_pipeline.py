@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 # The default network shrunk to seconds: every --set applies to every CV stage.
 SMALL = ["folds=2", "train.epochs=1", "grouped_folds=0", "model.stem_width=8",
          "model.widths=8,16", "model.head_width=16", "model.input_size=48",
-         "model.head_stride=4", "tta_shift=0"]
+         "model.head_stride=4", "tta_shift=0", "train.early_size=32"]
 
 
 def kit_command(data_dir: Path, runs_dir: Path, *args: str) -> list[str]:

@@ -126,12 +126,14 @@ class TrainConfig:
     # Training's own seed (initial weights, batches, augmentation); the folds follow the
     # run's seed alone, so runs that differ here are an ensemble's members. 0: the run's seed.
     seed: int = 0
-    # Progressive resizing: the first `early_epochs` epochs train at `early_size` pixels, at
-    # about (early_size / model.input_size)^2 of an epoch's compute, the rest (and every
-    # validation and prediction) at model.input_size. The soft-argmax head's maps span the
-    # frame at any input size, so the same weights serve both. 0 and 0: none.
+    # Progressive resizing: the first `early_share` of the epochs (rounded down, see
+    # kit.training.train.early_epochs) train at `early_size` pixels, at about
+    # (early_size / model.input_size)^2 of an epoch's compute, the rest (and every validation
+    # and prediction) at model.input_size. A share, not a count, so `--epochs` keeps the
+    # recipe's shape. The soft-argmax head's maps span the frame at any input size, so the
+    # same weights serve both. 0 and 0: none.
     early_size: int = 0
-    early_epochs: int = 0
+    early_share: float = 0.0
 
     def __post_init__(self) -> None:
         check(self)
@@ -261,7 +263,7 @@ RULES: dict[str, Rule] = {
     "train.ema": Rule(float, "[0, 1)"),  # a decay of 1 never moves from the initial weights
     "train.seed": Rule(int, f"[0, {2**31 - 1}]"),  # jax.random.fold_in takes an int32
     "train.early_size": Rule(int, f"[0, {IMAGE_SIZE}]"),  # and _check_early_size
-    "train.early_epochs": Rule(int, ">= 0"),
+    "train.early_share": Rule(float, "[0, 1)"),  # at 1 no epoch would train at full size
     "augment.flip_prob": Rule(float, PROBABILITY),
     "augment.affine_prob": Rule(float, PROBABILITY),
     "augment.rotate_degrees": Rule(float, "[0, 180]"),
@@ -310,24 +312,23 @@ def _check_teacher(config: Config) -> None:
 
 
 def _check_early_size(config: Config) -> None:
-    """Progressive resizing needs both of its fields, a last stretch at the full size, and a
-    network that takes the smaller input: fully convolutional, its halvings dividing it."""
+    """Progressive resizing needs both of its fields and a network that takes the smaller
+    input: fully convolutional, its halvings dividing it."""
     train, model = config.train, config.model
-    size, epochs = train.early_size, train.early_epochs
-    if not size and not epochs:
+    size, share = train.early_size, train.early_share
+    if not size and not share:
         return
-    if not size or not epochs:
-        raise KitError(f"train.early_size={size!r} with train.early_epochs={epochs!r}: "
+    if not size or not share:
+        raise KitError(f"train.early_size={size!r} with train.early_share={share!r}: "
                        "expected both above 0 (progressive resizing) or both 0 (none)")
-    if epochs >= train.epochs:
-        raise KitError(f"train.early_epochs={epochs!r}: expected fewer than train.epochs "
-                       f"({train.epochs}): the last epochs train at model.input_size")
     if not 16 <= size < model.input_size:
-        raise KitError(f"train.early_size={size!r}: expected 0 (none) or at least 16 and below "
-                       f"model.input_size ({model.input_size})")
+        raise KitError(f"train.early_size={size!r}: expected at least 16 and below "
+                       f"model.input_size ({model.input_size}), or no progressive resizing "
+                       "(train.early_size=0 train.early_share=0)")
     if model.head != "soft_argmax":
         raise KitError(f"train.early_size={size!r}: expected model.head=soft_argmax (a "
-                       f"{model.head} head's weights fit one input size)")
+                       f"{model.head} head's weights fit one input size), or no progressive "
+                       "resizing (train.early_size=0 train.early_share=0)")
     _check_network(model, size, "train.early_size")
 
 

@@ -252,7 +252,7 @@ class Group:
             *train.weights(states), self.data.arrays, rows, weight, active)
         keep_best, seconds_c = programs.compile_program(programs.keep_best, best, states, active)
         early = None
-        if self.config.train.early_epochs:  # progressive resizing: the early epochs' steps
+        if train.early_epochs(self.config.train):  # progressive resizing's early steps
             early = programs.step_program(self.batching, train.early_step(self.config, self.task),
                                           self.config.train)
             compiled_early, seconds_d = programs.compile_program(

@@ -254,9 +254,15 @@ def early_step(config: Config, task: Task) -> Callable:
     return make_train_step(net, optimizer, config, task, config.train.early_size)
 
 
+def early_epochs(train: TrainConfig) -> int:
+    """How many of the first epochs train at train.early_size: the share of train.epochs,
+    rounded down (so at least the last epoch trains at the full size)."""
+    return math.floor(train.early_share * train.epochs + 1e-9) if train.early_size else 0
+
+
 def is_early(train: TrainConfig, epoch: int) -> bool:
     """Whether epoch `epoch` (from 0) trains at train.early_size."""
-    return epoch < train.early_epochs
+    return epoch < early_epochs(train)
 
 
 def fold_key(config: Config, task: Task, fold_seed: int) -> jax.Array:
