@@ -3,7 +3,8 @@ accuracy of one fold of the default preset on the practice data.
 
 python -m bench [parse|augment|train|torch|fold|cv ...]   (default: all)
 python -m bench fold [--preset P] [--fold K] [KEY=VALUE ...]   (one fold, with overrides)
-python -m bench cv [--preset P] [--set KEY=VALUE] [--epochs E] [--size practice|kaggle] [--engine new|old]
+python -m bench cv [--preset P] [--set KEY=VALUE] [--epochs E] [--size practice|kaggle]
+                   [--engine new|old]
 python -m bench folds [--folds K] [--similarity S ...]   (held-out faces against the test's)
 python -m bench tta RUN [--data DIR] [--views NAME ...]   (test-time views of a finished run)
 """
@@ -34,7 +35,8 @@ SUITES = {
     "cv": lambda: bench_cv.run(["--epochs", "3"]),
     "cv-old": lambda: bench_cv.run(["--epochs", "3", "--engine", "old"]),
 }
-WITH_ARGUMENTS = {"fold": bench_fold.run, "folds": bench_folds.run, "cv": bench_cv.run, "tta": bench_tta.run}
+WITH_ARGUMENTS = {"fold": bench_fold.run, "folds": bench_folds.run, "cv": bench_cv.run,
+                  "tta": bench_tta.run}
 
 
 def main(argv: list[str]) -> None:

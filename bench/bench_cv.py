@@ -1,8 +1,8 @@
 """A whole `make cv` of a preset, timed as a user runs it: a fresh process, every fold of
 every network, report included.
 
-    python -m bench cv [--preset v1|best|...] [--set KEY=VALUE ...] [--epochs E] [--size practice|kaggle]
-                       [--engine new|old] [--repeat N] [--keep DIR]
+    python -m bench cv [--preset v1|best|...] [--set KEY=VALUE ...] [--epochs E]
+                       [--size practice|kaggle] [--engine new|old] [--repeat N] [--keep DIR]
 
 `--size kaggle` builds a competition of Kaggle's size from the practice one (its training
 rows repeated up to 7049, its test images up to 1783, the real IdLookupTable.csv and

@@ -243,25 +243,28 @@ class Group:
         totals, rows, weight = self.totals_device, self.val_rows, self.val_weight
         bound = place.replicated(np.int32(0))
         active = place.replicated(np.ones(folds, bool))
-        steps = programs.step_program(self.batching, self.train_step, self.config.train)
-        compiled_steps, seconds_a = programs.compile_program(
-            steps.function, states, sums, self.data.arrays, order, valid, totals, bound, bound,
-            donate=(0,))
-        evaluate, seconds_b = programs.compile_program(
-            programs.make_evaluate(self.net, self.batching),
-            *train.weights(states), self.data.arrays, rows, weight, active)
-        keep_best, seconds_c = programs.compile_program(programs.keep_best, best, states, active)
-        early = None
-        if train.early_epochs(self.config.train):  # progressive resizing's early steps
-            early = programs.step_program(self.batching, train.early_step(self.config, self.task),
-                                          self.config.train)
-            compiled_early, seconds_d = programs.compile_program(
-                early.function, states, sums, self.data.arrays, order, valid, totals, bound,
-                bound, donate=(0,))
-            early = early._replace(function=compiled_early)
-            seconds_c += seconds_d
-        self.compile_seconds = seconds_a + seconds_b + seconds_c
-        self._programs = (steps._replace(function=compiled_steps), evaluate, keep_best, early)
+        seconds = []
+
+        def compiled(function, *args, donate=()):
+            program, took = programs.compile_program(function, *args, donate=donate)
+            seconds.append(took)
+            return program
+
+        def step_program(train_step) -> programs.StepProgram:
+            steps = programs.step_program(self.batching, train_step, self.config.train)
+            return steps._replace(function=compiled(
+                steps.function, states, sums, self.data.arrays, order, valid, totals, bound,
+                bound, donate=(0,)))
+
+        steps = step_program(self.train_step)
+        evaluate = compiled(programs.make_evaluate(self.net, self.batching),
+                            *train.weights(states), self.data.arrays, rows, weight, active)
+        keep_best = compiled(programs.keep_best, best, states, active)
+        # Progressive resizing's early epochs: the same step at train.early_size.
+        early = (step_program(train.early_step(self.config, self.task))
+                 if train.early_epochs(self.config.train) else None)
+        self.compile_seconds = sum(seconds)
+        self._programs = (steps, evaluate, keep_best, early)
         return self._programs
 
     def memory_bytes(self) -> int | None:
