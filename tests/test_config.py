@@ -100,3 +100,13 @@ def test_the_cli_says_which_preset_the_hardware_picked_and_an_explicit_one_wins(
 
 def test_the_gpu_preset_never_lets_held_out_rows_choose_its_weights():
     assert config_io.preset("gpu").train.select == "last"
+
+
+def test_a_network_widened_scales_every_convolution_and_keeps_the_dense_layer():
+    base = config_io.preset("default").model
+    wider = base.widened(1.5)
+    assert (wider.stem_width, wider.widths, wider.head_width) == (24, (48, 96, 192), 96)
+    assert wider.dense == base.dense and wider.kind == base.kind
+    assert base.widened(0.3).widths == (10, 19, 38)  # rounded, never below one channel
+    gpu = config_io.preset("gpu").model
+    assert (gpu.stem_width, gpu.widths, gpu.head_width) == (32, (64, 128, 256), 128)

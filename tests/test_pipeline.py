@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from kit import config as config_io
 from kit.cli import main as cli
 from kit.config import Pipeline, Stage, pipeline
 from kit.core.errors import KitError
@@ -257,3 +258,21 @@ def test_the_shipped_pipelines_plan_on_both_bases():
         assert plans[-1].config is None and all(p.config for p in plans[:-1])
         assert {p.config.preset for p in plans[:-1]} == {
             f"best-{s.name}" for s in pipeline("best").stages[:-1]}
+        widths = {p.stage.name: p.config.model.widths for p in plans[:-1]}
+        wide = [p.stage for p in plans[:-1] if p.stage.widen != 1.0]
+        assert wide, "the best pipeline's taught stage is the wider network"
+        for stage in wide:  # a factor of the base's widths: on gpu it stays wider
+            expected = config_io.preset(base).model.widened(stage.widen).widths
+            assert widths[stage.name] == expected != widths["shared"]
+
+
+def test_a_wider_stage_widens_the_users_network_and_says_so():
+    wide = Pipeline("w", (Stage("a"), Stage("b", sets=("flip_tta=0",), widen=2)))
+    plans = runner.plan(wide, runner.Arguments("default", ("model.widths=8,16",
+                                                           "model.stem_width=4")))
+    assert plans[0].config.model.widths == (8, 16) and plans[1].config.model.widths == (16, 32)
+    assert plans[1].config.model.stem_width == 8
+    assert "  2. b: flip_tta=0, 2x as wide" in runner.describe(wide)
+    assert runner.new_record(wide, runner.Arguments("default", ()))["stages"][1]["widen"] == 2
+    message = refusal(lambda: Pipeline("z", (Stage("a", widen=0),)))
+    assert "stage a widen=0: expected a factor above 0" in message

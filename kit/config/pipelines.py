@@ -24,6 +24,9 @@ class Stage:
     sets: tuple[str, ...] = ()  # `--set` assignments on the base preset that make the stage
     teacher: str = ""  # the earlier stage whose run teaches this one (its folds reused)
     members: tuple[str, ...] = ()  # a blend: the earlier stages whose runs it blends
+    # The stage's network this many times as wide as its base's (after the user's --set):
+    # a factor rather than widths, so that on `gpu`, already wider, the stage stays wider.
+    widen: float = 1.0
 
     @property
     def is_blend(self) -> bool:
@@ -38,6 +41,9 @@ class Pipeline:
     def __post_init__(self) -> None:
         seen: list[str] = []
         for stage in self.stages:
+            if not stage.widen > 0:
+                raise KitError(f"pipeline {self.name}: stage {stage.name} widen={stage.widen}: "
+                               "expected a factor above 0")
             for earlier in (*stage.members, *([stage.teacher] if stage.teacher else [])):
                 if earlier not in seen:
                     raise KitError(f"pipeline {self.name}: stage {stage.name} needs stage "
@@ -55,14 +61,15 @@ class Pipeline:
         return None
 
 
-# The default's shared trunk taught by its own first pass, blended with the two-network
-# specialists: docs/results.md ("The best pipeline") has what each stage adds.
+# The default's shared trunk teaches a network half as wide again (the teacher's soft labels
+# and its flagged rows are what lets the wider one pay in CPU time), blended with the
+# two-network specialists: docs/results.md ("The best pipeline") has what each stage adds.
 SEPARATE = ("shared_trunk=0", "common_keypoints=")
 SECOND_PASS = ("pseudo_labels=1", "flagged_labels=drop")
 _BEST = Pipeline("best", (
     Stage("shared"),
     Stage("separate", sets=SEPARATE),
-    Stage("taught", sets=SECOND_PASS, teacher="shared"),
+    Stage("taught", sets=SECOND_PASS, teacher="shared", widen=1.5),
     Stage("blend", members=("taught", "separate")),
 ))
 

@@ -10,7 +10,7 @@ import dataclasses
 import json
 import math
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +101,16 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check(self)
+
+    def widened(self, factor: float) -> ModelConfig:
+        """The same network with every convolution's channels `factor` times as many
+        (rounded; a dense head's layer kept): how `gpu` is made from `default`, and a
+        pipeline's wider stage from its base."""
+        def scaled(width: int) -> int:
+            return max(1, round(width * factor))
+        return replace(self, stem_width=scaled(self.stem_width),
+                       widths=tuple(scaled(w) for w in self.widths),
+                       head_width=scaled(self.head_width))
 
 
 @dataclass(frozen=True)

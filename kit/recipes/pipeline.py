@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from kit import config as config_io
@@ -70,7 +70,10 @@ def stage_config(pipeline: Pipeline, stage: Stage, arguments: Arguments,
     if stage.teacher:
         sets.append(f"teacher={teacher_run}")
     try:
-        return config_io.override(config_io.preset(arguments.base), sets)
+        config = config_io.override(config_io.preset(arguments.base), sets)
+        if stage.widen != 1.0:
+            config = replace(config, model=config.model.widened(stage.widen))
+        return config
     except KitError as error:
         raise KitError(f"pipeline {pipeline.name}, stage {stage.name}: {error}") from None
 
@@ -89,7 +92,8 @@ def new_record(pipeline: Pipeline, arguments: Arguments) -> dict:
     return {"pipeline": pipeline.name, "arguments": arguments.to_dict(),
             "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
             "stages": [{"name": s.name, "kind": "blend" if s.is_blend else "cv",
-                        "teacher": s.teacher, "members": list(s.members), "sets": list(s.sets)}
+                        "teacher": s.teacher, "members": list(s.members), "sets": list(s.sets),
+                        "widen": s.widen}
                        for s in pipeline.stages]}
 
 
@@ -232,6 +236,7 @@ def describe(pipeline: Pipeline) -> str:
             what = f"the blend of {', '.join(stage.members)} by their OOF"
         else:
             what = ", ".join(stage.sets) or "the base preset"
+            what += f", {stage.widen:g}x as wide" if stage.widen != 1.0 else ""
             what += f"; taught by {stage.teacher}" if stage.teacher else ""
         lines.append(f"  {number}. {stage.name}: {what}")
     return "\n".join(lines)
