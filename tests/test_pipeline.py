@@ -103,7 +103,7 @@ def test_best_is_one_command_that_resumes_at_the_stage_it_stopped_and_submits(
 
 
 @pytest.mark.parametrize("assignment, expected", [
-    ("shared_trunk=1", "stage separate of the pipeline best is made of that setting"),
+    ("pseudo_labels=0", "the pipeline best sets pseudo_labels itself"),
     ("flagged_labels=keep", "the pipeline best sets flagged_labels itself"),
     ("teacher=20240501-120000-quick", "the pipeline best sets teacher itself"),
     ("model.widths=0", "pipeline best, stage shared: model.widths=(0,): expected"),
@@ -123,6 +123,11 @@ def test_a_pipeline_is_only_a_preset_for_cv():
     message = refusal(lambda: cli.make_config(
         type("Args", (), {"preset": "best", "set": None})()))
     assert "preset 'best' is a pipeline of several runs: only `cv` runs it" in message
+
+
+def test_a_set_of_what_makes_a_stage_is_refused():
+    message = refusal(lambda: runner.check_overrides(TINY, ("flip_tta=1",)))
+    assert "--set flip_tta=1: stage unflipped of the pipeline tiny is made of that setting" in message
 
 
 def test_a_stage_that_needs_a_later_stage_is_refused():
@@ -247,7 +252,7 @@ def test_the_pipelines_record_is_refused_in_one_line_when_damaged(tmp_path):
 
 
 def test_a_remote_pipeline_checks_its_stages_before_pushing(tmp_path, runs, credentials):  # noqa: F811
-    assert cli.main(["--runs", str(runs), "cv", "--preset", "best", "--set", "shared_trunk=1",
+    assert cli.main(["--runs", str(runs), "cv", "--preset", "best", "--set", "pseudo_labels=0",
                      "--remote", "kaggle"]) == 1
     assert not list(Path(runs).glob("*"))
 
