@@ -7,6 +7,7 @@ python -m bench cv [--preset P] [--set KEY=VALUE] [--epochs E] [--size practice|
                    [--engine new|old]
 python -m bench folds [--folds K] [--similarity S ...]   (held-out faces against the test's)
 python -m bench tta RUN [--data DIR] [--views NAME ...]   (test-time views of a finished run)
+python -m bench widths [--preset P] [--widen F ...]   (train-step cost of wider networks)
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from bench import (
     bench_torch,
     bench_train,
     bench_tta,
+    bench_widths,
 )
 
 SUITES = {
@@ -36,13 +38,13 @@ SUITES = {
     "cv-old": lambda: bench_cv.run(["--epochs", "3", "--engine", "old"]),
 }
 WITH_ARGUMENTS = {"fold": bench_fold.run, "folds": bench_folds.run, "cv": bench_cv.run,
-                  "tta": bench_tta.run}
+                  "tta": bench_tta.run, "widths": bench_widths.run}
 
 
 def main(argv: list[str]) -> None:
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores "
           "(other work on the machine slows every figure)")
-    if argv[:1] and argv[0] in WITH_ARGUMENTS and len(argv) > 1:
+    if argv[:1] and argv[0] in WITH_ARGUMENTS and (len(argv) > 1 or argv[0] not in SUITES):
         runs = [(argv[0], lambda: WITH_ARGUMENTS[argv[0]](argv[1:]))]
     else:
         unknown = [name for name in argv if name not in SUITES]
