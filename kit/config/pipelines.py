@@ -64,7 +64,9 @@ class Pipeline:
 # The default's shared trunk teaches a network half as wide again (the teacher's soft labels
 # and its flagged rows are what lets the wider one pay in CPU time); the blend weighs the two
 # by their OOF. The two-network `separate` stage of before added 0.002 to the blend in 1.45x
-# `shared`'s time: docs/results.md ("The best pipeline") has what each stage adds.
+# `shared`'s time. Not wider: above 1.5x this CPU's convolutions leave their fast path
+# (`python -m bench widths`), and 1.75x or 2x would take the pipeline past 5x b2cd740's
+# time. docs/results.md ("The best pipeline") has what each stage adds.
 SECOND_PASS = ("pseudo_labels=1", "flagged_labels=drop")
 _BEST = Pipeline("best", (
     Stage("shared"),
