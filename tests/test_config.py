@@ -74,8 +74,10 @@ def test_v1_is_b2cd740s_default_exactly():
     occlusion = (now["augment"].pop("occlude_prob"), now["augment"].pop("occlude_size"))
     assert occlusion == (0.0, 0.4)  # and nothing covered
     assert now.pop("engine") == dataclasses.asdict(config_io.EngineConfig())
-    taught = {name: now.pop(name) for name in ("teacher", "pseudo_labels", "flagged_labels")}
-    assert taught == {"teacher": "", "pseudo_labels": False, "flagged_labels": "keep"}
+    taught = {name: now.pop(name)
+              for name in ("teacher", "pseudo_labels", "flagged_labels", "fill_labels")}
+    assert taught == {"teacher": "", "pseudo_labels": False, "flagged_labels": "keep",
+                      "fill_labels": False}
     assert now == then
 
 

@@ -88,6 +88,7 @@ NONSENSE = [
     ("flagged_labels=drop", "flagged_labels='drop'"),  # without a teacher
     ("pseudo_labels=1", "pseudo_labels=True"),  # without a teacher
     ("pseudo_labels=maybe", "pseudo_labels='maybe'"),
+    ("fill_labels=1", "fill_labels=True"),  # without a teacher
     ("preset=../../elsewhere", "preset='../../elsewhere'"),
     # Progressive resizing (default: 96-px input, 4 halvings, maps at stride 8, 48 epochs,
     # the first 0.625 of them at 80 pixels); each pair's other half set to nothing.

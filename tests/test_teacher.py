@@ -250,6 +250,58 @@ def test_a_shared_networks_doubted_label_reaches_both_heads():
     assert not doubted[1].any()
 
 
+@pytest.fixture(scope="module")
+def shared_teacher(tmp_path_factory, training, quick_config):
+    """A finished shared-trunk run: its 15-key head misses most rows' values (the core-only
+    source's), which fill_labels fills."""
+    root = tmp_path_factory.mktemp("shared-teacher")
+    return root, cv.run_cv(config_io.override(quick_config, ["shared_trunk=1"]), training, root)
+
+
+def test_fill_labels_gives_each_folds_missing_15_key_values_from_its_fold_model(
+        shared_teacher, training, quick_config):
+    root, teacher_run = shared_teacher
+    config = student_config(quick_config, teacher_run.name, "shared_trunk=1", "fill_labels=1")
+    teaching = teacher.prepare(config, root, training)
+    lesson = teaching.lesson(config, heads.SHARED, training, teaching.assignment)
+    plain = heads.network_targets(heads.SHARED, training.keypoints, config.common_keypoints)
+    missing = heads.fillable(heads.SHARED, plain)
+    fifteen = heads.head_slice(heads.SHARED, "15")
+    assert missing[:, fifteen].any() and not missing[:, heads.head_slice(heads.SHARED, "4")].any()
+    teacher_config = config_io.load(teacher_run / "config.json")
+    models = predict.load_fold_models(teacher_run, heads.SHARED)
+    origin = sources(lesson.images, np.zeros((0, 96, 96), np.uint8), training.images)
+    filled_counts = []
+    for fold in range(config.folds):
+        own_rows, held_out = fold_rows(teaching.assignment, heads.SHARED, fold)
+        rows = lesson.train_rows[fold]
+        assert len(rows) == len(own_rows)  # a filled row replaces its original
+        trained = np.array([origin[row][1] for row in rows])
+        np.testing.assert_array_equal(np.sort(trained), np.sort(own_rows))
+        assert not set(trained) & set(held_out)
+        outputs = predict.predict_images(teacher_config, heads.task_for(heads.SHARED),
+                                         [models[fold]], training.images)
+        copies = rows[rows >= len(training)]
+        filled_counts.append(len(copies))
+        assert len(copies) == missing[own_rows].any(axis=1).sum() > 0
+        for copy in copies:
+            row = origin[copy][1]
+            given = ~missing[row]
+            np.testing.assert_array_equal(lesson.targets[copy][given], plain[row][given])
+            np.testing.assert_allclose(lesson.targets[copy][missing[row]],
+                                       outputs[row][missing[row]], atol=1e-4)
+            assert not np.isnan(lesson.targets[copy][fifteen]).any()
+    recorded = teaching.record(config)
+    assert recorded["fill_labels"] and recorded["filled_rows_per_fold"] == {
+        heads.SHARED: filled_counts}
+    # Without fill_labels the same teacher changes no row.
+    plain_config = student_config(quick_config, teacher_run.name, "shared_trunk=1")
+    unfilled = teacher.prepare(plain_config, root, training)
+    assert unfilled.filled == {}
+    assert len(unfilled.lesson(plain_config, heads.SHARED, training,
+                               unfilled.assignment).images) == len(training)
+
+
 # ---------------------------------------------------------------- refusals
 
 

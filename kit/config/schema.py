@@ -192,10 +192,12 @@ class Config:
     # model of each fold to that fold's training, and `flagged_labels` says what happens to
     # the training labels the teacher's OOF residuals flag as wrong (kit.results.label_noise): "keep",
     # "drop" (left out of training, never out of scoring) or "downweight" (their loss weighs
-    # kit.teacher.DOWNWEIGHT).
+    # kit.teacher.DOWNWEIGHT). `fill_labels` gives the 15-key head, on each fold's training
+    # rows, the teacher's fold model's values where the row's labels are missing.
     teacher: str = ""
     pseudo_labels: bool = False
     flagged_labels: str = "keep"
+    fill_labels: bool = False
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -244,6 +246,7 @@ RULES: dict[str, Rule] = {
     "teacher": Rule(str, may_be_empty=True),
     "pseudo_labels": Rule(bool),  # _check_teacher: only with a teacher
     "flagged_labels": Rule(str, names=FLAGGED_LABELS),
+    "fill_labels": Rule(bool),  # _check_teacher: only with a teacher
     "model": Rule(ModelConfig),
     "train": Rule(TrainConfig),
     "augment": Rule(AugmentConfig),
@@ -316,6 +319,9 @@ def _check_teacher(config: Config) -> None:
     if config.pseudo_labels:
         raise KitError("pseudo_labels=True: expected a teacher run too (--set teacher=<run-id>, "
                        "a finished run in the same runs folder)")
+    if config.fill_labels:
+        raise KitError("fill_labels=True: expected a teacher run too (--set teacher=<run-id>, "
+                       "the run whose fold models fill the missing labels)")
     if config.flagged_labels != "keep":
         raise KitError(f"flagged_labels={config.flagged_labels!r}: expected 'keep' without a "
                        "teacher run (--set teacher=<run-id> names the run whose OOF flags them)")

@@ -119,6 +119,17 @@ def network_targets(network: str, keypoints: np.ndarray,
     return np.concatenate([fifteen, four], axis=1)
 
 
+def fillable(network: str, targets: np.ndarray) -> np.ndarray:
+    """Which of a network's target values (network_targets') a teacher may fill: the 15-key
+    head's missing ones. The core head's are missing on the full source's faces only, which
+    its 15-key head answers (subset_predictions), so filling them would teach nothing asked."""
+    mask = np.zeros(targets.shape, bool)
+    if "15" in subsets_of_network(network):
+        head = head_slice(network, "15")
+        mask[:, head] = np.isnan(targets[:, head])
+    return mask
+
+
 def subset_predictions(network: str, subset: str, outputs: np.ndarray,
                        full: np.ndarray | None = None) -> np.ndarray:
     """A subset's values from a network's outputs. For the shared network's 4-key values,

@@ -14,6 +14,11 @@ both runs holds out the same faces. Then:
   given, so oof.csv's truth is the data's. A mild second-order leak remains: a label of fold
   j is flagged by the teacher's fold-j model, which trained on fold k's held-out faces, and
   the flag then shapes what the student's fold k trains on.
+- fill_labels: on fold k's training rows, the 15-key head's missing values (most rows carry
+  only the core keypoints) are the teacher's fold-k model's, so that head learns from every
+  face. That model trained on exactly those rows, never on fold k's held-out ones, which keep
+  their labels as given. A filled row replaces its original in that fold's training only, so
+  a fold trains on as many rows as before.
 
 Which head learns which test face follows the submission's convention (kit.data.lookup's
 blocks): faces the lookup table asks more than the 8 core values come from the full
@@ -36,7 +41,7 @@ from kit.data.tables import LookupTable, TestSet, TrainingSet
 from kit.model import heads
 from kit.results import label_noise
 from kit.runs import files
-from kit.runs.folds import fingerprint
+from kit.runs.folds import fingerprint, fold_rows
 from kit.runs.lessons import Lesson, plain_lesson
 from kit.runs.predict import load_fold_models, predict_images
 
@@ -58,6 +63,9 @@ class Teaching:
     # network -> (indices of the test faces it learns from, each fold's (faces, outputs)
     # pseudo-targets, NaN where a face teaches nothing)
     pseudo: dict[str, tuple[np.ndarray, list[np.ndarray]]]
+    # network -> each fold's (training rows with values to fill, the teacher's fold model's
+    # outputs on them); empty without fill_labels
+    filled: dict[str, list[tuple[np.ndarray, np.ndarray]]]
 
     def extra_rows(self, network: str, fold: int) -> int:
         """Rows fold `fold` trains on beyond the training set's: its pseudo-labelled faces."""
@@ -84,13 +92,28 @@ class Teaching:
             images.append(training.images[rows])
             targets.append(copies)
             weights.append(copy_weights)
+        # Validation reads rows 0..N-1 only, so a held-out face keeps every label.
+        chosen = {fold: substitute[rows] for fold, rows in plain.train_rows.items()}
+        if network in self.filled:
+            base_targets, base_weights = np.concatenate(targets), np.concatenate(weights)
+            missing = heads.fillable(network, plain.targets)
+            first = len(base_targets)
+            for fold, (rows, outputs) in enumerate(self.filled[network]):
+                copies = base_targets[substitute[rows]].copy()
+                copies[missing[rows]] = outputs[missing[rows]]
+                # Each fold's own copies: fold j's teacher model filled them, not fold k's.
+                chosen[fold] = _substituted(chosen[fold], substitute[rows],
+                                            first + np.arange(len(rows)))
+                first += len(rows)
+                images.append(training.images[rows])
+                targets.append(copies)
+                weights.append(base_weights[substitute[rows]])
         train_rows = {}
         first = sum(len(t) for t in targets)
         faces, per_fold = self.pseudo.get(network, (np.zeros(0, np.int64), []))
-        for fold, rows in plain.train_rows.items():
-            # Validation reads rows 0..N-1 only, so a held-out face keeps every label.
+        for fold in plain.train_rows:
             pseudo_rows = first + fold * len(faces) + np.arange(len(faces))
-            train_rows[fold] = np.concatenate([substitute[rows], pseudo_rows])
+            train_rows[fold] = np.concatenate([chosen[fold], pseudo_rows])
         for fold_targets in per_fold:
             images.append(self.test_images[faces])
             targets.append(fold_targets)
@@ -110,10 +133,19 @@ class Teaching:
             "flagged_labels": self.flagged_labels,
             "labels_changed": labels,
             "downweight": DOWNWEIGHT if self.flagged_labels == "downweight" else None,
+            "fill_labels": config.fill_labels,
+            "filled_rows_per_fold": {network: [len(rows) for rows, _ in per_fold]
+                                     for network, per_fold in self.filled.items()},
         }
 
 
 # ---------------------------------------------------------------- pure parts
+
+
+def _substituted(rows: np.ndarray, originals: np.ndarray, copies: np.ndarray) -> np.ndarray:
+    """`rows` with each of `originals` it holds replaced by the copy at the same position."""
+    where = {int(row): int(copy) for row, copy in zip(originals, copies)}
+    return np.array([where.get(int(row), int(row)) for row in rows], np.int64)
 
 
 def doubted_targets(network: str, keypoints: np.ndarray, common: tuple[str, ...],
@@ -194,8 +226,27 @@ def prepare(config: Config, root: Path, training: TrainingSet, test: TestSet | N
             ]
             faces = np.flatnonzero(~np.isnan(per_fold[0]).all(axis=1))
             pseudo[network] = (faces, [targets[faces] for targets in per_fold])
+    filled = {network: fill_values(config, teacher_config, run_dir, network, training,
+                                   assignment)
+              for network in heads.networks(config) if config.fill_labels}
     return Teaching(config.teacher, config.flagged_labels, assignment, rows, columns, images,
-                    pseudo)
+                    pseudo, {network: per_fold for network, per_fold in filled.items()
+                             if any(len(rows) for rows, _ in per_fold)})
+
+
+def fill_values(config: Config, teacher_config: Config, run_dir: Path, network: str,
+                training: TrainingSet, assignment: dict) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each fold's training rows with a value for the student (`config`) to fill, and the
+    teacher's fold model's outputs there."""
+    targets = heads.network_targets(network, training.keypoints, config.common_keypoints)
+    open_rows = np.flatnonzero(heads.fillable(network, targets).any(axis=1))
+    per_fold = []
+    for fold, model in enumerate(load_fold_models(run_dir, network)):
+        rows = np.intersect1d(fold_rows(assignment, network, fold)[0], open_rows)
+        outputs = predict_images(teacher_config, heads.task_for(network), [model],
+                                 training.images[rows])
+        per_fold.append((rows, outputs.astype(np.float32)))
+    return per_fold
 
 
 def check_alike(run_dir: Path, teacher: Config, student: Config) -> None:
