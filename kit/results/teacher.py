@@ -43,7 +43,7 @@ from kit.results import label_noise
 from kit.runs import files
 from kit.runs.folds import fingerprint, fold_rows
 from kit.runs.lessons import Lesson, plain_lesson
-from kit.runs.predict import load_fold_models, predict_images
+from kit.runs.predict import FoldModel, load_fold_models, predict_images
 
 # The loss weight of a doubted label with flagged_labels=downweight: it still pulls, a quarter
 # as hard, in case the residual was the model's fault and not the annotator's.
@@ -102,8 +102,9 @@ class Teaching:
                 copies = base_targets[substitute[rows]].copy()
                 copies[missing[rows]] = outputs[missing[rows]]
                 # Each fold's own copies: fold j's teacher model filled them, not fold k's.
-                chosen[fold] = _substituted(chosen[fold], substitute[rows],
-                                            first + np.arange(len(rows)))
+                fold_substitute = substitute.copy()
+                fold_substitute[rows] = first + np.arange(len(rows))
+                chosen[fold] = fold_substitute[plain.train_rows[fold]]
                 first += len(rows)
                 images.append(training.images[rows])
                 targets.append(copies)
@@ -140,12 +141,6 @@ class Teaching:
 
 
 # ---------------------------------------------------------------- pure parts
-
-
-def _substituted(rows: np.ndarray, originals: np.ndarray, copies: np.ndarray) -> np.ndarray:
-    """`rows` with each of `originals` it holds replaced by the copy at the same position."""
-    where = {int(row): int(copy) for row, copy in zip(originals, copies)}
-    return np.array([where.get(int(row), int(row)) for row in rows], np.int64)
 
 
 def doubted_targets(network: str, keypoints: np.ndarray, common: tuple[str, ...],
@@ -210,6 +205,9 @@ def prepare(config: Config, root: Path, training: TrainingSet, test: TestSet | N
     rows = columns = np.zeros(0, np.int64)
     if config.flagged_labels != "keep":
         rows, columns = label_noise.flagged_values(label_noise.flag(files.read_oof(run_dir)))
+    # Each network's fold models, read once for whatever of them the student takes.
+    models = ({network: load_fold_models(run_dir, network) for network in heads.networks(config)}
+              if config.pseudo_labels or config.fill_labels else {})
     pseudo, images = {}, np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
     if config.pseudo_labels:
         if test is None or lookup is None:
@@ -222,26 +220,29 @@ def prepare(config: Config, root: Path, training: TrainingSet, test: TestSet | N
                 pseudo_targets(network, predict_images(teacher_config, heads.task_for(network),
                                                        [model], images),
                                blocks, config.subsets)
-                for model in load_fold_models(run_dir, network)
+                for model in models[network]
             ]
             faces = np.flatnonzero(~np.isnan(per_fold[0]).all(axis=1))
             pseudo[network] = (faces, [targets[faces] for targets in per_fold])
-    filled = {network: fill_values(config, teacher_config, run_dir, network, training,
-                                   assignment)
-              for network in heads.networks(config) if config.fill_labels}
+    filled = {}
+    for network in heads.networks(config) if config.fill_labels else ():
+        per_fold = fill_values(config, teacher_config, models[network], network, training,
+                               assignment)
+        if any(len(fill_rows) for fill_rows, _ in per_fold):
+            filled[network] = per_fold
     return Teaching(config.teacher, config.flagged_labels, assignment, rows, columns, images,
-                    pseudo, {network: per_fold for network, per_fold in filled.items()
-                             if any(len(rows) for rows, _ in per_fold)})
+                    pseudo, filled)
 
 
-def fill_values(config: Config, teacher_config: Config, run_dir: Path, network: str,
-                training: TrainingSet, assignment: dict) -> list[tuple[np.ndarray, np.ndarray]]:
+def fill_values(config: Config, teacher_config: Config, fold_models: list[FoldModel],
+                network: str, training: TrainingSet,
+                assignment: dict) -> list[tuple[np.ndarray, np.ndarray]]:
     """Each fold's training rows with a value for the student (`config`) to fill, and the
     teacher's fold model's outputs there."""
     targets = heads.network_targets(network, training.keypoints, config.common_keypoints)
     open_rows = np.flatnonzero(heads.fillable(network, targets).any(axis=1))
     per_fold = []
-    for fold, model in enumerate(load_fold_models(run_dir, network)):
+    for fold, model in enumerate(fold_models):
         rows = np.intersect1d(fold_rows(assignment, network, fold)[0], open_rows)
         outputs = predict_images(teacher_config, heads.task_for(network), [model],
                                  training.images[rows])
