@@ -269,15 +269,27 @@ def test_the_shipped_pipelines_plan_on_both_bases():
         for stage in wide:  # a factor of the base's widths: on gpu it stays wider
             expected = config_io.preset(base).model.widened(stage.widen).widths
             assert widths[stage.name] == expected != widths["shared"]
+        epochs = {p.stage.name: p.config.train.epochs for p in plans[:-1]}
+        for stage in (p.stage for p in plans[:-1]):  # a factor of the base's epochs
+            assert epochs[stage.name] == round(
+                config_io.preset(base).train.epochs * stage.lengthen)
 
 
-def test_a_wider_stage_widens_the_users_network_and_says_so():
-    wide = Pipeline("w", (Stage("a"), Stage("b", sets=("flip_tta=0",), widen=2)))
+def test_a_wider_longer_stage_scales_the_users_network_and_epochs_and_says_so():
+    wide = Pipeline("w", (Stage("a"), Stage("b", sets=("flip_tta=0",), widen=2, lengthen=0.75)))
     plans = runner.plan(wide, runner.Arguments("default", ("model.widths=8,16",
-                                                           "model.stem_width=4")))
+                                                           "model.stem_width=4",
+                                                           "train.epochs=10")))
     assert plans[0].config.model.widths == (8, 16) and plans[1].config.model.widths == (16, 32)
     assert plans[1].config.model.stem_width == 8
-    assert "  2. b: flip_tta=0, 2x as wide" in runner.describe(wide)
-    assert runner.new_record(wide, runner.Arguments("default", ()))["stages"][1]["widen"] == 2
+    assert plans[0].config.train.epochs == 10 and plans[1].config.train.epochs == 8  # round(7.5)
+    short = runner.plan(wide, runner.Arguments("default", ("train.epochs=1",)))
+    assert short[1].config.train.epochs == 1  # never rounded to no training at all
+    assert "  2. b: flip_tta=0, 2x as wide, 0.75x the epochs" in runner.describe(wide)
+    stages = runner.new_record(wide, runner.Arguments("default", ()))["stages"]
+    assert (stages[1]["widen"], stages[1]["lengthen"]) == (2, 0.75)
+    assert (stages[0]["widen"], stages[0]["lengthen"]) == (1, 1)
     message = refusal(lambda: Pipeline("z", (Stage("a", widen=0),)))
     assert "stage a widen=0: expected a factor above 0" in message
+    message = refusal(lambda: Pipeline("z", (Stage("a", lengthen=-1),)))
+    assert "stage a lengthen=-1: expected a factor above 0" in message

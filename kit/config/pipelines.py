@@ -27,6 +27,9 @@ class Stage:
     # The stage's network this many times as wide as its base's (after the user's --set):
     # a factor rather than widths, so that on `gpu`, already wider, the stage stays wider.
     widen: float = 1.0
+    # The stage's epochs this many times its base's (after the user's --epochs, rounded, at
+    # least 1): a factor, so that `--epochs` and `gpu`'s longer schedule scale every stage.
+    lengthen: float = 1.0
 
     @property
     def is_blend(self) -> bool:
@@ -41,9 +44,10 @@ class Pipeline:
     def __post_init__(self) -> None:
         seen: list[str] = []
         for stage in self.stages:
-            if not stage.widen > 0:
-                raise KitError(f"pipeline {self.name}: stage {stage.name} widen={stage.widen}: "
-                               "expected a factor above 0")
+            for field, factor in (("widen", stage.widen), ("lengthen", stage.lengthen)):
+                if not factor > 0:
+                    raise KitError(f"pipeline {self.name}: stage {stage.name} {field}={factor}: "
+                                   "expected a factor above 0")
             for earlier in (*stage.members, *([stage.teacher] if stage.teacher else [])):
                 if earlier not in seen:
                     raise KitError(f"pipeline {self.name}: stage {stage.name} needs stage "
@@ -61,16 +65,19 @@ class Pipeline:
         return None
 
 
-# The default's shared trunk teaches a network half as wide again (the teacher's soft labels
-# and its flagged rows are what lets the wider one pay in CPU time); the blend weighs the two
-# by their OOF. The two-network `separate` stage of before added 0.002 to the blend in 1.45x
-# `shared`'s time. Not wider: above 1.5x this CPU's convolutions leave their fast path
-# (`python -m bench widths`), and 1.75x or 2x would take the pipeline past 5x b2cd740's
-# time. docs/results.md ("The best pipeline") has what each stage adds.
+# The default's shared trunk teaches a network twice as wide (the teacher's soft labels and
+# its flagged rows are what lets the wider one pay in CPU time), trained for 44 of the
+# default's 48 epochs; the blend weighs the two by their OOF. Twice as wide at 44 epochs scored
+# 1.5760 alone, 1.5774 blended, against 1.5798 and 1.5818 at 1.5x and 48 epochs, in 1.39x the
+# 1.5x stage's time: the pipeline about 4.4x b2cd740's `make cv`, inside the 5x it may take.
+# Above 1.5x this CPU's convolutions leave their fast path (`python -m bench widths`: 2x costs
+# 3.2x the default's step), so 2x at the full 48 epochs would pass 5x. The two-network
+# `separate` stage of before added 0.002 to the blend in 1.45x `shared`'s time.
+# docs/results.md ("The best pipeline") has what each stage adds.
 SECOND_PASS = ("pseudo_labels=1", "flagged_labels=drop")
 _BEST = Pipeline("best", (
     Stage("shared"),
-    Stage("taught", sets=SECOND_PASS, teacher="shared", widen=1.5),
+    Stage("taught", sets=SECOND_PASS, teacher="shared", widen=2.0, lengthen=44 / 48),
     Stage("blend", members=("taught", "shared")),
 ))
 

@@ -73,6 +73,9 @@ def stage_config(pipeline: Pipeline, stage: Stage, arguments: Arguments,
         config = config_io.override(config_io.preset(arguments.base), sets)
         if stage.widen != 1.0:
             config = replace(config, model=config.model.widened(stage.widen))
+        if stage.lengthen != 1.0:
+            epochs = max(1, round(config.train.epochs * stage.lengthen))
+            config = replace(config, train=replace(config.train, epochs=epochs))
         return config
     except KitError as error:
         raise KitError(f"pipeline {pipeline.name}, stage {stage.name}: {error}") from None
@@ -93,7 +96,7 @@ def new_record(pipeline: Pipeline, arguments: Arguments) -> dict:
             "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
             "stages": [{"name": s.name, "kind": "blend" if s.is_blend else "cv",
                         "teacher": s.teacher, "members": list(s.members), "sets": list(s.sets),
-                        "widen": s.widen}
+                        "widen": s.widen, "lengthen": s.lengthen}
                        for s in pipeline.stages]}
 
 
@@ -237,6 +240,7 @@ def describe(pipeline: Pipeline) -> str:
         else:
             what = ", ".join(stage.sets) or "the base preset"
             what += f", {stage.widen:g}x as wide" if stage.widen != 1.0 else ""
+            what += f", {stage.lengthen:.3g}x the epochs" if stage.lengthen != 1.0 else ""
             what += f"; taught by {stage.teacher}" if stage.teacher else ""
         lines.append(f"  {number}. {stage.name}: {what}")
     return "\n".join(lines)
