@@ -71,6 +71,7 @@ class Pipeline:
 # 1.5760 alone, 1.5774 blended, against 1.5798 and 1.5818 at 1.5x and 48 epochs, in 1.39x the
 # 1.5x stage's time, planned at about 4.4x b2cd740's `make cv`; run from scratch in one go it
 # scored 1.5767 in 4.83x its own shared stage, about 5.1x: at the edge of the 5x it may take.
+# At 40 epochs it fits (about 4.6x) but blends to 1.5813, no better than the 1.5x stage's 1.5818.
 # Above 1.5x this CPU's convolutions leave their fast path (`python -m bench widths`: 2x costs
 # 3.2x the default's step), so 2x at the full 48 epochs would pass 5x. The two-network
 # `separate` stage of before added 0.002 to the blend in 1.45x `shared`'s time.
