@@ -130,10 +130,10 @@ class CVDisplay(Listener):
         if not reports:
             return
         first = reports[0]
-        vals = " ".join(f"{r.val_rmse:.3f}" for r in reports)
         train = sum(r.train_rmse for r in reports) / len(reports)
-        text = (f"{self.group} epoch {first.epoch}/{first.epochs} train {train:.3f} "
-                f"val {vals}")
+        text = f"{self.group} epoch {first.epoch}/{first.epochs} train {train:.3f}"
+        if first.val_rmse is not None:  # the group's folds are scored at the same epochs
+            text += " val " + " ".join(f"{r.val_rmse:.3f}" for r in reports)
         if self.bars is not None:
             self.bars.update(self.group_task, description=text)
             return

@@ -130,6 +130,10 @@ class TrainConfig:
     # held-out rows pick it, which flatters the out-of-fold estimate) or "last" (the end of
     # the schedule: held-out rows only score, never choose).
     select: str = "best"
+    # Score the held-out rows every this many epochs and after the last. Above 1 only with
+    # select="last", where the scores choose nothing: each one costs about a twelfth of an
+    # epoch (a forward pass over a fifth of the rows), and the learning curve needs few.
+    validate_every: int = 1
     # Keep an exponential moving average of the weights with this decay per step (0: none);
     # validation, early stopping and the kept weights then use the average.
     ema: float = 0.0
@@ -273,6 +277,7 @@ RULES: dict[str, Rule] = {
     "train.patience": Rule(int, ">= 1"),
     "train.eval_batch_size": Rule(int, ">= 1"),
     "train.select": Rule(str, names=SELECTIONS),
+    "train.validate_every": Rule(int, ">= 1"),  # and _check_validation
     "train.ema": Rule(float, "[0, 1)"),  # a decay of 1 never moves from the initial weights
     "train.seed": Rule(int, f"[0, {2**31 - 1}]"),  # jax.random.fold_in takes an int32
     "train.early_size": Rule(int, f"[0, {IMAGE_SIZE}]"),  # and _check_early_size
@@ -310,6 +315,7 @@ def check(config: Any) -> None:
     if isinstance(config, Config):
         _check_teacher(config)
         _check_early_size(config)
+        _check_validation(config.train)
 
 def _check_teacher(config: Config) -> None:
     """Pseudo-labels and flagged labels come from a teacher run: without one they would
@@ -325,6 +331,15 @@ def _check_teacher(config: Config) -> None:
     if config.flagged_labels != "keep":
         raise KitError(f"flagged_labels={config.flagged_labels!r}: expected 'keep' without a "
                        "teacher run (--set teacher=<run-id> names the run whose OOF flags them)")
+
+
+def _check_validation(train: TrainConfig) -> None:
+    """Where the held-out rows choose the weights and stop training, every epoch needs its
+    score: skipping some would silently change the choice."""
+    if train.validate_every > 1 and train.select != "last":
+        raise KitError(f"train.validate_every={train.validate_every!r}: expected 1 with "
+                       f"train.select={train.select!r} (every epoch's score chooses the "
+                       "weights), or train.select=last")
 
 
 def _check_early_size(config: Config) -> None:

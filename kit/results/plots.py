@@ -63,7 +63,8 @@ def learning_curves(histories: Mapping[str, Sequence[Sequence[Mapping]]], path: 
     axis, a star at the fold's best validation epoch.
 
     histories[subset][fold] is a list of per-epoch dicts with "epoch", "train_rmse" and
-    "val_rmse" (pixels). Non-finite or non-positive values are left out of the curves.
+    "val_rmse" (pixels; None for an epoch that scored no held-out rows). Non-finite or
+    non-positive values are left out of the curves.
     """
     if not histories:
         raise ValueError("learning_curves: no subsets to plot")
@@ -73,13 +74,16 @@ def learning_curves(histories: Mapping[str, Sequence[Sequence[Mapping]]], path: 
         axes = figure.subplots(1, len(curves), squeeze=False)[0]
         for ax, (subset, folds) in zip(axes, curves.items()):
             best_values = []
-            for fold, (epoch, train, val) in enumerate(folds):
+            for fold, (epoch, train, val, unscored) in enumerate(folds):
                 color = f"C{fold % 10}"
                 # A marker on every point keeps a one-epoch history visible.
                 marker = "." if len(epoch) <= 1 else None
                 ax.plot(epoch, train, linestyle="--", color=color, marker=marker, alpha=0.8)
-                ax.plot(epoch, val, linestyle="-", color=color, marker=marker,
-                        label=f"fold {fold}")
+                # Epochs whose end scored no held-out rows (train.validate_every) are left
+                # out, so the scored ones join up; a non-positive score stays a gap.
+                scored = ~unscored
+                ax.plot(epoch[scored], val[scored], linestyle="-", color=color,
+                        marker="." if scored.sum() <= 1 else None, label=f"fold {fold}")
                 if np.isfinite(val).any():
                     best = int(np.nanargmin(val))
                     best_values.append(val[best])
@@ -108,7 +112,8 @@ def _epoch_arrays(subset: str, fold: int, epochs: Sequence[Mapping]):
     try:
         epoch = np.array([e["epoch"] for e in epochs], dtype=float)
         train = np.array([e["train_rmse"] for e in epochs], dtype=float)
-        val = np.array([e["val_rmse"] for e in epochs], dtype=float)
+        unscored = np.array([e["val_rmse"] is None for e in epochs], dtype=bool)
+        val = np.array([e["val_rmse"] for e in epochs], dtype=float)  # None: nan
     except KeyError as missing:
         raise ValueError(
             f"learning_curves: subset {subset} fold {fold}: an epoch lacks key {missing}; "
@@ -116,7 +121,7 @@ def _epoch_arrays(subset: str, fold: int, epochs: Sequence[Mapping]):
     # A log axis cannot show zero or negative values; gaps say more than clipped points.
     train[~(train > 0)] = np.nan
     val[~(val > 0)] = np.nan
-    return epoch, train, val
+    return epoch, train, val, unscored
 
 
 # ----------------------------------------------------------------------------------------------

@@ -91,9 +91,7 @@ def compute(oof: pd.DataFrame, training: TrainingSet, lookup: LookupTable | None
             "fold_std": float(fold_values.std(ddof=1)) if len(fold_values) > 1 else 0.0,
         }
         if histories and subset in histories:
-            entry["best_epochs"] = [
-                int(np.argmin([h["val_rmse"] for h in fold]) + 1) for fold in histories[subset]
-            ]
+            entry["best_epochs"] = [files.best_epoch(fold) for fold in histories[subset]]
         report["subsets"][subset] = entry
     choice = core_choice(oof, complete_rows)
     report["core_choice"] = choice

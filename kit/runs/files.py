@@ -23,6 +23,7 @@ so a run folder edited by hand or cut short by a full disk never ends in a trace
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,15 @@ def read_history(folder: Path) -> dict:
 
 def write_history(folder: Path, record: dict) -> None:
     fileio.write_json(Path(folder) / HISTORY, record)
+
+
+def best_epoch(history: list[dict]) -> int | None:
+    """The epoch (from 1) of a fold's history with the lowest validation RMSE, among the
+    epochs whose end scored the held-out rows (val_rmse None where train.validate_every
+    skipped one); None where none was scored."""
+    scored = [(entry["val_rmse"], entry["epoch"]) for entry in history
+              if entry["val_rmse"] is not None and math.isfinite(entry["val_rmse"])]
+    return min(scored)[1] if scored else None
 
 
 def read_histories(run_dir: Path, networks: tuple[str, ...],

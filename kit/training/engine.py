@@ -58,8 +58,8 @@ class EpochReport:
     epoch: int  # from 1
     epochs: int
     train_rmse: float
-    val_rmse: float
-    best_val_rmse: float
+    val_rmse: float | None  # None: an epoch whose end did not score the held-out rows
+    best_val_rmse: float | None
     seconds: float
 
 
@@ -395,8 +395,11 @@ class Group:
         place, config = self.placement, self.config
         progress = [copy.deepcopy(p) for p in progress]
         active_host = np.array([not p.stopped for p in progress])
-        errors = np.asarray(evaluate(*train.weights(states), self.data.arrays, self.val_rows,
-                                     self.val_weight, place.replicated(active_host)))
+        # The group's folds stand at one epoch, so they are scored together or not at all.
+        scored = train.is_validated(config.train, progress[0].epoch)
+        errors = (np.asarray(evaluate(*train.weights(states), self.data.arrays, self.val_rows,
+                                      self.val_weight, place.replicated(active_host)))
+                  if scored else None)
         totals = jax.device_get(sums)
         improved = np.zeros(len(self.jobs), bool)
         reports = []
@@ -411,12 +414,17 @@ class Group:
                     f"{self.network} network, fold {job.fold + 1}: training diverged at epoch "
                     f"{epoch + 1} (the loss is not finite); lower train.learning_rate "
                     f"(now {config.train.learning_rate})")
-            squared, values = errors[index]
-            val_rmse = math.sqrt(squared / values) if values > 0 else float("nan")
-            better = fold.best_val_rmse is None or val_rmse < fold.best_val_rmse
+            val_rmse = None
+            if scored:
+                squared, values = errors[index]
+                val_rmse = math.sqrt(squared / values) if values > 0 else float("nan")
+            better = val_rmse is not None and (fold.best_val_rmse is None
+                                               or val_rmse < fold.best_val_rmse)
             if config.train.select == "last" or better:
                 improved[index] = True
-                fold.best_epoch, fold.best_val_rmse, fold.bad_epochs = epoch, val_rmse, 0
+                fold.best_epoch, fold.bad_epochs = epoch, 0
+                if val_rmse is not None:
+                    fold.best_val_rmse = val_rmse
             else:
                 fold.bad_epochs += 1
             # Held-out rows may stop a fold only where they also choose its weights.

@@ -265,6 +265,12 @@ def is_early(train: TrainConfig, epoch: int) -> bool:
     return epoch < early_epochs(train)
 
 
+def is_validated(train: TrainConfig, epoch: int) -> bool:
+    """Whether epoch `epoch`'s (from 0) end scores the held-out rows: every
+    train.validate_every epochs, counted from the first, and always the last."""
+    return (epoch + 1) % train.validate_every == 0 or epoch + 1 >= train.epochs
+
+
 def fold_key(config: Config, task: Task, fold_seed: int) -> jax.Array:
     key = jax.random.PRNGKey(config.seed)
     if config.train.seed:
