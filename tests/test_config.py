@@ -68,6 +68,7 @@ def test_v1_is_b2cd740s_default_exactly():
     assert now["train"].pop("select") == "best"  # b2cd740 kept the best epoch
     assert now["train"].pop("ema") == 0.0  # and the last weights, not an average
     assert now["train"].pop("seed") == 0  # training drawn from the run's seed alone
+    assert now["train"].pop("validate_every") == 1  # every epoch scored
     early = (now["train"].pop("early_size"), now["train"].pop("early_share"))
     assert early == (0, 0)  # every epoch at the input size
     assert (now.pop("tta_zoom"), now.pop("tta_rotate")) == (0.0, 0.0)  # and shifted views

@@ -97,6 +97,9 @@ NONSENSE = [
     ("train.early_size=-16", "train.early_size=-16"),
     ("train.early_share=1", "train.early_share=1.0"),  # no epoch left at the full size
     ("train.early_share=-0.5", "train.early_share=-0.5"),
+    ("train.validate_every=0", "train.validate_every=0"),
+    # default scores every 6th epoch, which only select=last allows.
+    ("train.select=best", "train.validate_every=6 with train.select='best'"),
 ]
 
 # Settings that are refused only together: (assignments, the message's start).

@@ -203,6 +203,14 @@ def test_shared_trunk_run_gives_both_subsets_oof_and_predictions(tmp_path, train
             int(np.argmin([epoch["val_rmse"] for epoch in fold]) + 1) for fold in histories]
 
 
+def test_a_folds_best_epoch_is_the_lowest_of_its_scored_epochs():
+    history = [{"epoch": 1, "val_rmse": None}, {"epoch": 2, "val_rmse": 3.0},
+               {"epoch": 3, "val_rmse": float("nan")}, {"epoch": 4, "val_rmse": 2.5},
+               {"epoch": 5, "val_rmse": None}, {"epoch": 6, "val_rmse": 2.5}]
+    assert files.best_epoch(history) == 4
+    assert files.best_epoch([{"epoch": 1, "val_rmse": None}]) is None
+
+
 def test_shared_targets_keep_each_sources_labels_on_its_own_head(training):
     targets = heads.network_targets(heads.SHARED, training.keypoints)
     full = heads.full_source(training.keypoints)

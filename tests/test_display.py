@@ -5,6 +5,7 @@ import io
 
 from rich.console import Console
 
+from kit import config as config_io
 from kit.cli.display import CVDisplay
 from kit.runs import cv
 
@@ -32,3 +33,13 @@ def test_a_terminal_gets_live_bars(tmp_path, training, quick_config):
         assert display.live
         cv.run_cv(quick_config, training, tmp_path, listener=display)
     assert "━" in screen.getvalue() and "whole run" in screen.getvalue()
+
+
+def test_an_epoch_that_scores_no_held_out_rows_shows_no_validation(tmp_path, training,
+                                                                   quick_config):
+    log = io.StringIO()
+    config = config_io.override(quick_config, ["train.select=last", "train.validate_every=2"])
+    with CVDisplay(Console(file=log, force_terminal=False, width=200)) as display:
+        cv.run_cv(config, training, tmp_path, listener=display)
+    epochs = [line for line in log.getvalue().splitlines() if " epoch " in line]
+    assert [" val " in line for line in epochs] == [False, True, False, True], epochs

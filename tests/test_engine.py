@@ -181,6 +181,36 @@ def test_select_last_never_lets_held_out_rows_choose_or_stop(small, training):
                                                          for h in fooled[0].history]
 
 
+def test_validate_every_scores_only_its_epochs_and_changes_no_weight(small, training,
+                                                                      tmp_path):
+    """Every 2nd epoch of 3 and the last are scored, with the values that scoring every
+    epoch gives; the weights are the same; a run stopped after an unscored epoch resumes to
+    the uninterrupted result."""
+    every = config_io.override(small, ["train.select=last", "train.epochs=3"])
+    sparse = config_io.override(every, ["train.validate_every=2"])
+    assert [train.is_validated(sparse.train, epoch) for epoch in range(3)] == [False, True,
+                                                                                True]
+    full = train_folds(every, training, folds=(0,))
+    few = train_folds(sparse, training, folds=(0,))
+    for x, y in zip(jax_leaves(full[0].params), jax_leaves(few[0].params)):
+        np.testing.assert_array_equal(x, y)
+    assert full[0].history[0]["val_rmse"] is not None
+    assert [h["val_rmse"] for h in few[0].history] == [None] + [
+        h["val_rmse"] for h in full[0].history[1:]]
+    assert (few[0].best_epoch, few[0].best_val_rmse) == (3, full[0].best_val_rmse)
+
+    class StopAfterTheFirstEpoch(engine.Listener):
+        def epoch(self, network, reports):
+            assert [r.val_rmse for r in reports] == [None]
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_folds(sparse, training, folds=(0,), checkpoint_dir=tmp_path,
+                    listener=StopAfterTheFirstEpoch())
+    assert checkpoints.peek_progress(tmp_path / "fold-0.npz").epoch == 1
+    assert_same(train_folds(sparse, training, folds=(0,), checkpoint_dir=tmp_path), few)
+
+
 def test_folds_that_do_not_fit_in_memory_train_in_groups(small, training, monkeypatch):
     together = train_folds(small, training)
     monkeypatch.setenv("KIT_DEVICE_MEMORY", "1000")

@@ -116,6 +116,19 @@ def test_each_figure_is_a_png_of_the_promised_size(tmp_path, name):
     assert _only_files(target.parent) == [target.name]
 
 
+def test_validation_scored_every_few_epochs_is_drawn_as_a_line(tmp_path):
+    """Epochs whose end scored no held-out rows (val_rmse None) leave the curve, so the
+    scored ones join up: with every third epoch scored the panel draws more than the
+    history that keeps only its best score."""
+    sparse = [dict(e, val_rmse=e["val_rmse"] if e["epoch"] % 3 == 0 else None)
+              for e in _history(12, 0)]
+    best = min((e for e in sparse if e["val_rmse"] is not None), key=lambda e: e["val_rmse"])
+    alone = [dict(e, val_rmse=e["val_rmse"] if e is best else None) for e in sparse]
+    drawn = [matplotlib.image.imread(plots.learning_curves({"15": [h]}, tmp_path / f"{n}.png"))
+             for n, h in (("sparse", sparse), ("alone", alone))]
+    assert (drawn[0] != drawn[1]).any(axis=-1).sum() > 500
+
+
 def test_grid_sizes_follow_their_counts(tmp_path):
     images, truth, prediction = _faces(20)
     labels = [str(i) for i in range(20)]

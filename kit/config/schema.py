@@ -337,9 +337,10 @@ def _check_validation(train: TrainConfig) -> None:
     """Where the held-out rows choose the weights and stop training, every epoch needs its
     score: skipping some would silently change the choice."""
     if train.validate_every > 1 and train.select != "last":
-        raise KitError(f"train.validate_every={train.validate_every!r}: expected 1 with "
-                       f"train.select={train.select!r} (every epoch's score chooses the "
-                       "weights), or train.select=last")
+        raise KitError(f"train.validate_every={train.validate_every!r} with "
+                       f"train.select={train.select!r}: expected train.validate_every=1 "
+                       "(each epoch's score chooses the weights and may stop the fold), "
+                       "or train.select=last")
 
 
 def _check_early_size(config: Config) -> None:
