@@ -43,6 +43,15 @@ def test_engine_settings_do_not_make_another_run(quick_config):
                               quick_config)
 
 
+def test_scoring_fewer_epochs_makes_another_run_only_where_the_scores_choose(quick_config):
+    """A run started before `default` scored every 6th epoch resumes under it: under
+    train.select=last the scores choose nothing."""
+    last = config_io.override(quick_config, ["train.select=last"])
+    assert folders.same_work(config_io.override(last, ["train.validate_every=6"]), last)
+    assert not folders.same_work(config_io.override(last, ["train.validate_every=6"]),
+                                 quick_config)
+
+
 def test_two_new_runs_in_one_second_get_two_folders(tmp_path, quick_config):
     first, second = (folders.new_run_dir(tmp_path, quick_config) for _ in range(2))
     assert first != second and first.is_dir() and second.is_dir()
