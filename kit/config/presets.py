@@ -59,7 +59,8 @@ def _default() -> Config:
     # the estimates came within 0.03 of the test (default +0.012, separate +0.008; at 0.85
     # -0.023 and -0.033).
     # The held-out rows are scored every 6th epoch and after the last (8 points of the
-    # learning curve, the same weights): scoring all 48 took about a tenth of a fold's time.
+    # learning curve, the same weights): scoring every epoch took about a tenth of a fold's
+    # time (fold 0 at 16 epochs, docs/results.md).
     v1 = _v1()
     return replace(v1, preset="default", group_similarity=0.8, train=replace(
         v1.train, epochs=48, select="last", validate_every=6, early_size=80,

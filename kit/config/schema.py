@@ -131,9 +131,9 @@ class TrainConfig:
     # the schedule: held-out rows only score, never choose).
     select: str = "best"
     # Score the held-out rows every this many epochs and after the last. Above 1 only with
-    # select="last", where the scores choose nothing: each one (a forward pass over a fifth
-    # of the rows at full size) cost about an eighth of an 80-pixel epoch's training in
-    # `python -m bench fold`, and the learning curve needs few.
+    # select="last", where the scores choose nothing: scoring every epoch (a forward pass
+    # over a fifth of the rows at full size) took about a tenth of a 16-epoch fold's time
+    # in `python -m bench fold` (docs/results.md), and the learning curve needs few.
     validate_every: int = 1
     # Keep an exponential moving average of the weights with this decay per step (0: none);
     # validation, early stopping and the kept weights then use the average.
