@@ -55,6 +55,7 @@ NONSENSE = [
     ("model.widths=8,8,8,8,8,8", "model.widths=(8, 8, 8, 8, 8, 8)"),
     ("model.stem_width=0", "model.stem_width=0"),
     ("model.blocks_per_stage=-1", "model.blocks_per_stage=-1"),
+    ("model.deep_blocks=-1", "model.deep_blocks=-1"),
     ("model.dense=0", "model.dense=0"),
     ("model.head_width=0", "model.head_width=0"),
     ("model.input_size=8", "model.input_size=8"),

@@ -41,13 +41,18 @@ def test_soft_argmax_of_flat_maps_is_the_frame_centre_and_moves_smoothly():
     assert y == pytest.approx(3.5 * 8 - 0.5, abs=1e-3)
 
 
-def heatmap_shape(model: config_io.ModelConfig, outputs: int) -> tuple[int, ...]:
-    """The shape of the logits the soft-argmax head reads: its last convolution's output."""
+def convolution_shapes(model: config_io.ModelConfig, outputs: int) -> list[tuple[int, ...]]:
+    """The output shape of each of the trunk's and head's convolutions, in call order."""
     forward = networks.NETWORKS[model.kind](model, outputs)
     images = np.zeros((2, model.input_size, model.input_size), np.float32)
     calls = hk.experimental.eval_summary(lambda x: forward(x, True))(images)
-    convolutions = [c for c in calls if "conv2_d" in c.module_details.module.module_name]
-    return tuple(convolutions[-1].output_spec.shape)
+    return [tuple(c.output_spec.shape) for c in calls
+            if "conv2_d" in c.module_details.module.module_name]
+
+
+def heatmap_shape(model: config_io.ModelConfig, outputs: int) -> tuple[int, ...]:
+    """The shape of the logits the soft-argmax head reads: its last convolution's output."""
+    return convolution_shapes(model, outputs)[-1]
 
 
 @pytest.mark.parametrize("input_size, stride, grid", [(96, 8, 12), (96, 16, 6), (80, 8, 10),
@@ -69,6 +74,17 @@ def test_default_preset_reads_19_maps_on_a_12_by_12_grid_and_starts_at_the_centr
     assert np.abs(np.asarray(networks.to_pixels(output)) - 47.5).max() < 2.0
     names = set(params)
     assert not any("linear" in name for name in names)  # no dense layer in this head
+
+
+def test_deep_blocks_add_residual_blocks_to_the_deepest_stage_alone():
+    model = config_io.ModelConfig(head="soft_argmax", input_size=64, head_stride=8,
+                                  head_width=8, stem_width=4, widths=(8, 12, 16))
+    plain = convolution_shapes(model, 38)
+    deeper = convolution_shapes(config_io.override(
+        config_io.Config(model=model), ["model.deep_blocks=2"]).model, 38)
+    # Two blocks of two convolutions each, all at the deepest stage's 4x4 grid and width.
+    assert len(deeper) == len(plain) + 4
+    assert deeper.count((2, 4, 4, 16)) == plain.count((2, 4, 4, 16)) + 4
 
 
 @pytest.mark.parametrize("field, value", [("kind", "vgg"), ("head", "heatmaps")])

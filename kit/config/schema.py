@@ -90,6 +90,9 @@ class ModelConfig:
     stem_width: int = 16
     widths: tuple[int, ...] = (32, 64, 128)
     blocks_per_stage: int = 1
+    # More residual blocks in the deepest stage alone: its maps are the smallest (6x6 at 96
+    # pixels), so depth there costs the least time per block.
+    deep_blocks: int = 0
     dense: int = 256
     dropout: float = 0.0
     input_size: int = 64  # images are resized to this before the network (CPU time ~ size^2)
@@ -260,6 +263,7 @@ RULES: dict[str, Rule] = {
     "model.stem_width": Rule(int, ">= 1"),
     "model.widths": Rule(int, ">= 1", many=True),
     "model.blocks_per_stage": Rule(int, ">= 0"),
+    "model.deep_blocks": Rule(int, ">= 0"),
     "model.dense": Rule(int, ">= 1"),
     "model.dropout": Rule(float, "[0, 1)"),  # a rate of 1 drops everything and divides by 0
     # The images' own size at most (upsizing adds no detail); below 16 pixels eye corners

@@ -129,9 +129,10 @@ def resnet(config: ModelConfig, outputs: int):
     def forward(images: jnp.ndarray, is_training: bool) -> jnp.ndarray:
         x = conv_bn(images[..., None], config.stem_width, 2, is_training)
         stages = []
-        for width in config.widths:
+        for index, width in enumerate(config.widths):
             x = conv_bn(x, width, 2, is_training)
-            for _ in range(config.blocks_per_stage):
+            deepest = index == len(config.widths) - 1
+            for _ in range(config.blocks_per_stage + (config.deep_blocks if deepest else 0)):
                 residual = conv_bn(x, width, 1, is_training)
                 residual = conv_bn(residual, width, 1, is_training, relu=False)
                 x = jax.nn.relu(x + residual)
