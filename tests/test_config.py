@@ -69,6 +69,7 @@ def test_v1_is_b2cd740s_default_exactly():
     assert now["train"].pop("ema") == 0.0  # and the last weights, not an average
     assert now["train"].pop("seed") == 0  # training drawn from the run's seed alone
     assert now["train"].pop("validate_every") == 1  # every epoch scored
+    assert now["model"].pop("deep_blocks") == 0  # no block beyond blocks_per_stage
     early = (now["train"].pop("early_size"), now["train"].pop("early_share"))
     assert early == (0, 0)  # every epoch at the input size
     assert (now.pop("tta_zoom"), now.pop("tta_rotate")) == (0.0, 0.0)  # and shifted views
@@ -108,8 +109,8 @@ def test_the_gpu_preset_never_lets_held_out_rows_choose_its_weights():
 def test_a_network_widened_scales_every_convolution_and_keeps_the_dense_layer():
     base = config_io.preset("default").model
     wider = base.widened(1.5)
-    assert (wider.stem_width, wider.widths, wider.head_width) == (24, (48, 96, 192), 96)
+    assert (wider.stem_width, wider.widths, wider.head_width) == (24, (48, 96, 192), 144)
     assert wider.dense == base.dense and wider.kind == base.kind
     assert base.widened(0.3).widths == (10, 19, 38)  # rounded, never below one channel
     gpu = config_io.preset("gpu").model
-    assert (gpu.stem_width, gpu.widths, gpu.head_width) == (32, (64, 128, 256), 128)
+    assert (gpu.stem_width, gpu.widths, gpu.head_width) == (32, (64, 128, 256), 192)
