@@ -90,8 +90,8 @@ class ModelConfig:
     stem_width: int = 16
     widths: tuple[int, ...] = (32, 64, 128)
     blocks_per_stage: int = 1
-    # More residual blocks in the deepest stage alone: its maps are the smallest (6x6 at 96
-    # pixels), so depth there costs the least time per block.
+    # More residual blocks in the deepest stage alone, the one whose cells see the whole face:
+    # depth where the head's coarse maps come from (measured, not kept: docs/results.md).
     deep_blocks: int = 0
     dense: int = 256
     dropout: float = 0.0
