@@ -48,7 +48,8 @@ def _default() -> Config:
     # b2cd740's default did (1.016x side by side, docs/results.md): one shared trunk per
     # fold, full 96-pixel input, soft-argmax heatmaps on a 12x12 grid (see README, Results).
     # Milder warps than AugmentConfig's scored better with this head (fold 0: 1.670 against
-    # 1.681; stronger ones 1.731): the faces are centred, upright. Each fold keeps its last epoch: held-out rows never choose (and it
+    # 1.681; stronger ones 1.731): the faces are centred, upright. Each fold keeps its last
+    # epoch: held-out rows never choose (and it
     # scored better: practice test 1.659 against 1.673 for the best epoch). 40 epochs, not
     # v1's 30, spend the faster engine's time: fold 0 1.638 -> 1.595. Progressive resizing
     # (30 of 48 epochs at 80 pixels, 0.97x the 40 epochs' time) scored below them on folds
