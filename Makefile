@@ -70,8 +70,11 @@ submit: $(STAMP)
 submissions: $(STAMP)
 	$(KIT) submissions $(if $(REFRESH),--refresh)
 
+# Two workers (pytest-xdist), each module on one of them so its fixtures are made once: one
+# worker compiles while the other trains, 24m57s against 27m48s alone on 2 cores.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 # The test matrix (noxfile.py): newest versions, Kaggle's image, the declared floor. Each
 # session wants its Python on PATH (python3.12, python3.11); pyenv's are all put there.

@@ -1,7 +1,7 @@
 """Train-step throughput of a preset's network widened by each factor, beside its own width,
 measured one after another in one process: what a wider pipeline stage costs on this machine.
 
-    python -m bench widths [--preset P] [--widen F ...]
+    python -m bench widths [--preset P] [--widen F ...] [--steps N]
 
 Prints images/s for each factor and its time per image as a ratio of factor 1's. The ratio
 is expected near factor^2 (every convolution's channels scaled, `ModelConfig.widened`); where
@@ -21,10 +21,12 @@ def run(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m bench widths")
     parser.add_argument("--preset", default="default")
     parser.add_argument("--widen", type=float, nargs="+", default=[1.5, 1.625, 1.75, 2.0])
+    parser.add_argument("--steps", type=int, default=10, help="train steps per timing")
     args = parser.parse_args(argv or [])
     base = config_io.preset(args.preset)
     factors = [1.0, *(f for f in args.widen if f != 1.0)]
-    rates = {f: step_rate(replace(base, model=base.model.widened(f))) for f in factors}
+    rates = {f: step_rate(replace(base, model=base.model.widened(f)), args.steps)
+             for f in factors}
     out = {}
     for factor, rate in rates.items():
         widths = base.model.widened(factor).widths

@@ -27,7 +27,7 @@ def test_the_test_time_views_of_a_finished_run_are_scored(quick_run, synth_compe
 def test_the_widths_suite_times_each_factor_beside_the_base_width():
     from bench import bench_widths
 
-    figures = bench_widths.run(["--preset", "quick", "--widen", "2"])
+    figures = bench_widths.run(["--preset", "quick", "--widen", "2", "--steps", "2"])
     assert list(figures) == ["x1", "x2"]
     assert figures["x1"].startswith("8/16 ") and "1.00x the time" in figures["x1"]
     assert figures["x2"].startswith("16/32 ") and "(width^2 4.00)" in figures["x2"]
