@@ -14,6 +14,11 @@ from __future__ import annotations
 import os
 import sys
 
+from kit.training import runtime
+
+# Before the suites import JAX: as `python -m kit` does (kit/__main__.py).
+runtime.prepare_process()
+
 from bench import (
     bench_augment,
     bench_cv,

@@ -1,8 +1,6 @@
-"""kit: a Kaggle kit for Facial Keypoints Detection."""
-from kit.training import runtime
-from kit.training.allocator import keep_freed_memory
+"""kit: a Kaggle kit for Facial Keypoints Detection.
 
-# Before anything imports JAX: its CPU threads take their malloc arenas when they start, and
-# its backends read the device flags once.
-keep_freed_memory()
-runtime.configure()
+Importing it changes nothing outside it: the entry points (`python -m kit`, the `kit`
+command, bench, the tests' conftest) set the process up for JAX with
+kit.training.runtime.prepare_process().
+"""

@@ -8,10 +8,15 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-# Before kit is imported (it reads them then): compiled programs go to a cache of the test
-# session's own, and no Kaggle mount of the machine the tests run on is taken for the data.
+# Set up as an entry point does, before anything starts JAX: compiled programs go to a cache
+# of the test session's own (subprocesses inherit it), and no Kaggle mount of the machine the
+# tests run on is taken for the data.
 os.environ["KIT_COMPILE_CACHE"] = tempfile.mkdtemp(prefix="kit-test-compile-cache-")
 os.environ.setdefault("KIT_KAGGLE_ROOT", tempfile.mkdtemp(prefix="kit-test-no-kaggle-"))
+
+from kit.training import runtime
+
+runtime.prepare_process()
 
 import pytest
 

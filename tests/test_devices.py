@@ -15,12 +15,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 SCRIPT = """
 import json, sys
+from kit.training import runtime
+runtime.prepare_process()  # as an entry point does: the session's compile cache
 from pathlib import Path
 import jax, numpy as np
 from kit.model import heads
 from kit import config as config_io
 from kit.runs import cv
-from kit.training import engine
+from kit.training import loop
 from kit.training import programs
 from kit.data import synth
 stop_after, folder = int(sys.argv[1]), Path(sys.argv[2])
@@ -29,19 +31,19 @@ config = config_io.override(config_io.preset("quick"), [
     "train.epochs=2", "train.batch_size=8", "augment.noise_std=0",
     "engine.checkpoint_seconds=0"])
 
-class StopAfter(engine.Listener):
+class StopAfter(loop.Listener):
     def epoch(self, network, reports):
         if reports[0].epoch == stop_after:
             raise KeyboardInterrupt
 
 placement = programs.Placement.for_batch(config.train.batch_size)
-data = engine.DeviceData.put(images, points.astype(np.float32), placement)
+data = loop.NetworkData(images, points.astype(np.float32))
 rows = np.arange(48)
-jobs = [engine.FoldJob(f, rows[rows % 2 != f], rows[rows % 2 == f], folder / f"fold-{f}.npz")
+jobs = [loop.FoldJob(f, rows[rows % 2 != f], rows[rows % 2 == f], folder / f"fold-{f}.npz")
         for f in (0, 1)]
 try:
-    results = list(engine.fit_folds(config, heads.task_for("15"), data, jobs, StopAfter(),
-                                    engine.Stats(), "15"))
+    results = list(loop.train_folds(config, heads.task_for("15"), "15", data, jobs,
+                                    StopAfter(), loop.Stats()))
 except KeyboardInterrupt:
     print(json.dumps({"interrupted": True}))
     sys.exit(0)

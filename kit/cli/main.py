@@ -26,7 +26,7 @@ from kit.core.errors import KitError
 from kit.kaggle import places
 from kit.runs import files, folders
 from kit.submit import ledger, validate
-from kit.training import interrupts
+from kit.training import interrupts, runtime
 
 # ---------------------------------------------------------------- verbs
 
@@ -359,6 +359,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    runtime.prepare_process()  # the `kit` command and a notebook's calls come in here
     args = parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # `cv --remote` passes them on
     try:

@@ -12,6 +12,7 @@ machine, so a second run of a preset loads them instead.
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -65,6 +66,17 @@ def configure(environ=os.environ) -> None:
     # Every program, however quick to compile: the small ones add up to seconds per run.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+@functools.cache  # once a process: a second call would find JAX's backends started
+def prepare_process() -> None:
+    """What each entry point does first, before JAX starts (never an import: a notebook that
+    only reads a config keeps its process as it was): glibc keeps freed memory for reuse
+    (kit.training.allocator), and configure()'s device flags and compilation cache."""
+    from kit.training.allocator import keep_freed_memory
+
+    keep_freed_memory()
+    configure()
 
 
 # ---------------------------------------------------------------- versions and devices
