@@ -83,6 +83,33 @@ def test_v1_is_b2cd740s_default_exactly():
     assert now == then
 
 
+def test_v1_is_written_out_in_full_so_no_default_can_move_it():
+    """kit/config/v1.py names every field the schema has (bar the engine's, which changes no
+    result), and v1 is exactly it: values and their types."""
+    import dataclasses
+
+    from kit.config.v1 import V1
+
+    def names(cls):
+        return {f.name for f in dataclasses.fields(cls)}
+
+    assert set(V1) == names(config_io.Config) - {"engine"}
+    for section, cls in (("model", config_io.ModelConfig), ("train", config_io.TrainConfig),
+                         ("augment", config_io.AugmentConfig)):
+        assert set(V1[section]) == names(cls), section
+
+    def typed(value):
+        if isinstance(value, dict):
+            return {key: typed(item) for key, item in value.items()}
+        if isinstance(value, tuple):
+            return tuple(typed(item) for item in value)
+        return type(value).__name__, value
+
+    saved = config_io.to_dict(config_io.preset("v1"))
+    assert saved.pop("engine") == dataclasses.asdict(config_io.EngineConfig())
+    assert typed(saved) == typed(V1)
+
+
 @pytest.mark.parametrize("platform, expected", [("cpu", "default"), ("gpu", "gpu"),
                                                 ("cuda", "gpu"), ("tpu", "gpu")])
 def test_without_a_preset_the_hardware_picks_one(platform, expected):

@@ -218,11 +218,15 @@ def test_every_preset_is_valid(name):
         config_io.check(section)
 
 
-def test_every_field_has_exactly_one_rule():
-    keys = set()
-    for cls, prefix in config_io.SECTIONS.items():
-        keys |= {prefix + f.name for f in dataclasses.fields(cls)}
-    assert keys == set(config_io.RULES)
+def test_every_number_field_states_its_range_beside_it():
+    """A field's rule sits in its `setting`: a number field without a range would take any
+    value by omission, not by choice."""
+    unbounded = [f"{prefix}{name}" for cls, prefix in config_io.SECTIONS.items()
+                 for name, rule in config_io.rules_of(cls).items()
+                 if rule.kind in (int, float) and not rule.range]
+    assert unbounded == []
+    assert config_io.rules_of(TrainConfig)["epochs"].range == ">= 1"
+    assert config_io.rules_of(ModelConfig)["widths"].many  # a tuple's items each follow it
 
 
 def saved_default() -> dict:

@@ -6,8 +6,8 @@ import typing
 from dataclasses import fields
 from typing import Any
 
-from kit.config.rules import describe
-from kit.config.schema import RULES, SECTIONS, build, to_dict
+from kit.config.rules import Rule, describe
+from kit.config.schema import SECTIONS, build, rules_of, to_dict
 from kit.core.errors import KitError
 
 __all__ = ["assignment_key", "override"]
@@ -47,18 +47,18 @@ def _assign(cls: Any, values: dict[str, Any], path: list[str], text: str, key: s
     if dataclasses.is_dataclass(kind):
         _assign(kind, values[name], path[1:], text, key)
     elif len(path) == 1:
-        values[name] = _coerce(text, kind, key)
+        values[name] = _coerce(text, kind, key, rules_of(cls)[name])
     else:
         raise KitError(f"override {key!r}: {name!r} is a setting, not a section")
 
 
-def _coerce(text: str, kind: Any, key: str) -> Any:
+def _coerce(text: str, kind: Any, key: str, rule: Rule) -> Any:
     """A `--set` value's text as the field's type; text that cannot be one is refused with
     what the field accepts. Values of the right type are checked when the config is built."""
     try:
         return _parse(text, kind)
     except ValueError:
-        raise KitError(f"{key}={text!r}: expected {describe(RULES[key])}") from None
+        raise KitError(f"{key}={text!r}: expected {describe(rule)}") from None
 
 
 def _parse(text: str, kind: Any) -> Any:

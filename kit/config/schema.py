@@ -7,6 +7,7 @@ KitError naming the field as `--set` spells it, its value and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import typing
@@ -26,7 +27,6 @@ __all__ = [
     "LOSSES",
     "NETWORK_KINDS",
     "OPTIMIZERS",
-    "RULES",
     "SCHEDULES",
     "SECTIONS",
     "SELECTIONS",
@@ -40,13 +40,16 @@ __all__ = [
     "check",
     "from_dict",
     "load",
+    "rules_of",
+    "setting",
     "to_dict",
 ]
 
 COMPETITION = "facial-keypoints-detection"
 
-# The names each choice accepts; the modules that act on them (models, train, cv) own the
-# meaning, this file owns the list so a config is refused before any of them is imported.
+# The names each choice accepts. The modules that act on them hold them as dictionaries keyed
+# by these names (networks.NETWORKS and HEADS, train.OPTIMIZERS, SCHEDULES and LOSSES; a test
+# checks the keys); the names live here too so a config is refused before any is imported.
 NETWORK_KINDS = ("seed", "resnet")
 HEADS = ("dense", "soft_argmax")
 OPTIMIZERS = ("adamw", "sgd")
@@ -57,26 +60,40 @@ FOLD_BATCHINGS = ("auto", "vmap", "map")
 FLAGGED_LABELS = ("keep", "drop", "downweight")
 SUBSETS = tuple(SUBSET_COLUMNS)  # "15", "4"
 
+HALF_FRAME = f"[0, {IMAGE_SIZE // 2})"  # a shift of half the frame or more pushes the face out
+PROBABILITY = "[0, 1]"
+
+
+def setting(default: Any, range: str = "", *, names: tuple[str, ...] = (),
+            may_be_empty: bool = False, distinct: bool = False) -> Any:
+    """A field with its rule beside it: `range` for a number (">= 1", "[0, 1)", ...), `names`
+    for a choice; the kind, and whether the field is a list of items, come from its type."""
+    rule = {"range": range, "names": names, "may_be_empty": may_be_empty, "distinct": distinct}
+    return field(default=default, metadata={"rule": rule})
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
     """Per-batch augmentation drawn on the device; strengths are maxima of uniform draws."""
 
-    flip_prob: float = 0.5
-    affine_prob: float = 0.9
-    rotate_degrees: float = 12.0
-    scale: float = 0.08  # zoom factor drawn from [1 - scale, 1 + scale]
-    shift_pixels: float = 6.0
-    brightness: float = 0.15  # added to pixels in [0, 1]
-    contrast: float = 0.25  # factor drawn from [1 - contrast, 1 + contrast]
-    noise_std: float = 0.02
-    fill: float = 0.0  # pixel value outside the frame after a warp
-    max_redraws: int = 4  # a warp that pushes a keypoint out of frame is redrawn; then none
+    flip_prob: float = setting(0.5, PROBABILITY)
+    affine_prob: float = setting(0.9, PROBABILITY)
+    rotate_degrees: float = setting(12.0, "[0, 180]")
+    # The zoom factor is drawn from [1 - scale, 1 + scale], whose lower end stays above 0.
+    scale: float = setting(0.08, "[0, 1)")
+    shift_pixels: float = setting(6.0, HALF_FRAME)
+    brightness: float = setting(0.15, "[0, 1]")  # added to pixels in [0, 1]
+    # The factor is drawn from [1 - contrast, 1 + contrast], whose lower end stays above 0.
+    contrast: float = setting(0.25, "[0, 1)")
+    noise_std: float = setting(0.02, "[0, 1]")
+    fill: float = setting(0.0, "[0, 1]")  # the pixel value outside the frame after a warp
+    # A warp that pushes a keypoint out of frame is redrawn this many times, then not warped.
+    max_redraws: int = setting(4, ">= 0")
     # A flat grey rectangle over part of the face (hands, microphones and hair cover the worst
     # faces), its sides drawn from [occlude_size / 2, occlude_size] of the frame; the labels
     # stay, so the network learns to place a hidden keypoint from what is around it.
-    occlude_prob: float = 0.0
-    occlude_size: float = 0.4
+    occlude_prob: float = setting(0.0, PROBABILITY)
+    occlude_size: float = setting(0.4, "(0, 1]")  # of the frame's side
 
     def __post_init__(self) -> None:
         check(self)
@@ -86,29 +103,33 @@ class AugmentConfig:
 class ModelConfig:
     """The network: `seed` is the student report's CNN, `resnet` a batch-norm residual net."""
 
-    kind: str = "resnet"  # "seed" | "resnet"
-    stem_width: int = 16
-    widths: tuple[int, ...] = (32, 64, 128)
-    blocks_per_stage: int = 1
+    kind: str = setting("resnet", names=NETWORK_KINDS)
+    stem_width: int = setting(16, ">= 1")
+    widths: tuple[int, ...] = setting((32, 64, 128), ">= 1")  # one stage each
+    blocks_per_stage: int = setting(1, ">= 0")
     # More residual blocks in the deepest stage alone, the one whose cells see the whole face:
     # depth where the head's coarse maps come from (measured, not kept: docs/results.md).
-    deep_blocks: int = 0
-    dense: int = 256
-    dropout: float = 0.0
-    input_size: int = 64  # images are resized to this before the network (CPU time ~ size^2)
+    deep_blocks: int = setting(0, ">= 0")
+    dense: int = setting(256, ">= 1")
+    dropout: float = setting(0.0, "[0, 1)")  # a rate of 1 drops everything and divides by 0
+    # Images are resized to this before the network (CPU time grows as its square): the
+    # images' own size at most, since upsizing adds no detail; below 16 pixels eye corners
+    # fall within a pixel or two of each other. _check_network adds what the network needs.
+    input_size: int = setting(64, f"[16, {IMAGE_SIZE}]")
     # "dense": flatten the last stage into a dense layer. "soft_argmax": a heatmap per keypoint
     # on a finer grid (the last stages upsampled and merged), read out as its expected position.
-    head: str = "dense"
-    head_width: int = 64  # channels of the soft-argmax head's merged feature maps
-    head_stride: int = 4  # the heatmaps' pixel stride on the network's input (4 or 8, say)
+    head: str = setting("dense", names=HEADS)
+    head_width: int = setting(64, ">= 1")  # channels of the soft-argmax head's merged maps
+    # The heatmaps' pixel stride on the network's input: one of the resnet's stages' strides
+    # (_check_network).
+    head_stride: int = setting(4, ">= 1")
 
     def __post_init__(self) -> None:
         check(self)
 
     def widened(self, factor: float) -> ModelConfig:
         """The same network with every convolution's channels `factor` times as many
-        (rounded; a dense head's layer kept): how `gpu` is made from `default`, and a
-        pipeline's wider stage from its base."""
+        (rounded; a dense head's layer kept): a pipeline's wider stage from its base."""
         def scaled(width: int) -> int:
             return max(1, round(width * factor))
         return replace(self, stem_width=scaled(self.stem_width),
@@ -120,38 +141,41 @@ class ModelConfig:
 class TrainConfig:
     """The optimiser, the schedule and early stopping."""
 
-    epochs: int = 20
-    batch_size: int = 64
-    learning_rate: float = 3e-3
-    weight_decay: float = 1e-4
-    optimizer: str = "adamw"  # "adamw" | "sgd" (the report's plain SGD)
-    schedule: str = "onecycle"  # "onecycle" | "constant"
-    loss: str = "mse"  # "mse" | "l1" | "wing"
-    patience: int = 12  # epochs without a better validation RMSE before stopping
-    eval_batch_size: int = 256
+    epochs: int = setting(20, ">= 1")
+    batch_size: int = setting(64, ">= 1")
+    learning_rate: float = setting(3e-3, "> 0")
+    weight_decay: float = setting(1e-4, ">= 0")
+    optimizer: str = setting("adamw", names=OPTIMIZERS)  # "sgd": the report's plain SGD
+    schedule: str = setting("onecycle", names=SCHEDULES)
+    loss: str = setting("mse", names=LOSSES)
+    # Epochs without a better validation RMSE before stopping.
+    patience: int = setting(12, ">= 1")
+    eval_batch_size: int = setting(256, ">= 1")
     # Which weights a fold keeps: "best" (the epoch with the lowest validation RMSE: the
     # held-out rows pick it, which flatters the out-of-fold estimate) or "last" (the end of
     # the schedule: held-out rows only score, never choose).
-    select: str = "best"
+    select: str = setting("best", names=SELECTIONS)
     # Score the held-out rows every this many epochs and after the last. Above 1 only with
-    # select="last", where the scores choose nothing: scoring every epoch (a forward pass
-    # over a fifth of the rows at full size) took about a tenth of a 16-epoch fold's time
-    # in `python -m bench fold` (docs/results.md), and the learning curve needs few.
-    validate_every: int = 1
+    # select="last", where the scores choose nothing (_check_validation): each scoring is a
+    # forward pass over a fifth of the rows at full size (its cost: docs/results.md), and the
+    # learning curve needs few.
+    validate_every: int = setting(1, ">= 1")
     # Keep an exponential moving average of the weights with this decay per step (0: none);
-    # validation, early stopping and the kept weights then use the average.
-    ema: float = 0.0
+    # validation, early stopping and the kept weights then use the average. A decay of 1
+    # would never move from the initial weights.
+    ema: float = setting(0.0, "[0, 1)")
     # Training's own seed (initial weights, batches, augmentation); the folds follow the
     # run's seed alone, so runs that differ here are an ensemble's members. 0: the run's seed.
-    seed: int = 0
+    # jax.random.fold_in takes an int32.
+    seed: int = setting(0, f"[0, {2**31 - 1}]")
     # Progressive resizing: the first `early_share` of the epochs (rounded down, see
     # kit.training.train.early_epochs) train at `early_size` pixels, at about
     # (early_size / model.input_size)^2 of an epoch's compute, the rest (and every validation
     # and prediction) at model.input_size. A share, not a count, so `--epochs` keeps the
     # recipe's shape. The soft-argmax head's maps span the frame at any input size, so the
-    # same weights serve both. 0 and 0: none.
-    early_size: int = 0
-    early_share: float = 0.0
+    # same weights serve both. 0 and 0: none; _check_early_size checks the pair.
+    early_size: int = setting(0, f"[0, {IMAGE_SIZE}]")
+    early_share: float = setting(0.0, "[0, 1)")  # at 1 no epoch would train at full size
 
     def __post_init__(self) -> None:
         check(self)
@@ -165,10 +189,11 @@ class EngineConfig:
     # "vmap": a group's folds as one batched program (accelerators); "map": one fold after
     # another inside the program (CPUs, where XLA's batched convolutions run slowly); "auto"
     # picks by the device.
-    fold_batching: str = "auto"
-    fold_group: int = 0  # folds trained together; 0 picks the most that fit in memory
-    chunk_seconds: float = 1.0  # steps per dispatch aim at this, so progress moves
-    checkpoint_seconds: float = 60.0  # at most this much training is lost to a crash
+    fold_batching: str = setting("auto", names=FOLD_BATCHINGS)
+    fold_group: int = setting(0, ">= 0")  # folds trained together; 0: the most that fit
+    chunk_seconds: float = setting(1.0, "> 0")  # steps per dispatch aim at this: progress moves
+    # At most this much training is lost to a crash; 0: a checkpoint after every chunk.
+    checkpoint_seconds: float = setting(60.0, ">= 0")
 
     def __post_init__(self) -> None:
         check(self)
@@ -178,33 +203,42 @@ class EngineConfig:
 class Config:
     """One CV run: what to train, on which subsets, with how many folds."""
 
-    preset: str = "default"
-    seed: int = 0
-    folds: int = 5
+    # Not checked against PRESETS (a saved run may name a renamed preset), but it names the
+    # run's folder, so a name without path separators.
+    preset: str = setting("default")
+    # numpy's and scikit-learn's generators (the fold split, the epochs' order) take these.
+    seed: int = setting(0, f"[0, {2**32 - 1}]")
+    folds: int = setting(5, ">= 2")  # one fold leaves nothing to validate on
     grouped_folds: bool = True  # near-duplicate frames stay on one side of a split
-    group_similarity: float = 0.85  # thumbnail cosine similarity that links two frames
-    subsets: tuple[str, ...] = ("15", "4")
+    # The thumbnail cosine similarity that links two frames; at 0 or below every frame links.
+    group_similarity: float = setting(0.85, "(0, 1]")
+    subsets: tuple[str, ...] = setting(("15", "4"), names=SUBSETS, distinct=True)
     # One network per fold with two heads (the 15-key head taught by the rows of the full
     # annotation source, the 4-key head by the core-only source) instead of one per subset:
     # every face teaches the shared trunk.
     shared_trunk: bool = False
     # Keypoints both annotation sources mark alike: with a shared trunk, both heads learn
-    # them from every row (the bottom lip is marked differently, so it is never among them).
-    common_keypoints: tuple[str, ...] = ()
+    # them from every row. Only core keypoints qualify (the bottom lip is marked differently);
+    # any other name would silently change nothing.
+    common_keypoints: tuple[str, ...] = setting((), names=CORE_KEYPOINTS, may_be_empty=True,
+                                                distinct=True)
     flip_tta: bool = True
-    tta_shift: float = 0.0  # pixels; > 0 adds four shifted copies to test-time augmentation
-    tta_zoom: float = 0.0  # > 0 adds copies zoomed by 1 +- tta_zoom
-    tta_rotate: float = 0.0  # degrees; > 0 adds copies turned both ways
-    # A second pass (kit.results.teacher): a finished run's id in the same runs folder, whose folds
-    # this run reuses. With it, `pseudo_labels` adds the test faces labelled by the teacher's
-    # model of each fold to that fold's training, and `flagged_labels` says what happens to
-    # the training labels the teacher's OOF residuals flag as wrong (kit.results.label_noise): "keep",
-    # "drop" (left out of training, never out of scoring) or "downweight" (their loss weighs
-    # kit.teacher.DOWNWEIGHT). `fill_labels` gives the 15-key head, on each fold's training
-    # rows, the teacher's fold model's values where the row's labels are missing.
-    teacher: str = ""
+    tta_shift: float = setting(0.0, HALF_FRAME)  # pixels; > 0 adds four shifted copies to TTA
+    # > 0 adds copies zoomed by 1 +- tta_zoom; beyond 0.5 a view shrinks the face to a thumbnail.
+    tta_zoom: float = setting(0.0, "[0, 0.5]")
+    # Degrees; > 0 adds copies turned both ways. Faces are upright: a larger turn is another task.
+    tta_rotate: float = setting(0.0, "[0, 45]")
+    # A second pass (kit.results.teacher): a finished run's id in the same runs folder (never a
+    # path; empty: none), whose folds this run reuses. With it, `pseudo_labels` adds the test
+    # faces labelled by the teacher's model of each fold to that fold's training, and
+    # `flagged_labels` says what happens to the training labels the teacher's OOF residuals
+    # flag as wrong (kit.results.label_noise): "keep", "drop" (left out of training, never out
+    # of scoring) or "downweight" (their loss weighs kit.results.teacher.DOWNWEIGHT).
+    # `fill_labels` gives the 15-key head, on each fold's training rows, the teacher's fold
+    # model's values where the row's labels are missing. _check_teacher: each needs a teacher.
+    teacher: str = setting("", may_be_empty=True)
     pseudo_labels: bool = False
-    flagged_labels: str = "keep"
+    flagged_labels: str = setting("keep", names=FLAGGED_LABELS)
     fill_labels: bool = False
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -228,99 +262,36 @@ SECTIONS: dict[type, str] = {
     EngineConfig: "engine.",
 }
 
-HALF_FRAME = f"[0, {IMAGE_SIZE // 2})"  # a shift of half the frame or more pushes the face out
-PROBABILITY = "[0, 1]"
 
-RULES: dict[str, Rule] = {
-    # Not checked against PRESETS (a saved run may name a renamed preset), but it names the
-    # run's folder, so no path separators.
-    "preset": Rule(str),
-    # numpy's and scikit-learn's generators (the fold split, the epochs' order) take these.
-    "seed": Rule(int, f"[0, {2**32 - 1}]"),
-    "folds": Rule(int, ">= 2"),  # one fold leaves nothing to validate on
-    "grouped_folds": Rule(bool),
-    "group_similarity": Rule(float, "(0, 1]"),  # a cosine; at 0 or below every frame links
-    "subsets": Rule(str, names=SUBSETS, many=True, distinct=True),
-    "shared_trunk": Rule(bool),
-    # Only the core keypoints are marked by both annotation sources; any other name would
-    # silently change nothing.
-    "common_keypoints": Rule(str, names=CORE_KEYPOINTS, many=True, may_be_empty=True,
-                             distinct=True),
-    "flip_tta": Rule(bool),
-    "tta_shift": Rule(float, HALF_FRAME),
-    "tta_zoom": Rule(float, "[0, 0.5]"),  # beyond, a view shrinks the face to a thumbnail
-    "tta_rotate": Rule(float, "[0, 45]"),  # upright faces: a larger turn is another task
-    # A run id, never a path: the teacher lives in the same runs folder (empty: none).
-    "teacher": Rule(str, may_be_empty=True),
-    "pseudo_labels": Rule(bool),  # _check_teacher: only with a teacher
-    "flagged_labels": Rule(str, names=FLAGGED_LABELS),
-    "fill_labels": Rule(bool),  # _check_teacher: only with a teacher
-    "model": Rule(ModelConfig),
-    "train": Rule(TrainConfig),
-    "augment": Rule(AugmentConfig),
-    "engine": Rule(EngineConfig),
-    "model.kind": Rule(str, names=NETWORK_KINDS),
-    "model.stem_width": Rule(int, ">= 1"),
-    "model.widths": Rule(int, ">= 1", many=True),
-    "model.blocks_per_stage": Rule(int, ">= 0"),
-    "model.deep_blocks": Rule(int, ">= 0"),
-    "model.dense": Rule(int, ">= 1"),
-    "model.dropout": Rule(float, "[0, 1)"),  # a rate of 1 drops everything and divides by 0
-    # The images' own size at most (upsizing adds no detail); below 16 pixels eye corners
-    # fall within a pixel or two of each other. _check_network adds what the network needs.
-    "model.input_size": Rule(int, f"[16, {IMAGE_SIZE}]"),
-    "model.head": Rule(str, names=HEADS),
-    "model.head_width": Rule(int, ">= 1"),
-    "model.head_stride": Rule(int, ">= 1"),  # the soft-argmax head's strides: _check_network
-    "train.epochs": Rule(int, ">= 1"),
-    "train.batch_size": Rule(int, ">= 1"),
-    "train.learning_rate": Rule(float, "> 0"),
-    "train.weight_decay": Rule(float, ">= 0"),
-    "train.optimizer": Rule(str, names=OPTIMIZERS),
-    "train.schedule": Rule(str, names=SCHEDULES),
-    "train.loss": Rule(str, names=LOSSES),
-    "train.patience": Rule(int, ">= 1"),
-    "train.eval_batch_size": Rule(int, ">= 1"),
-    "train.select": Rule(str, names=SELECTIONS),
-    "train.validate_every": Rule(int, ">= 1"),  # and _check_validation
-    "train.ema": Rule(float, "[0, 1)"),  # a decay of 1 never moves from the initial weights
-    "train.seed": Rule(int, f"[0, {2**31 - 1}]"),  # jax.random.fold_in takes an int32
-    "train.early_size": Rule(int, f"[0, {IMAGE_SIZE}]"),  # and _check_early_size
-    "train.early_share": Rule(float, "[0, 1)"),  # at 1 no epoch would train at full size
-    "augment.flip_prob": Rule(float, PROBABILITY),
-    "augment.affine_prob": Rule(float, PROBABILITY),
-    "augment.rotate_degrees": Rule(float, "[0, 180]"),
-    "augment.scale": Rule(float, "[0, 1)"),  # the zoom's lower end, 1 - scale, stays > 0
-    "augment.shift_pixels": Rule(float, HALF_FRAME),
-    "augment.brightness": Rule(float, "[0, 1]"),  # pixels are in [0, 1]
-    "augment.contrast": Rule(float, "[0, 1)"),  # the factor's lower end, 1 - contrast, > 0
-    "augment.noise_std": Rule(float, "[0, 1]"),
-    "augment.fill": Rule(float, "[0, 1]"),  # a pixel value
-    "augment.max_redraws": Rule(int, ">= 0"),
-    "augment.occlude_prob": Rule(float, PROBABILITY),
-    "augment.occlude_size": Rule(float, "(0, 1]"),  # of the frame's side
-    "engine.fold_batching": Rule(str, names=FOLD_BATCHINGS),
-    "engine.fold_group": Rule(int, ">= 0"),  # 0: as many as fit
-    "engine.chunk_seconds": Rule(float, "> 0"),
-    "engine.checkpoint_seconds": Rule(float, ">= 0"),  # 0: after every chunk
-}
+@functools.cache
+def rules_of(section: type) -> dict[str, Rule]:
+    """Each field of a config class and its rule: the kind from the field's type (a tuple's
+    items for `tuple[X, ...]`), the rest from its `setting`."""
+    hints = typing.get_type_hints(section)
+    rules = {}
+    for f in fields(section):
+        kind, many = hints[f.name], False
+        if typing.get_origin(kind) is tuple:
+            kind, many = typing.get_args(kind)[0], True
+        rules[f.name] = Rule(kind, many=many, **f.metadata.get("rule", {}))
+    return rules
 
 
 def check(config: Any) -> None:
     """Refuse a config (or one of its sections) with a field outside its rule, naming the first
     such field; the network's shape rules follow once every field has the right kind."""
     prefix = SECTIONS[type(config)]
-    for f in fields(config):
-        key = prefix + f.name
-        value = getattr(config, f.name)
-        if not accepts(RULES[key], value):
-            raise KitError(f"{key}={value!r}: expected {describe(RULES[key])}")
+    for name, rule in rules_of(type(config)).items():
+        value = getattr(config, name)
+        if not accepts(rule, value):
+            raise KitError(f"{prefix}{name}={value!r}: expected {describe(rule)}")
     if isinstance(config, ModelConfig):
         _check_network(config)
     if isinstance(config, Config):
         _check_teacher(config)
         _check_early_size(config)
         _check_validation(config.train)
+
 
 def _check_teacher(config: Config) -> None:
     """Pseudo-labels and flagged labels come from a teacher run: without one they would
@@ -393,7 +364,7 @@ def _check_network(model: ModelConfig, size: int | None = None,
     if model.kind != "resnet":
         raise KitError(f"model.head={model.head!r}: expected dense with "
                        f"model.kind={model.kind!r} (only the resnet has a soft-argmax head)")
-    # models.soft_argmax_head merges stages down to the first whose stride is head_stride:
+    # kit.model.networks.soft_argmax_head merges stages down to the first whose stride is head_stride:
     # the finest stage strides 4 (the stem's 2 is never a stage), the deepest 2**halvings; any
     # other value would silently read a different grid. One cell is no heatmap: at least 2x2.
     strides = [2**k for k in range(2, halvings + 1) if size // 2**k >= 2]
