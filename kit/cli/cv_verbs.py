@@ -22,9 +22,17 @@ def cmd_cv(args) -> None:
     runtime.check_supported()  # a jax, dm-haiku or kaggle outside the kit's ranges: one line
     if args.remote:  # the same cv on a Kaggle kernel: kit/cli/remote_verbs.py
         return remote_verbs.cmd_cv_remote(args)
+    from kit.training import hardware
+
+    # Before anything trains: a GPU that jax left for the CPU, or cannot run on, is one line.
+    found = hardware.check(args.allow_cpu)
     if is_pipeline(args.preset):
         return cmd_pipeline(args)
     cfg = make_config(args)  # checked before anything heavy is imported or read
+    machine = hardware.survey(cfg, *found)
+    if machine["problem"]:  # the CPU was asked for: said, not refused
+        error_console.print(f"[yellow]warning:[/] {escape(machine['problem'])}")
+    console.print(f"[bold]devices[/] {escape(hardware.summary(machine))}")
 
     from kit.cli.display import CVDisplay
     from kit.data import tables
@@ -89,3 +97,11 @@ def lookup_or_none(data_dir: Path):
     except KitError as error:
         error_console.print(f"[yellow]warning:[/] no leaderboard estimate: {error}")
         return None
+
+
+def cmd_devices(args) -> None:
+    from kit.training import hardware
+
+    backend, said = hardware.start_backends()
+    for line in hardware.describe(hardware.survey(None, backend, said)):
+        console.print(escape(line))

@@ -20,7 +20,7 @@ from kit.cli.console import (
     print_report,
     value,
 )
-from kit.cli.cv_verbs import cmd_cv, lookup_or_none
+from kit.cli.cv_verbs import cmd_cv, cmd_devices, lookup_or_none
 from kit.config import PIPELINES, PRESETS
 from kit.core.errors import KitError
 from kit.kaggle import places
@@ -303,6 +303,8 @@ def parser() -> argparse.ArgumentParser:
     config_flags(p)
     p.add_argument("--no-resume", dest="resume", action="store_false",
                    help="start afresh instead of continuing an unfinished run")
+    p.add_argument("--allow-cpu", action="store_true",
+                   help="train on the CPU even where an NVIDIA GPU is there that jax cannot use")
     remote_verbs.add_cv_flags(p)
     p.set_defaults(handler=cmd_cv)
 
@@ -348,6 +350,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("submission", type=Path)
     p.add_argument("solution", type=Path)
     p.set_defaults(handler=cmd_score)
+
+    p = verbs.add_parser("devices", help="what this machine trains on, and what `make cv` "
+                         "would do here")
+    p.set_defaults(handler=cmd_devices)
 
     p = verbs.add_parser("submissions", help="the ledger of submissions and scores")
     p.add_argument("--refresh", action="store_true", help="read pending scores from Kaggle")

@@ -44,11 +44,19 @@ def data() -> None:
     _run("data")
 
 
+def devices() -> None:
+    """What this machine trains on (devices, versions) and what `cv` would do here."""
+    _run("devices")
+
+
 def cv(preset: str | None = None, *, folds: int | None = None, seed: int | None = None,
-       epochs: int | None = None, overrides: dict | None = None, resume: bool = True) -> Path:
+       epochs: int | None = None, overrides: dict | None = None, resume: bool = True,
+       allow_cpu: bool = False) -> Path:
     """A k-fold CV run (as `python -m kit cv`); returns its folder. `overrides` sets any config
-    field, e.g. {"train.learning_rate": 0.002}. Without a preset, the one for the hardware."""
+    field, e.g. {"train.learning_rate": 0.002}. Without a preset, the one for the hardware.
+    allow_cpu: train on the CPU even where an NVIDIA GPU is there that jax cannot use."""
     argv = ["cv"] + (["--preset", preset] if preset else [])
+    argv += ["--allow-cpu"] if allow_cpu else []
     for flag, value in (("--folds", folds), ("--seed", seed), ("--epochs", epochs)):
         if value is not None:
             argv += [flag, str(value)]
