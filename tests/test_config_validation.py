@@ -282,10 +282,17 @@ def test_sections_are_not_settings_and_settings_not_sections():
         default, ["train.epochs.count=3"]))
 
 
-def test_the_name_lists_are_the_ones_the_networks_know():
+def test_each_choice_the_schema_accepts_is_a_key_of_the_code_that_acts_on_it():
+    """The schema lists a choice's names so a config is refused before training is imported;
+    the modules that act on them key a dictionary by them: the two must be the same names."""
     from kit.model import networks
+    from kit.training import train
 
     assert config_io.NETWORK_KINDS == tuple(networks.NETWORKS)
+    assert config_io.HEADS == tuple(networks.HEADS)
+    assert config_io.OPTIMIZERS == tuple(train.OPTIMIZERS)
+    assert config_io.SCHEDULES == tuple(train.SCHEDULES)
+    assert config_io.LOSSES == tuple(train.LOSSES)
 
 
 @pytest.mark.parametrize("widths, input_size", [((8,), 32), ((8, 8), 48), ((8, 8, 8), 96),

@@ -137,15 +137,19 @@ def resnet(config: ModelConfig, outputs: int):
                 residual = conv_bn(residual, width, 1, is_training, relu=False)
                 x = jax.nn.relu(x + residual)
             stages.append(x)
-        if config.head == "soft_argmax":
-            return soft_argmax_head(config, outputs, stages, images.shape[1], is_training)
-        x = hk.Flatten()(x)
-        if is_training and config.dropout > 0:
-            x = hk.dropout(hk.next_rng_key(), config.dropout, x)
-        x = jax.nn.relu(hk.Linear(config.dense)(x))
-        return hk.Linear(outputs, w_init=hk.initializers.VarianceScaling(0.01))(x)
+        return HEADS[config.head](config, outputs, stages, images.shape[1], is_training)
 
     return forward
+
+
+def dense_head(config: ModelConfig, outputs: int, stages: list, input_size: int,
+               is_training: bool) -> jnp.ndarray:
+    """The deepest stage flattened into a dense layer, then a linear read-out."""
+    x = hk.Flatten()(stages[-1])
+    if is_training and config.dropout > 0:
+        x = hk.dropout(hk.next_rng_key(), config.dropout, x)
+    x = jax.nn.relu(hk.Linear(config.dense)(x))
+    return hk.Linear(outputs, w_init=hk.initializers.VarianceScaling(0.01))(x)
 
 
 def soft_argmax_head(config: ModelConfig, outputs: int, stages: list, input_size: int,
@@ -186,7 +190,11 @@ def soft_argmax(logits: jnp.ndarray) -> jnp.ndarray:
     return jnp.stack([x, y], axis=-1).reshape(batch, 2 * points)
 
 
-NETWORKS = {"seed": seed_net, "resnet": resnet}  # config.NETWORK_KINDS names these
+# ModelConfig.head's choices (the resnet's): (config, outputs, the stages' maps, the input
+# size, is_training) -> keypoints in unit coordinates.
+HEADS = {"dense": dense_head, "soft_argmax": soft_argmax_head}
+# ModelConfig.kind's choices: (config, outputs) -> the forward function.
+NETWORKS = {"seed": seed_net, "resnet": resnet}
 
 
 def build(config: ModelConfig, outputs: int) -> hk.TransformedWithState:

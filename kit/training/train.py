@@ -56,16 +56,24 @@ def update_average(average: hk.Params, params: hk.Params, decay: float,
 # ---------------------------------------------------------------- pure pieces
 
 
+def _adamw(weight_decay: float) -> optax.GradientTransformation:
+    return optax.chain(optax.scale_by_adam(), optax.add_decayed_weights(weight_decay))
+
+
+def _sgd(weight_decay: float) -> optax.GradientTransformation:
+    return optax.add_decayed_weights(weight_decay)
+
+
+# TrainConfig.optimizer's choices: the weight decay -> the update direction.
+OPTIMIZERS = {"adamw": _adamw, "sgd": _sgd}
+
+
 def make_optimizer(train: TrainConfig) -> optax.GradientTransformation:
     """The update direction; train_step scales it by -learning_rate. The rate stays outside
     optax's schedules because folds differ in length, so each fold has its own total steps
     while all of them run one compiled program. The same updates as optax.adamw and
     optax.sgd with add_decayed_weights."""
-    if train.optimizer == "adamw":
-        return optax.chain(optax.scale_by_adam(), optax.add_decayed_weights(train.weight_decay))
-    if train.optimizer == "sgd":
-        return optax.add_decayed_weights(train.weight_decay)
-    raise ValueError(f"unknown optimizer {train.optimizer!r}")
+    return OPTIMIZERS[train.optimizer](train.weight_decay)
 
 
 def descend(params, direction, rate):
@@ -77,15 +85,13 @@ def descend(params, direction, rate):
 ONECYCLE_WARMUP, ONECYCLE_DIV, ONECYCLE_FINAL_DIV = 0.25, 20.0, 200.0
 
 
-def learning_rate(train: TrainConfig, step: jax.Array, total_steps: jax.Array) -> jax.Array:
-    """The rate at `step` of a fold with `total_steps`: both may be traced, so one program
-    serves folds of any length. "onecycle" is cosine warm-up from peak/20 to the peak over
-    the first quarter, then cosine decay to peak/4000, as optax.cosine_onecycle_schedule."""
-    peak = train.learning_rate
-    if train.schedule == "constant":
-        return jnp.asarray(peak, jnp.float32)
-    if train.schedule != "onecycle":
-        raise ValueError(f"unknown schedule {train.schedule!r}")
+def _constant(peak: float, step: jax.Array, total_steps: jax.Array) -> jax.Array:
+    return jnp.asarray(peak, jnp.float32)
+
+
+def _onecycle(peak: float, step: jax.Array, total_steps: jax.Array) -> jax.Array:
+    """Cosine warm-up from peak/20 to the peak over the first quarter, then cosine decay to
+    peak/4000, as optax.cosine_onecycle_schedule."""
     total = jnp.maximum(jnp.asarray(total_steps, jnp.float32), 1.0)
     step = jnp.asarray(step, jnp.float32)
     start, low = peak / ONECYCLE_DIV, peak / ONECYCLE_DIV / ONECYCLE_FINAL_DIV
@@ -99,25 +105,40 @@ def learning_rate(train: TrainConfig, step: jax.Array, total_steps: jax.Array) -
     return jnp.where(step < warmup, rising, falling).astype(jnp.float32)
 
 
+# TrainConfig.schedule's choices: (peak rate, step, the fold's total steps) -> the rate.
+SCHEDULES = {"onecycle": _onecycle, "constant": _constant}
+
+
+def learning_rate(train: TrainConfig, step: jax.Array, total_steps: jax.Array) -> jax.Array:
+    """The rate at `step` of a fold with `total_steps`: both may be traced, so one program
+    serves folds of any length."""
+    return SCHEDULES[train.schedule](train.learning_rate, step, total_steps)
+
+
+def _squared(error: jnp.ndarray) -> jnp.ndarray:
+    return error**2
+
+
+def _wing(error: jnp.ndarray) -> jnp.ndarray:
+    """Wing loss (Feng et al. 2018) in pixel units: log-shaped near zero, L1 far away."""
+    width, curvature = 4.0, 2.0
+    pixels = jnp.abs(error) * networks.HALF
+    offset = width - width * jnp.log1p(width / curvature)
+    return jnp.where(
+        pixels < width, width * jnp.log1p(pixels / curvature), pixels - offset
+    ) / networks.HALF
+
+
+# TrainConfig.loss's choices: the error (prediction - target, unit coordinates) -> each
+# value's loss.
+LOSSES = {"mse": _squared, "l1": jnp.abs, "wing": _wing}
+
+
 def masked_loss(prediction: jnp.ndarray, target: jnp.ndarray, mask: jnp.ndarray,
                 kind: str) -> jnp.ndarray:
     """Mean loss over the values present; targets and predictions in unit coordinates. The
     mask weighs each value (1: a label, 0: none, between: a doubted label, kit.results.teacher)."""
-    error = prediction - target
-    if kind == "mse":
-        per_value = error**2
-    elif kind == "l1":
-        per_value = jnp.abs(error)
-    elif kind == "wing":
-        # Wing loss (Feng et al. 2018) in pixel units: log-shaped near zero, L1 far away.
-        width, curvature = 4.0, 2.0
-        pixels = jnp.abs(error) * networks.HALF
-        offset = width - width * jnp.log1p(width / curvature)
-        per_value = jnp.where(
-            pixels < width, width * jnp.log1p(pixels / curvature), pixels - offset
-        ) / networks.HALF
-    else:
-        raise ValueError(f"unknown loss {kind!r}")
+    per_value = LOSSES[kind](prediction - target)
     return (per_value * mask).sum() / jnp.maximum(mask.sum(), 1.0)
 
 
