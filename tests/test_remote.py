@@ -751,3 +751,36 @@ def test_a_kernel_that_cannot_install_what_it_needs_fails_with_that_line(
     entry = kernels.find_entry(runs)
     assert entry["status"] == "ERROR"
     assert entry["failure"].startswith("kit: could not install kit-surely-not-installed>=1")
+
+
+def test_a_kernel_whose_jax_falls_back_to_the_cpu_beside_a_gpu_ends_as_that_line(
+        tmp_path, runs, credentials, monkeypatch, capsys, synth_competition):
+    # The kernel's machine has an NVIDIA GPU (a stub nvidia-smi on its PATH) and a CPU jax.
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "nvidia-smi").write_text('#!/bin/sh\necho "Tesla T4, 7.5, 15360, 535.104.05"\n')
+    (stub / "nvidia-smi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{stub}{os.pathsep}{os.environ['PATH']}")
+    competition = tmp_path / "competition"
+    with zipfile.ZipFile(synth_competition[0]["archive"]) as archive:
+        archive.extractall(competition)
+    folder = tmp_path / "kernel"
+    kernel = f"{FAKE_USER}/kit-cv-20240501-120000-quick"
+    kernels.write_kernel_folder(folder, kernel, code.script_text(
+        code.collect_code(), ["--preset", "quick"]), kernels.KernelOptions(internet=False))
+    with FakeKaggle(competition_files=competition, kernel_home=tmp_path / "kaggle",
+                    queued_polls=0) as fake:
+        fake.install(monkeypatch)
+        pushed = kernel_api.push_kernel(folder)
+        kernels.save_entry(runs, entry_for(kernel, version=pushed["version"], url=pushed["url"]))
+        returned = cli.main(["--runs", str(runs), "remote", "attach", "--poll", "0.2"])
+        run = fake.wait_for_kernel()
+    err = capsys.readouterr().err.strip()
+    log = "".join(entry["data"] for entry in run.log_entries)
+    assert run.returncode == 1 and returned == 1 and "\n" not in err, err + log[-2000:]
+    assert err.startswith(f"error: kernel {kernel} failed (ERROR: error: jax "), err
+    assert "runs on the CPU only, but this machine has an NVIDIA GPU (Tesla T4)" in err
+    assert "--allow-cpu" in err and "last log lines" not in err
+    # The kernel said what it runs on first, before the cv it was sent to run.
+    assert log.index("NVIDIA driver lists: Tesla T4") < log.index("running: python -m kit")
+    assert not list((run.root / "working" / "cv").glob("*/config.json"))

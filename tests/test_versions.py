@@ -59,3 +59,8 @@ def test_running_names_the_stack_and_the_devices():
                                    "count": jax.device_count()}
     line = runtime.describe(versions)
     assert f"jax {jax.__version__}, jaxlib " in line and f"{jax.device_count()} " in line
+    # engine.json keeps the hardware record too (what `python -m kit devices` prints).
+    hardware = versions["hardware"]
+    assert hardware["backend"] == jax.default_backend()
+    assert len(hardware["devices"]) == jax.local_device_count()
+    assert {"precision", "fold_batching", "steps_per_dispatch"} <= set(hardware["cv"])

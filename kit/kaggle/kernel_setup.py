@@ -228,6 +228,8 @@ def run_remote_cv(bundle: str, cv_args: list[str], source: str) -> int:
     working = kaggle_root() / "working"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code), env.get("PYTHONPATH")]))
+    # What the kit trains on here, before anything else of it runs: the log says it first.
+    subprocess.call([sys.executable, "-m", "kit", "devices"], cwd=working, env=env)
     command = [sys.executable, "-m", "kit", "--runs", str(working / "cv"), "cv", *cv_args]
     say("running: python -m kit " + " ".join(command[3:]))
     returncode = subprocess.call(command, cwd=working, env=env)
