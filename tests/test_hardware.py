@@ -157,6 +157,7 @@ def test_cv_beside_a_gpu_jax_cannot_use_stops_in_one_line_before_anything(tmp_pa
     lines = allowed.stderr.strip().splitlines()
     assert allowed.returncode == 1 and len(lines) == 2, allowed.stderr
     assert lines[0].startswith("warning: jax ") and "NVIDIA GPU (Tesla T4)" in lines[0]
+    assert lines[0].endswith("; training on the CPU as asked") and "--allow-cpu" not in lines[0]
     assert lines[1].startswith("error: ") and "training.csv" in lines[1]
     assert "devices " in allowed.stdout and " cpu device(s) (cpu)" in allowed.stdout
 

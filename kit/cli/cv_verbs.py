@@ -31,7 +31,8 @@ def cmd_cv(args) -> None:
     cfg = make_config(args)  # checked before anything heavy is imported or read
     machine = hardware.survey(cfg, *found)
     if machine["problem"]:  # the CPU was asked for: said, not refused
-        error_console.print(f"[yellow]warning:[/] {escape(machine['problem'])}")
+        told = machine["problem"].removesuffix(hardware.ALLOW_CPU_HINT)
+        error_console.print(f"[yellow]warning:[/] {escape(told)}; training on the CPU as asked")
     console.print(f"[bold]devices[/] {escape(hardware.summary(machine))}")
 
     from kit.cli.display import CVDisplay

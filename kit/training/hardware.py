@@ -34,6 +34,7 @@ NVIDIA_SMI_QUERY = ["nvidia-smi", "--query-gpu=name,compute_cap,memory.total,dri
                     "--format=csv,noheader,nounits"]
 JAX_LOGGER = "jax._src.xla_bridge"  # where JAX says why a backend did not start
 ALLOW_CPU_FLAG = "--allow-cpu"
+ALLOW_CPU_HINT = f"; or {ALLOW_CPU_FLAG} trains on the CPU anyway"  # ends a CPU fallback's line
 
 
 # ---------------------------------------------------------------- what the machine has
@@ -223,7 +224,7 @@ def cpu_fallback(gpus: list[dict], backend: str, jax_said: list[str],
     else:
         fix = f"install jax's CUDA build: {INSTALL_LINE}"
     return (f"jax {jax_version} runs on the CPU only, but this machine has an NVIDIA GPU "
-            f"({names}); {reason}; {fix}; or {ALLOW_CPU_FLAG} trains on the CPU anyway")
+            f"({names}); {reason}; {fix}{ALLOW_CPU_HINT}")
 
 
 def cpu_chosen(allow_cpu: bool, environ=os.environ) -> bool:
