@@ -209,3 +209,33 @@ def test_the_survey_is_one_record_with_a_one_line_summary():
     line = hardware.summary(record)
     assert "\n" not in line and line.startswith(f"{count} {backend} device(s)")
     assert hardware.describe(record)[0] == f"backend: {backend}, {count} device(s)"
+
+
+def test_a_gpu_record_reads_as_kaggle_s_t4_pair_would():
+    t4 = {"platform": "gpu", "kind": "Tesla T4", "memory_bytes": 15 * 2**30,
+          "compute_capability": "7.5"}
+    record = {
+        "backend": "gpu", "devices": [{"id": 0, **t4}, {"id": 1, **t4}],
+        "host": {"cpu_cores": 4, "memory_bytes": 32 * 2**30},
+        "driver_gpus": [{"name": "Tesla T4", "compute_capability": "7.5", "memory_mib": 15360,
+                         "driver": "560.35.03"}] * 2,
+        "versions": {"jax": "0.7.2", "jaxlib": "0.7.2", "cuda_plugin": "jax-cuda12-plugin 0.7.2",
+                     "cuda": "12.8", "cudnn": hardware._cudnn_text(91002)},
+        "jax_said": [], "problem": None,
+        "cv": {"preset": "gpu", "preset_why": "a GPU is here", "precision": "fp16",
+               "precision_rule": "planned: the rule train.precision=auto will follow",
+               "fold_batching": "map", "batch_split_over": 2, "chunk_seconds": 1.0,
+               "steps_per_dispatch": "1 until a chunk is timed"},
+    }
+    lines = hardware.describe(record)
+    assert lines[:3] == ["backend: gpu, 2 device(s)",
+                         "  gpu:0 Tesla T4 (memory 15.0 GiB, compute capability 7.5)",
+                         "  gpu:1 Tesla T4 (memory 15.0 GiB, compute capability 7.5)"]
+    assert ("jax 0.7.2, jaxlib 0.7.2, CUDA plugin jax-cuda12-plugin 0.7.2, CUDA 12.8, "
+            "cuDNN 9.10.2") in lines
+    assert "  precision fp16 (planned: the rule train.precision=auto will follow)" in lines
+    assert not any(line.startswith("problem") for line in lines)
+    assert hardware.summary(record).startswith(
+        "2 gpu device(s) (Tesla T4); jax 0.7.2, CUDA 12.8, cuDNN 9.10.2; precision fp16 "
+        "planned (fp32 today); folds map")
+    assert hardware._cudnn_text(8907) == "8.9.7"

@@ -109,14 +109,19 @@ def start_backends() -> tuple[str, list[str]]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
-    said += [str(warning.message) for warning in caught]
+    said += [str(w.message) for w in caught if _about_a_gpu(str(w.message))]
     if not said:
-        from jax._src import xla_bridge  # the reasons it keeps; absent in some versions
-
-        errors = getattr(xla_bridge, "_backend_errors", {}) or {}
+        try:  # the reasons jax keeps (a private name: absent in some versions)
+            errors = importlib.import_module(JAX_LOGGER)._backend_errors or {}
+        except (ImportError, AttributeError):
+            errors = {}
         said += [f"Unable to initialize backend '{name}': {error}"
                  for name, error in errors.items() if name in ("cuda", "gpu")]
     return backend, said
+
+
+def _about_a_gpu(text: str) -> bool:
+    return any(word in text.lower() for word in ("cuda", "gpu", "nvidia", "plugin"))
 
 
 class _Keep(logging.Handler):
@@ -128,8 +133,7 @@ class _Keep(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         text = record.getMessage()
-        if record.levelno < logging.WARNING and not any(
-                word in text.lower() for word in ("cuda", "gpu", "nvidia", "plugin")):
+        if record.levelno < logging.WARNING and not _about_a_gpu(text):
             return
         if record.exc_info and record.exc_info[1] is not None:
             text += ": " + traceback.format_exception_only(*record.exc_info[:2])[-1].strip()
@@ -255,7 +259,12 @@ def plan(config, platform: str, devices: list) -> dict:
     from kit.training import programs
 
     precision = planned_precision(platform, getattr(devices[0], "compute_capability", None))
-    in_engine = any(f.name == "precision" for f in dataclasses.fields(config.train))
+    if platform == "cpu":
+        rule = "fp32 on CPUs"
+    elif any(f.name == "precision" for f in dataclasses.fields(config.train)):
+        rule = "train.precision=auto picks it"
+    else:  # the rule is decided (issue 41), the engine does not follow it yet
+        rule = "planned: the rule train.precision=auto will follow; the engine trains fp32 today"
     try:
         batching = programs.resolve_batching(config.engine.fold_batching, platform)
     except KitError as refused:
@@ -263,9 +272,7 @@ def plan(config, platform: str, devices: list) -> dict:
     split = programs.Placement.for_batch(config.train.batch_size, devices).devices
     return {
         "precision": precision,
-        "precision_rule": ("train.precision=auto picks it" if in_engine else
-                           "planned: the rule train.precision=auto will follow; the engine "
-                           "trains fp32 until then") if platform != "cpu" else "fp32 on CPUs",
+        "precision_rule": rule,
         "fold_batching": batching,
         "batch_split_over": split,
         "chunk_seconds": config.engine.chunk_seconds,
@@ -422,7 +429,8 @@ def summary(record: dict) -> str:
     cuda = f"CUDA {versions['cuda']}, cuDNN {versions['cudnn']}" if versions["cuda"] else \
         "no CUDA"
     cv = record["cv"]
+    planned = " planned (fp32 today)" if cv["precision_rule"].startswith("planned") else ""
     return (f"{len(record['devices'])} {record['backend']} device(s) ({', '.join(kinds)}); "
-            f"jax {versions['jax']}, {cuda}; precision {cv['precision']}; folds "
+            f"jax {versions['jax']}, {cuda}; precision {cv['precision']}{planned}; folds "
             f"{_folds_text(cv)}; steps per dispatch sized to about {cv['chunk_seconds']:g} s")
 
