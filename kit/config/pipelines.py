@@ -65,17 +65,11 @@ class Pipeline:
         return None
 
 
-# The default's shared trunk teaches a network twice as wide (the teacher's soft labels and
-# its flagged rows are what lets the wider one pay in CPU time), trained for 44 of the
-# default's 48 epochs; the blend weighs the two by their OOF. Twice as wide at 44 epochs scored
-# 1.5760 alone, 1.5774 blended, against 1.5798 and 1.5818 at 1.5x and 48 epochs, in 1.39x the
-# 1.5x stage's time, planned at about 4.4x b2cd740's `make cv`; run from scratch in one go it
-# scored 1.5767 in 4.83x its own shared stage, about 5.1x: at the edge of the 5x it may take.
-# At 40 epochs it fits (about 4.6x) but blends to 1.5813, no better than the 1.5x stage's 1.5818.
-# Above 1.5x this CPU's convolutions leave their fast path (`python -m bench widths`: 2x costs
-# 3.2x the default's step), so 2x at the full 48 epochs would pass 5x. The two-network
-# `separate` stage of before added 0.002 to the blend in 1.45x `shared`'s time.
-# docs/results.md ("The best pipeline") has what each stage adds.
+# The base preset's shared trunk teaches a network twice as wide, for 44 of every 48 epochs
+# (the teacher's soft labels and flagged rows are what make the wider network pay for its
+# time), and the blend weighs the two by their OOF: the best width and length found for
+# about 5x v1's `make cv` time on 2 CPU cores. Each candidate's score and time, and what each
+# stage adds: docs/results.md, "The best pipeline".
 SECOND_PASS = ("pseudo_labels=1", "flagged_labels=drop")
 _BEST = Pipeline("best", (
     Stage("shared"),
