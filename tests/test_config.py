@@ -17,6 +17,8 @@ def test_every_preset_round_trips_through_its_saved_form(name, tmp_path):
     fileio.write_json(path, config_io.to_dict(config))
     assert config_io.load(path) == config
     assert hash(config)  # hashable: compiled functions are cached by config
+    # `cv --describe`'s lines are every setting: from the schema's defaults they rebuild it.
+    assert config_io.override(config_io.Config(), config_io.settings_lines(config)) == config
 
 
 def test_overrides_reach_nested_fields_with_their_types():
@@ -127,6 +129,20 @@ def test_the_cli_says_which_preset_the_hardware_picked_and_an_explicit_one_wins(
     assert "preset default (no accelerator here" in capsys.readouterr().out
     chosen = cli.make_config(argparse.Namespace(preset="seed", set=None))
     assert chosen.preset == "seed" and capsys.readouterr().out == ""
+
+
+def test_cv_describe_prints_the_resolved_settings_and_trains_nothing(capsys, tmp_path):
+    from kit.cli import main as cli
+
+    runs = tmp_path / "cv"
+    argv = ["--data", str(tmp_path / "no-data"), "--runs", str(runs), "cv", "--preset",
+            "default", "--describe", "--set", "train.epochs=3"]
+    assert cli.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "train.epochs=3" in lines and "model.head=soft_argmax" in lines
+    expected = config_io.override(config_io.preset("default"), ["train.epochs=3"])
+    assert config_io.override(config_io.Config(), lines) == expected
+    assert not runs.exists()
 
 
 def test_the_gpu_preset_never_lets_held_out_rows_choose_its_weights():

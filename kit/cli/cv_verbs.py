@@ -20,6 +20,8 @@ def cmd_cv(args) -> None:
     import dataclasses
 
     runtime.check_supported()  # a jax, dm-haiku or kaggle outside the kit's ranges: one line
+    if getattr(args, "describe", False):
+        return describe_cv(args)
     if args.remote:  # the same cv on a Kaggle kernel: kit/cli/remote_verbs.py
         return remote_verbs.cmd_cv_remote(args)
     from kit.training import hardware
@@ -106,3 +108,22 @@ def cmd_devices(args) -> None:
     backend, said = hardware.start_backends()
     for line in hardware.describe(hardware.survey(None, backend, said)):
         console.print(escape(line))
+
+
+def describe_cv(args) -> None:
+    """`cv --describe`: every setting the run would train with, one `--set` line each (a
+    pipeline's CV stages one after another); nothing is read or trained."""
+    from kit import config as config_io
+
+    if not is_pipeline(args.preset):
+        print("\n".join(config_io.settings_lines(make_config(args))))
+        return
+    import jax
+
+    from kit.recipes import pipeline as runner
+
+    recipe, arguments = pipeline_arguments(args, config_io.preset_for(jax.default_backend())[0])
+    for step in runner.plan(recipe, arguments):
+        if step.config is not None:
+            print(f"# pipeline {recipe.name}, stage {step.stage.name}")
+            print("\n".join(config_io.settings_lines(step.config)))

@@ -306,6 +306,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-cpu", action="store_true",
                    help="train on the CPU even where an NVIDIA GPU is there that jax cannot use")
     remote_verbs.add_cv_flags(p)
+    p.add_argument("--describe", action="store_true",
+                   help="print every setting the run would train with, and stop")
     p.set_defaults(handler=cmd_cv)
 
     p = verbs.add_parser("report", help="rewrite a run's report and pictures")

@@ -42,6 +42,7 @@ __all__ = [
     "load",
     "rules_of",
     "setting",
+    "settings_lines",
     "to_dict",
 ]
 
@@ -377,6 +378,21 @@ def _check_network(model: ModelConfig, size: int | None = None,
 
 def to_dict(config: Config) -> dict[str, Any]:
     return dataclasses.asdict(config)
+
+
+def settings_lines(config: Config) -> list[str]:
+    """Every setting of a config, one `key=value` line each as `--set` spells it: the lines
+    rebuild it from the schema's defaults (`override(Config(), lines)`)."""
+    lines = []
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            lines += [f"{f.name}.{line}" for line in settings_lines(value)]
+        elif isinstance(value, tuple):
+            lines.append(f"{f.name}={','.join(map(str, value))}")
+        else:
+            lines.append(f"{f.name}={str(value).lower() if isinstance(value, bool) else value}")
+    return lines
 
 
 def from_dict(data: dict[str, Any]) -> Config:
