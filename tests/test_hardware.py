@@ -239,3 +239,11 @@ def test_a_gpu_record_reads_as_kaggle_s_t4_pair_would():
         "2 gpu device(s) (Tesla T4); jax 0.7.2, CUDA 12.8, cuDNN 9.10.2; precision fp16 "
         "planned (fp32 today); folds map")
     assert hardware._cudnn_text(8907) == "8.9.7"
+
+
+def test_a_backend_jax_platforms_asks_for_and_jax_cannot_start_is_one_line(tmp_path):
+    shown = run(["-m", "kit", "devices"], kit_env(tmp_path, JAX_PLATFORMS="cuda"))
+    error = shown.stderr.strip()
+    assert shown.returncode == 1 and len(error.splitlines()) == 1, error
+    assert error.startswith("error: JAX_PLATFORMS=cuda: jax could not start that backend (")
+    assert "unset JAX_PLATFORMS" in error

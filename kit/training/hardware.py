@@ -106,6 +106,8 @@ def start_backends() -> tuple[str, list[str]]:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             backend = jax.default_backend()
+    except (RuntimeError, AssertionError) as failed:  # only where JAX_PLATFORMS names one
+        raise _platform_refused(failed, said) from failed
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
@@ -118,6 +120,19 @@ def start_backends() -> tuple[str, list[str]]:
         said += [f"Unable to initialize backend '{name}': {error}"
                  for name, error in errors.items() if name in ("cuda", "gpu")]
     return backend, said
+
+
+def _platform_refused(failed: Exception, said: list[str]):
+    """The one line for a backend that JAX_PLATFORMS asked for and JAX could not start (it
+    fails loudly then, where it would otherwise fall back to the CPU)."""
+    from kit.core.errors import KitError
+
+    asked = os.environ.get("JAX_PLATFORMS", "")
+    why = " | ".join([" ".join(str(failed).split()), *said]).strip(" |") or \
+        "it found no such device here"
+    return KitError(f"JAX_PLATFORMS={asked}: jax could not start that backend ({why}); unset "
+                    f"JAX_PLATFORMS to let jax choose, or install jax's CUDA build: "
+                    f"{INSTALL_LINE}")
 
 
 def _about_a_gpu(text: str) -> bool:
