@@ -8,10 +8,25 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+
+def session_compile_cache() -> Path:
+    """A compile cache of this test session: shared by its xdist workers (one run id), new for
+    every session, so no test reads a program compiled by another checkout's code."""
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run_id is None:
+        return Path(tempfile.mkdtemp(prefix="kit-test-compile-cache-"))
+    folder = Path(tempfile.gettempdir()) / f"kit-test-compile-cache-{run_id}"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+# The test networks are tiny: compiling them costs more than running them, so XLA spends
+# little effort optimizing (subprocesses inherit it; results stay deterministic).
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 # Set up as an entry point does, before anything starts JAX: compiled programs go to a cache
-# of the test session's own (subprocesses inherit it), and no Kaggle mount of the machine the
-# tests run on is taken for the data.
-os.environ["KIT_COMPILE_CACHE"] = tempfile.mkdtemp(prefix="kit-test-compile-cache-")
+# of the test session's own, one for all its pytest-xdist workers and the subprocesses they
+# start; no Kaggle mount of the machine the tests run on is taken for the data.
+os.environ["KIT_COMPILE_CACHE"] = str(session_compile_cache())
 os.environ.setdefault("KIT_KAGGLE_ROOT", tempfile.mkdtemp(prefix="kit-test-no-kaggle-"))
 
 from kit.training import runtime

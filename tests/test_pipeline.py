@@ -93,8 +93,8 @@ def test_best_is_one_command_that_resumes_at_the_stage_it_stopped_and_submits(
     assert files.read_config(taught_run).teacher == record["stages"][0]["run"]
 
     # show and compare read the stages; make submit submits the blend.
-    assert cli.main(["--runs", str(root), "compare", record["stages"][0]["run"],
-                     final.name]) == 0
+    assert cli.main(["--data", str(data_dir), "--runs", str(root), "compare",
+                     record["stages"][0]["run"], final.name]) == 0
     assert cli.main(["--data", str(data_dir), "--runs", str(root), "submit", "--dry-run",
                      "--out", str(tmp_path / "submissions"),
                      "--solution", str(made["solution"])]) == 0
@@ -109,13 +109,12 @@ def test_best_is_one_command_that_resumes_at_the_stage_it_stopped_and_submits(
     ("model.widths=0", "pipeline best, stage shared: model.widths=(0,): expected"),
 ])
 def test_a_set_that_does_not_apply_is_refused_before_anything_trains(
-        synth_competition, tmp_path, assignment, expected):
+        synth_competition, tmp_path, capsys, assignment, expected):
     _, data_dir = synth_competition
-    result = subprocess.run(kit_command(data_dir, tmp_path / "cv", "cv", "--preset", "best",
-                                        "--set", assignment),
-                            cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode == 1 and len(lines) == 1 and expected in lines[0], lines
+    code = cli.main(["--data", str(data_dir), "--runs", str(tmp_path / "cv"), "cv",
+                     "--preset", "best", "--set", assignment])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 1 and len(lines) == 1 and expected in lines[0], lines
     assert not (tmp_path / "cv").exists()
 
 
