@@ -98,19 +98,6 @@ def test_show_prints_the_numbers_of_report_json(quick_run, capsys):
             assert f"{value:.4f}" in out
 
 
-def test_compare_prints_both_runs_and_their_difference(quick_run, tmp_path, capsys):
-    other = tmp_path / "other-run"
-    shutil.copytree(quick_run, other)
-    stored = json.loads((other / "report.json").read_text())
-    stored["overall_rmse"] += 0.5
-    stored["run"] = "other-run"
-    (other / "report.json").write_text(json.dumps(stored))
-    assert cli.main(["--runs", str(quick_run.parent), "compare", str(quick_run), str(other)]) == 0
-    out = capsys.readouterr().out
-    assert f"{stored['overall_rmse'] - 0.5:.4f}" in out and f"{stored['overall_rmse']:.4f}" in out
-    assert "+0.5000" in out
-
-
 def test_show_without_any_run_says_to_run_make_cv(tmp_path, capsys):
     assert cli.main(["--runs", str(tmp_path), "show"]) == 1
     assert "run `make cv` first" in capsys.readouterr().err

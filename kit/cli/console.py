@@ -97,8 +97,13 @@ def print_report(result: dict) -> None:
         summary.add_row(f"OOF, {subset}-key model ({entry['rows']} rows)", value(entry["rmse"]))
         summary.add_row("  per fold, mean ± spread",
                         f"{entry['fold_mean']:.4f} ± {entry['fold_std']:.4f}")
-    summary.add_row("[bold]leaderboard estimate[/]",
-                    f"[bold]{value(result['leaderboard_estimate'].get('rmse'))}[/]")
+    estimate = result["leaderboard_estimate"]
+    interval = estimate.get("interval") or {}
+    summary.add_row("[bold]leaderboard estimate[/]" + (" [95 % interval]" if "low" in interval
+                                                        else ""),
+                    f"[bold]{value(estimate.get('rmse'))}[/]" + (
+                        f" [{interval['low']:.4f}, {interval['high']:.4f}]" if "low" in interval
+                        else ""))
     console.print(summary)
     folds = Table(title="Per fold", title_justify="left")
     folds.add_column("subset")

@@ -64,6 +64,7 @@ def cmd_cv(args) -> None:
                       f"took {engine['compile_seconds']:.1f} s")
     console.print(f"[green]run[/] {run_dir} ({seconds / 60:.1f} min); "
                   f"report: {run_dir / 'report.md'}")
+    print_warning(result)
 
 
 def cmd_pipeline(args) -> None:
@@ -89,6 +90,62 @@ def cmd_pipeline(args) -> None:
                   f"({(time.perf_counter() - started) / 60:.1f} min this call); "
                   f"{args.runs / folders.LATEST} points to it, so `make submit` submits it; "
                   f"report: {final / 'report.md'}")
+    print_warning(files.read_report(final))
+
+
+def print_warning(result: dict) -> None:
+    """The report's warning (a run worse than predicting each keypoint's mean), if any."""
+    if result.get("warning"):
+        error_console.print(f"[yellow]warning:[/] {escape(result['warning'])}")
+
+
+def cmd_compare(args) -> None:
+    from kit.data import tables
+    from kit.results import compare
+
+    run_a, run_b = (folders.resolve_run(args.runs, name) for name in (args.run_a, args.run_b))
+    training = tables.load_training(args.data)
+    lookup = lookup_or_none(args.data)
+    with console.status("bootstrapping B - A over face groups"):
+        result = compare.compare_runs(run_a, run_b, training, lookup, args.resamples,
+                                      args.seed)
+    print_comparison(result, compare.headline(result))
+
+
+def print_comparison(result: dict, headline: str) -> None:
+    from rich.table import Table
+
+    from kit.cli.console import value
+
+    a, b = result["runs"]
+    console.print(f"A = [bold]{a}[/], B = [bold]{b}[/]")
+    differences = result.get("config_differences", [])
+    if differences:
+        more = f" and {len(differences) - 8} more" if len(differences) > 8 else ""
+        console.print("configs differ in " + "; ".join(differences[:8]) + more)
+    boot = result["bootstrap"]
+    console.print(
+        f"on the {result['lines']:,} OOF values of {result['rows']:,} rows both runs predicted "
+        f"(A has {result['lines_a']:,}, B {result['lines_b']:,}); {boot['method']}, "
+        f"{boot['resamples']} resamples, seed {boot['seed']}; {result['groups']:,} face groups: "
+        f"{result.get('groups_from', 'the runs')}")
+    level = f"{boot['level']:.0%}"
+    for title, kinds in (("RMSE in pixels; B - A below zero: B is better",
+                          ("estimate", "overall", "subset")),
+                         ("Per keypoint (OOF RMSE in pixels)", ("keypoint",))):
+        table = Table(title=title, title_justify="left")
+        for column in ("measure", "A", "B", "B - A", f"{level} interval", "verdict"):
+            table.add_column(column, justify="left" if column in ("measure", "verdict")
+                             else "right", no_wrap=column != "measure")
+        for row in result["figures"]:
+            if row["kind"] in kinds:
+                table.add_row(row["measure"], value(row["a"]), value(row["b"]),
+                              f"{row['difference']:+.4f}",
+                              f"{row['low']:+.4f} to {row['high']:+.4f}", row["verdict"])
+        console.print(table)
+    if result.get("estimate_reason"):
+        console.print(f"no leaderboard estimate: {result['estimate_reason']}")
+    console.print(f"[bold]{escape(headline)}[/]")
 
 
 def lookup_or_none(data_dir: Path):

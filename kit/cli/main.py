@@ -20,7 +20,7 @@ from kit.cli.console import (
     print_report,
     value,
 )
-from kit.cli.cv_verbs import cmd_cv, cmd_devices, lookup_or_none
+from kit.cli.cv_verbs import cmd_compare, cmd_cv, cmd_devices, lookup_or_none, print_warning
 from kit.config import PIPELINES, PRESETS
 from kit.core.errors import KitError
 from kit.kaggle import places
@@ -32,7 +32,7 @@ from kit.training import interrupts, runtime
 
 
 # The verbs that read the competition's files (on Kaggle they are prepared first).
-DATA_VERBS = ("data", "cv", "report", "submit", "augment-preview", "ensemble")
+DATA_VERBS = ("data", "cv", "report", "submit", "augment-preview", "ensemble", "compare")
 
 
 def cmd_download(args) -> None:
@@ -116,7 +116,9 @@ def cmd_report(args) -> None:
 
     run_dir = folders.resolve_run(args.runs, args.run)
     training = tables.load_training(args.data)
-    print_report(report.write(run_dir, training, lookup_or_none(args.data)))
+    result = report.write(run_dir, training, lookup_or_none(args.data))
+    print_report(result)
+    print_warning(result)
 
 
 def cmd_ensemble(args) -> None:
@@ -140,30 +142,6 @@ def _load_report(runs: Path, name: str | None) -> dict:
 
 def cmd_show(args) -> None:
     print_report(_load_report(args.runs, args.run))
-
-
-def cmd_compare(args) -> None:
-    a, b = _load_report(args.runs, args.run_a), _load_report(args.runs, args.run_b)
-    table = Table(title="Comparison (RMSE in pixels; negative difference: B is better)",
-                  title_justify="left")
-    for column in ("measure", a["run"], b["run"], "B - A"):
-        table.add_column(column, justify="left" if column == "measure" else "right")
-
-    def row(label, x, y):
-        diff = "–" if x is None or y is None else f"{y - x:+.4f}"
-        table.add_row(label, value(x), value(y), diff)
-
-    row("OOF, all values", a["overall_rmse"], b["overall_rmse"])
-    for subset in sorted(set(a["subsets"]) | set(b["subsets"])):
-        row(f"OOF, {subset}-key model", a["subsets"].get(subset, {}).get("rmse"),
-            b["subsets"].get(subset, {}).get("rmse"))
-    row("leaderboard estimate", a["leaderboard_estimate"].get("rmse"),
-        b["leaderboard_estimate"].get("rmse"))
-    for key in ("preset", "folds", "grouped_folds", "seed", "flip_tta"):
-        if a["config"].get(key) != b["config"].get(key):
-            table.add_row(f"config {key}", str(a["config"].get(key)),
-                          str(b["config"].get(key)), "")
-    console.print(table)
 
 
 def cmd_augment_preview(args) -> None:
@@ -326,9 +304,12 @@ def parser() -> argparse.ArgumentParser:
                    help="CV runs folder, where the ensemble run goes too (default cv/)")
     p.set_defaults(handler=cmd_ensemble)
 
-    p = verbs.add_parser("compare", help="two runs side by side")
-    p.add_argument("run_a")
-    p.add_argument("run_b")
+    p = verbs.add_parser("compare", help="B - A of two runs' RMSEs on the OOF rows both "
+                         "predicted, with a 95%% interval (paired bootstrap over face groups)")
+    p.add_argument("run_a", metavar="RUN_A", help="run id or folder")
+    p.add_argument("run_b", metavar="RUN_B", help="run id or folder")
+    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
+    p.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
     p.set_defaults(handler=cmd_compare)
 
     p = verbs.add_parser("augment-preview", help="PNG grid of augmented training faces")

@@ -14,6 +14,7 @@ MSE(core, c) the 4-key model's OOF error on column c over the rows with only the
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +22,13 @@ import pandas as pd
 
 from kit import config as config_io
 from kit.core import fileio
+from kit.core.errors import KitError
 from kit.core.keypoints import COLUMNS, KEYPOINT_NAMES
-from kit.data.lookup import core_choice, lookup_blocks, oof_mse
+from kit.data.lookup import core_choice, lookup_blocks
 from kit.data.tables import LookupTable, TrainingSet, subset_indices
 from kit.model import heads
-from kit.results import faces, label_noise, plots
-from kit.runs import files
+from kit.results import faces, intervals, label_noise, plots
+from kit.runs import files, folds
 from kit.training import runtime
 
 PICTURES = ("curves.png", "keypoint-error.png", "errors-on-face.png", "worst.png")
@@ -39,37 +41,154 @@ def _rmse(frame: pd.DataFrame) -> float:
     return float(np.sqrt(np.mean((frame["prediction"] - frame["truth"]) ** 2)))
 
 
-def leaderboard_estimate(oof: pd.DataFrame, complete_rows: np.ndarray, lookup: LookupTable,
-                         choice: dict[str, str]) -> dict:
+@dataclass(frozen=True)
+class EstimateTerms:
+    """The leaderboard estimate's terms over an OOF table, one per (block, column) the lookup
+    table asks: its lookup rows (the weight), the model answering it, and the positions in
+    the table of the OOF lines whose mean squared error it takes. `reason` instead where a
+    term has no line."""
+
+    terms: list[dict]
+    weights: np.ndarray
+    lines: list[np.ndarray]
+    rows_by_block: dict
+    reason: str | None = None
+
+
+def leaderboard_terms(oof: pd.DataFrame, complete_rows: np.ndarray, lookup: LookupTable,
+                      choice: dict[str, str]) -> EstimateTerms:
     blocks = lookup_blocks(lookup)
-    in_complete = oof["row"].isin(complete_rows)
-    total, weight, terms = 0.0, 0, []
+    in_complete = oof["row"].isin(complete_rows).to_numpy()
+    subsets, columns = oof["subset"].to_numpy(), oof["column"].to_numpy()
+    terms, weights, lines = [], [], []
     counts = pd.DataFrame({"block": blocks, "column": lookup.columns}).value_counts()
     for (block, column), n in counts.items():
         name = COLUMNS[column]
         if block == "full":
             subset = choice.get(name, "15")
-            part = oof[(oof["subset"] == subset) & (oof["column"] == column) & in_complete]
+            chosen = (subsets == subset) & (columns == column) & in_complete
         else:
             subset = "4"
-            part = oof[(oof["subset"] == "4") & (oof["column"] == column) & ~in_complete]
-            if len(part) == 0:
-                part = oof[(oof["subset"] == "4") & (oof["column"] == column)]
-        mse = oof_mse(part)
-        if not np.isfinite(mse):
-            return {"rmse": None, "reason": f"no OOF predictions for {name} ({block} images)"}
-        total += n * mse
-        weight += int(n)
-        terms.append({"block": block, "column": name, "rows": int(n), "model": subset,
-                      "rmse": float(np.sqrt(mse))})
-    blocks_count = {b: int((blocks == b).sum()) for b in ("full", "core")}
-    return {"rmse": float(np.sqrt(total / weight)), "lookup_rows": weight,
-            "rows_by_block": blocks_count, "terms": terms}
+            chosen = (subsets == "4") & (columns == column) & ~in_complete
+            if not chosen.any():
+                chosen = (subsets == "4") & (columns == column)
+        if not chosen.any():
+            return EstimateTerms([], np.zeros(0), [], {},
+                                 f"no OOF predictions for {name} ({block} images)")
+        terms.append({"block": block, "column": name, "rows": int(n), "model": subset})
+        weights.append(int(n))
+        lines.append(np.flatnonzero(chosen))
+    rows_by_block = {b: int((blocks == b).sum()) for b in ("full", "core")}
+    return EstimateTerms(terms, np.array(weights, np.float64), lines, rows_by_block)
+
+
+def squared_errors(oof: pd.DataFrame) -> np.ndarray:
+    return (oof["prediction"].to_numpy(np.float64) - oof["truth"].to_numpy(np.float64)) ** 2
+
+
+def leaderboard_estimate(oof: pd.DataFrame, complete_rows: np.ndarray, lookup: LookupTable,
+                         choice: dict[str, str]) -> dict:
+    estimate = leaderboard_terms(oof, complete_rows, lookup, choice)
+    if estimate.reason:
+        return {"rmse": None, "reason": estimate.reason}
+    squared = squared_errors(oof)
+    mse = np.array([squared[lines].mean() for lines in estimate.lines])
+    terms = [dict(term, rmse=float(np.sqrt(m))) for term, m in zip(estimate.terms, mse)]
+    return {"rmse": float(np.sqrt(estimate.weights @ mse / estimate.weights.sum())),
+            "lookup_rows": int(estimate.weights.sum()),
+            "rows_by_block": estimate.rows_by_block, "terms": terms}
+
+
+def estimate_interval(oof: pd.DataFrame, complete_rows: np.ndarray, lookup: LookupTable,
+                      choice: dict[str, str], groups: np.ndarray,
+                      resamples: int = intervals.RESAMPLES, seed: int = intervals.SEED) -> dict:
+    """The leaderboard estimate's 95 % interval by a bootstrap over face groups (`groups`:
+    each training row's group), or why there is none."""
+    estimate = leaderboard_terms(oof, complete_rows, lookup, choice)
+    if estimate.reason:
+        return {"reason": estimate.reason}
+    rows = oof["row"].to_numpy()
+    if len(rows) and rows.max() >= len(groups):
+        return {"reason": f"OOF row {rows.max()} has no face group ({len(groups)} training "
+                          "rows); expected a run of this data"}
+    index, n_groups = intervals.group_index(np.asarray(groups)[rows])
+    try:
+        bootstrap = intervals.GroupBootstrap(n_groups, resamples, seed)
+    except KitError as error:
+        return {"reason": str(error)}
+    figure = intervals.totals(index, squared_errors(oof), estimate.lines, n_groups)
+    return bootstrap.rmse(figure, estimate.weights).as_dict()
+
+
+def face_groups(run_dir: Path, training: TrainingSet) -> tuple[np.ndarray, str]:
+    """Each training row's face group, for the run's intervals (groups_of its folds.json)."""
+    return groups_of(files.read_folds(run_dir), files.read_config(run_dir).group_similarity,
+                     training)
+
+
+def groups_of(assignment: dict, similarity: float,
+              training: TrainingSet) -> tuple[np.ndarray, str]:
+    """Each training row's face group: the near-duplicate groups the folds of `assignment`
+    (folds.json's content) kept together, or, where they were not grouped, the same linking
+    (kit.runs.folds) at `similarity`; and where they came from, in words."""
+    stored = assignment.get("groups")
+    if isinstance(stored, list) and len(stored) == len(training):
+        return (np.asarray(stored, np.int64),
+                f"the near-duplicate groups its folds kept together, similarity {similarity}")
+    linked = folds.near_duplicate_groups(training.images, similarity)
+    return linked, (f"near-duplicate frames linked at similarity {similarity}, as folds are "
+                    "grouped (its folds were not)")
+
+
+MEAN_BASELINE_RULE = ("each value predicted as its keypoint's mean over the subset's training "
+                      "rows outside the row's fold")
+
+
+def mean_baseline(oof: pd.DataFrame, training: TrainingSet) -> dict:
+    """The RMSE of predicting each keypoint's mean (MEAN_BASELINE_RULE: out-of-fold, from the
+    training labels) on the run's OOF lines, overall and per subset."""
+    squared = np.full(len(oof), np.nan)
+    rows, columns = oof["row"].to_numpy(), oof["column"].to_numpy()
+    truth = oof["truth"].to_numpy(np.float64)
+    for (subset, _), where in oof.groupby(["subset", "fold"], sort=False).indices.items():
+        outside = np.setdiff1d(subset_indices(training.keypoints, str(subset)), rows[where])
+        if len(outside) == 0:
+            continue
+        means = np.nanmean(training.keypoints[outside].astype(np.float64), axis=0)
+        squared[where] = (means[columns[where]] - truth[where]) ** 2
+    subsets = oof["subset"].to_numpy()
+    return {"rule": MEAN_BASELINE_RULE, "overall_rmse": _root_mean(squared),
+            "subsets": {str(s): _root_mean(squared[subsets == s])
+                        for s in dict.fromkeys(subsets)}}
+
+
+def _root_mean(squared: np.ndarray) -> float | None:
+    squared = squared[np.isfinite(squared)]
+    return float(np.sqrt(squared.mean())) if len(squared) else None
+
+
+def worse_than_mean(report: dict) -> str | None:
+    """One line where a subset's model scores worse than predicting each keypoint's mean,
+    else None."""
+    baseline = report["mean_baseline"]
+    worse = [(subset, entry["rmse"], baseline["subsets"].get(subset))
+             for subset, entry in report["subsets"].items()
+             if baseline["subsets"].get(subset) is not None
+             and entry["rmse"] > baseline["subsets"][subset]]
+    if not worse:
+        return None
+    figures = "; ".join(f"the {subset}-key model's OOF RMSE {rmse:.2f} px against {mean:.2f} px"
+                        for subset, rmse, mean in worse)
+    return (f"this run scores worse than predicting each keypoint's mean ({figures}, the means "
+            "of each fold's training rows): its models learnt less than the means, check "
+            "train.learning_rate (a diverged run) and train.epochs")
 
 
 def compute(oof: pd.DataFrame, training: TrainingSet, lookup: LookupTable | None,
-            histories: dict[str, list[list[dict]]] | None = None) -> dict:
-    """Every figure of the report, from the OOF table."""
+            histories: dict[str, list[list[dict]]] | None = None,
+            groups: np.ndarray | None = None) -> dict:
+    """Every figure of the report, from the OOF table; with `groups` (each training row's
+    face group), the leaderboard estimate's interval too."""
     complete_rows = subset_indices(training.keypoints, "15")
     report: dict = {"overall_rmse": _rmse(oof), "subsets": {}}
     for subset, part in oof.groupby("subset", sort=False):
@@ -101,22 +220,30 @@ def compute(oof: pd.DataFrame, training: TrainingSet, lookup: LookupTable | None
     )
     if lookup is not None and {"15", "4"} <= set(report["subsets"]):
         report["leaderboard_estimate"] = leaderboard_estimate(oof, complete_rows, lookup, choice)
+        if groups is not None and report["leaderboard_estimate"]["rmse"] is not None:
+            report["leaderboard_estimate"]["interval"] = estimate_interval(
+                oof, complete_rows, lookup, choice, groups)
     else:
         report["leaderboard_estimate"] = {
             "rmse": None, "reason": "needs both subsets and data/IdLookupTable.csv"
         }
+    report["mean_baseline"] = mean_baseline(oof, training)
+    warning = worse_than_mean(report)
+    if warning:
+        report["warning"] = warning
     return report
 
 
 def member_rows(run_dir: Path, training: TrainingSet, lookup: LookupTable | None,
-                own: dict) -> list[dict]:
-    """An ensemble run's members, each scored by compute() as a run of its own, then the
-    ensemble (`own`, its figures): where the ensemble's score comes from."""
+                own: dict, groups: np.ndarray | None = None) -> list[dict]:
+    """An ensemble run's members, each scored by compute() as a run of its own (over the same
+    face `groups` for the intervals), then the ensemble (`own`, its figures): where the
+    ensemble's score comes from."""
     weights = files.read_weights(run_dir)
     rows = []
     for member in files.ensemble_members(run_dir):
         row = _summary_row(member.name, "member",
-                           compute(files.read_oof(member), training, lookup))
+                           compute(files.read_oof(member), training, lookup, groups=groups))
         row["mean_weight"] = {
             subset: float(np.mean([w.get(member.name, 0.0) for w in columns.values()]))
             for subset, columns in weights.items()
@@ -126,9 +253,12 @@ def member_rows(run_dir: Path, training: TrainingSet, lookup: LookupTable | None
 
 
 def _summary_row(run: str, role: str, figures: dict) -> dict:
+    interval = figures["leaderboard_estimate"].get("interval") or {}
     return {"run": run, "role": role,
             "subsets": {s: e["rmse"] for s, e in figures["subsets"].items()},
-            "leaderboard_estimate": figures["leaderboard_estimate"].get("rmse")}
+            "leaderboard_estimate": figures["leaderboard_estimate"].get("rmse"),
+            "leaderboard_interval": ([interval["low"], interval["high"]] if "low" in interval
+                                     else None)}
 
 
 def estimate_method(stage: dict, config: dict | None) -> str:
@@ -180,9 +310,12 @@ def write(run_dir: Path, training: TrainingSet, lookup: LookupTable | None,
     # Keyed by network, as the folds were trained; an ensemble trains nothing.
     histories = {} if is_ensemble else files.read_histories(run_dir, heads.networks(config),
                                                             config.folds)
-    report = compute(oof, training, lookup, subset_histories(config, histories))
+    groups, groups_from = face_groups(run_dir, training)
+    report = compute(oof, training, lookup, subset_histories(config, histories), groups)
+    if "interval" in report["leaderboard_estimate"]:
+        report["leaderboard_estimate"]["interval"]["groups_from"] = groups_from
     if is_ensemble:
-        report["members"] = member_rows(run_dir, training, lookup, report)
+        report["members"] = member_rows(run_dir, training, lookup, report, groups)
     report["run"] = run_dir.name
     report["config"] = config_io.to_dict(config)
     if seconds is not None:
@@ -273,6 +406,27 @@ def _fmt(value) -> str:
     return "–" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.4f}"
 
 
+def _with_interval(value, interval) -> str:
+    """A figure and, where there is one, its interval ([low, high] or an interval's dict)."""
+    if isinstance(interval, dict):
+        interval = [interval["low"], interval["high"]] if "low" in interval else None
+    return _fmt(value) + (f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else "")
+
+
+def interval_line(estimate: dict) -> str | None:
+    """How the estimate's interval was made, in words (None where there is no estimate)."""
+    interval = estimate.get("interval")
+    if estimate.get("rmse") is None or interval is None:
+        return None
+    if "low" not in interval:
+        return f"No interval for the leaderboard estimate: {interval['reason']}."
+    return (f"The leaderboard estimate's {interval['level']:.0%} interval "
+            f"[{interval['low']:.4f}, {interval['high']:.4f}]: a {interval['method']} "
+            f"({interval['groups']} groups: {interval.get('groups_from', 'the run')}), "
+            f"{interval['resamples']} resamples, seed {interval['seed']}; how it is made: the "
+            "kit's docs/method.md, Intervals.")
+
+
 def markdown(report: dict) -> str:
     lines = [f"# CV run {report['run']}", ""]
     config = report["config"]
@@ -295,8 +449,20 @@ def markdown(report: dict) -> str:
     ]
     for subset, entry in report["subsets"].items():
         lines.append(f"| OOF, {subset}-key model ({entry['rows']} rows) | {_fmt(entry['rmse'])} |")
+    baseline = report.get("mean_baseline")
+    if baseline:
+        lines.append(f"| each keypoint's mean as the prediction, out of fold | "
+                     f"{_fmt(baseline['overall_rmse'])} |")
     estimate = report["leaderboard_estimate"]
-    lines.append(f"| **leaderboard estimate** | **{_fmt(estimate.get('rmse'))}** |")
+    lines.append(f"| **leaderboard estimate** [95 % interval] | "
+                 f"**{_with_interval(estimate.get('rmse'), estimate.get('interval'))}** |")
+    if report.get("warning"):
+        lines += ["", f"**Warning:** {report['warning']}."]
+    if baseline:
+        lines += ["", (f"The mean baseline: {baseline['rule']} (a model that learnt anything "
+                       "scores below it).")]
+    if interval_line(estimate):
+        lines += ["", interval_line(estimate)]
     if "train_seconds" in report:
         lines += ["", f"Training took {report['train_seconds'] / 60:.1f} minutes."]
     if "engine" in report:
@@ -308,23 +474,26 @@ def markdown(report: dict) -> str:
         lines += ["", runtime.describe(engine["versions"])] if "versions" in engine else []
     if members:
         lines += ["", "## Members", "",
-                  ("| run | 15-key OOF | 4-key OOF | leaderboard estimate | mean weight, 15-key "
+                  ("| run | 15-key OOF | 4-key OOF | leaderboard estimate [95 %] | mean weight, 15-key "
                    "| mean weight, 4-key |"), "|---|---|---|---|---|---|"]
         for row in report["members"]:
             weight = row.get("mean_weight", {})
             name = f"**{row['run']}** (ensemble)" if row["role"] == "ensemble" else row["run"]
+            estimate_text = _with_interval(row["leaderboard_estimate"],
+                                           row.get("leaderboard_interval"))
             lines.append(f"| {name} | {_fmt(row['subsets'].get('15'))} | "
-                         f"{_fmt(row['subsets'].get('4'))} | {_fmt(row['leaderboard_estimate'])} "
+                         f"{_fmt(row['subsets'].get('4'))} | {estimate_text} "
                          f"| {_fmt(weight.get('15'))} | {_fmt(weight.get('4'))} |")
     if report.get("pipeline"):
         lines += ["", "## Pipeline", "",
-                  ("| stage | run | 15-key OOF | 4-key OOF | leaderboard estimate | minutes | "
+                  ("| stage | run | 15-key OOF | 4-key OOF | leaderboard estimate [95 %] | minutes | "
                   "how the estimate was made |"), "|---|---|---|---|---|---|---|"]
         for row in report["pipeline"]:
             minutes = "–" if row.get("seconds") is None else f"{row['seconds'] / 60:.1f}"
+            estimate_text = _with_interval(row["leaderboard_estimate"],
+                                           row.get("leaderboard_interval"))
             lines.append(f"| {row['role']} | {row['run']} | {_fmt(row['subsets'].get('15'))} | "
-                         f"{_fmt(row['subsets'].get('4'))} | "
-                         f"{_fmt(row['leaderboard_estimate'])} | {minutes} | "
+                         f"{_fmt(row['subsets'].get('4'))} | {estimate_text} | {minutes} | "
                          f"{row['estimate_method']} |")
     select = config.get("train", {}).get("select", "best")
     ema = config.get("train", {}).get("ema", 0.0)
