@@ -25,13 +25,12 @@ from kit.core.errors import KitError
 from kit.data import download
 from kit.kaggle import client, kernel_api, kernel_setup, places
 from kit.remote import code, kernels
-from tests.conftest import SHARED, refusal
+from tests.conftest import refusal
 from tests.fake_kaggle import FakeKaggle, isolated_kaggle_home
 
 FAKE_USER = "fake-user"
 FAKE_KEY = "remotekey0123456789abcdef"
 BASIC = base64.b64encode(f"{FAKE_USER}:{FAKE_KEY}".encode()).decode()
-PRACTICE = SHARED / "data" / "practice"
 RUN = "20240501-120000-quick"
 
 
@@ -530,12 +529,11 @@ def snapshot_bytes(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (PRACTICE / "facial-keypoints-detection.zip").exists(),
-                    reason=f"needs the practice competition at {PRACTICE} (../shared)")
 def test_remote_cv_runs_the_pushed_code_and_comes_back_as_a_submittable_run(
-        tmp_path, runs, credentials, monkeypatch, capsys):
+        tmp_path, runs, credentials, monkeypatch, capsys, synth_competition):
+    made, _ = synth_competition  # a competition in Kaggle's layout, small enough for seconds
     competition = tmp_path / "competition"  # what Kaggle mounts at /kaggle/input/<competition>
-    with zipfile.ZipFile(PRACTICE / "facial-keypoints-detection.zip") as archive:
+    with zipfile.ZipFile(made["archive"]) as archive:
         archive.extractall(competition)
     mounted = snapshot_bytes(competition)
     with FakeKaggle(competition_files=competition, kernel_home=tmp_path / "kaggle") as fake:
@@ -577,10 +575,10 @@ def test_remote_cv_runs_the_pushed_code_and_comes_back_as_a_submittable_run(
 
     # `make submit DRY_RUN=1` on it, unchanged.
     data_dir = tmp_path / "data"
-    download.download(data_dir, archive=PRACTICE / "facial-keypoints-detection.zip")
+    download.download(data_dir, archive=made["archive"])
     out_dir = tmp_path / "submissions"
     assert cli.main(["--data", str(data_dir), "--runs", str(runs), "submit", "--dry-run",
-                     "--out", str(out_dir), "--solution", str(PRACTICE / "solution.csv")]) == 0
+                     "--out", str(out_dir), "--solution", str(made["solution"])]) == 0
     written = sorted(out_dir.glob("*.csv"))
     assert len(written) == 1 and "dry run: not uploaded" in capsys.readouterr().out
     assert written[0].read_text().startswith("RowId,Location\n")
