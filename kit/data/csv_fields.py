@@ -47,8 +47,8 @@ def parse_pixels(fields: list[bytes], path: Path, first_line: int) -> np.ndarray
     """Image fields ("12 250 3 ...") to uint8 (N, 96, 96).
 
     numpy's C text parser per row: a Python `split` per row makes 65 million string objects
-    on Kaggle's 7049 rows (about 20 s); this makes none, and it runs on every core because
-    numpy's parser releases the GIL.
+    on Kaggle's 7049 rows; this makes none, and it runs on every core because numpy's parser
+    releases the GIL.
     """
     images = np.empty((len(fields), PIXELS), np.uint8)
     workers = max(1, min(os.cpu_count() or 1, 8, len(fields)))

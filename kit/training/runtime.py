@@ -1,10 +1,9 @@
 """How the process meets the hardware, set before JAX starts: CPU cores as devices, and a
 compilation cache that outlives the process.
 
-On the CPU, one XLA device with a thread pool trains a batch-64 step at 437 images/s on two
-cores; two single-threaded devices, each taking half of every batch, train it at 619
-(measured side by side on a 2-core machine). So each core becomes a device and training
-splits its batches over them, the same code path that splits them over several GPUs.
+On the CPU each core becomes a single-threaded device: training splits its batches over them
+faster than one device's thread pool runs them (docs/engine.md), and it is the same code path
+that splits them over several GPUs.
 
 Compiling the training programs costs seconds to minutes (XLA's GPU autotuning, large
 programs on the CPU); JAX's persistent cache keeps them on disk, keyed by the program and the
