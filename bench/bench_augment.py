@@ -1,4 +1,4 @@
-"""Throughput of the jitted `kit.augment.augment` on batches of 64 random 96x96 faces.
+"""Throughput of the jitted `kit.model.augment.augment` on batches of 64 random 96x96 faces.
 
 Run: python bench/bench_augment.py   (prints {"augment_images_per_s": ...})
 """

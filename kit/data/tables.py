@@ -62,7 +62,7 @@ class LookupTable:
 
     row_ids: np.ndarray  # int64 (R,)
     image_ids: np.ndarray  # int64 (R,)
-    columns: np.ndarray  # int64 (R,) index into kit.keypoints.COLUMNS
+    columns: np.ndarray  # int64 (R,) index into kit.core.keypoints.COLUMNS
 
     def __len__(self) -> int:
         return len(self.row_ids)

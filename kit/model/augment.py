@@ -7,7 +7,7 @@ config as a static argument.
 Conventions
 - images: float32 (B, H, W), H == W == `size`, pixel values in [0, 1].
 - keypoints: float32 (B, 2K) in pixel coordinates, columns x, y, x, y, ... as named by a
-  `columns` tuple (`kit.keypoints.COLUMNS` or `CORE_COLUMNS`); mask: float32 (B, 2K), 1 where a
+  `columns` tuple (`kit.core.keypoints.COLUMNS` or `CORE_COLUMNS`); mask: float32 (B, 2K), 1 where a
   label is present (missing labels are 0 in both arrays).
 - Pixel centres: Kaggle's x is the column index of a pixel's centre, so the pixel in row i,
   column j has its centre at (x, y) = (j, i) and covers [j - 0.5, j + 0.5]. The image centre is
@@ -39,7 +39,7 @@ def hflip(
 ) -> tuple[jax.Array, jax.Array]:
     """Mirror every image left-right: x -> (W - 1) - x, and relabel left/right columns.
 
-    `permutation` is `kit.keypoints.flip_permutation(columns)`; even columns are x.
+    `permutation` is `kit.core.keypoints.flip_permutation(columns)`; even columns are x.
     """
     width = images.shape[-1]
     is_x = (jnp.arange(keypoints.shape[-1]) % 2) == 0

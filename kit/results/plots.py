@@ -137,7 +137,7 @@ def keypoint_error_bars(per_keypoint: Mapping[str, Mapping[str, float]], path: P
         unknown = sorted(set(errors) - set(KEYPOINT_NAMES))
         if unknown:
             raise ValueError(f"keypoint_error_bars: subset {subset}: unknown keypoint names "
-                             f"{unknown}; expected names from kit.keypoints.KEYPOINT_NAMES")
+                             f"{unknown}; expected names from kit.core.keypoints.KEYPOINT_NAMES")
     subsets = list(per_keypoint)
     bar_height = 0.8 / len(subsets)
     # Kaggle's order from top to bottom.
