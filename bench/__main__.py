@@ -2,7 +2,8 @@
 accuracy of one fold of the default preset on the practice data.
 
 python -m bench [parse|augment|train|torch|fold|cv ...]   (default: all)
-python -m bench fold [--preset P] [--fold K] [KEY=VALUE ...]   (one fold, with overrides)
+python -m bench fold [--preset P] [--set KEY=VALUE] [--fold K[,K]] [--seeds N] [KEY=VALUE ...]
+                     (the KEY=VALUE override against its base, paired, with a 95 % interval)
 python -m bench cv [--preset P] [--set KEY=VALUE] [--epochs E] [--size practice|kaggle]
                    [--engine new|old]
 python -m bench folds [--folds K] [--similarity S ...]   (held-out faces against the test's)
