@@ -74,6 +74,7 @@ def test_v1_is_b2cd740s_default_exactly():
     assert now["model"].pop("deep_blocks") == 0  # no block beyond blocks_per_stage
     early = (now["train"].pop("early_size"), now["train"].pop("early_share"))
     assert early == (0, 0)  # every epoch at the input size
+    assert now["train"].pop("precision") == "fp32"  # computed in fp32 on every device
     assert (now.pop("tta_zoom"), now.pop("tta_rotate")) == (0.0, 0.0)  # and shifted views
     occlusion = (now["augment"].pop("occlude_prob"), now["augment"].pop("occlude_size"))
     assert occlusion == (0.0, 0.4)  # and nothing covered

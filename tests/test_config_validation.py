@@ -286,13 +286,14 @@ def test_each_choice_the_schema_accepts_is_a_key_of_the_code_that_acts_on_it():
     """The schema lists a choice's names so a config is refused before training is imported;
     the modules that act on them key a dictionary by them: the two must be the same names."""
     from kit.model import networks
-    from kit.training import train
+    from kit.training import precision, train
 
     assert config_io.NETWORK_KINDS == tuple(networks.NETWORKS)
     assert config_io.HEADS == tuple(networks.HEADS)
     assert config_io.OPTIMIZERS == tuple(train.OPTIMIZERS)
     assert config_io.SCHEDULES == tuple(train.SCHEDULES)
     assert config_io.LOSSES == tuple(train.LOSSES)
+    assert config_io.PRECISIONS == tuple(precision.PRECISIONS)
 
 
 @pytest.mark.parametrize("widths, input_size", [((8,), 32), ((8, 8), 48), ((8, 8, 8), 96),

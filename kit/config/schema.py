@@ -27,6 +27,7 @@ __all__ = [
     "LOSSES",
     "NETWORK_KINDS",
     "OPTIMIZERS",
+    "PRECISIONS",
     "SCHEDULES",
     "SECTIONS",
     "SELECTIONS",
@@ -49,8 +50,9 @@ __all__ = [
 COMPETITION = "facial-keypoints-detection"
 
 # The names each choice accepts. The modules that act on them hold them as dictionaries keyed
-# by these names (networks.NETWORKS and HEADS, train.OPTIMIZERS, SCHEDULES and LOSSES; a test
-# checks the keys); the names live here too so a config is refused before any is imported.
+# by these names (networks.NETWORKS and HEADS, train.OPTIMIZERS, SCHEDULES and LOSSES,
+# precision.PRECISIONS; a test checks the keys); the names live here too so a config is
+# refused before any is imported.
 NETWORK_KINDS = ("seed", "resnet")
 HEADS = ("dense", "soft_argmax")
 OPTIMIZERS = ("adamw", "sgd")
@@ -59,6 +61,7 @@ LOSSES = ("mse", "l1", "wing")
 SELECTIONS = ("best", "last")
 FOLD_BATCHINGS = ("auto", "vmap", "map")
 FLAGGED_LABELS = ("keep", "drop", "downweight")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SUBSETS = tuple(SUBSET_COLUMNS)  # "15", "4"
 
 HALF_FRAME = f"[0, {IMAGE_SIZE // 2})"  # a shift of half the frame or more pushes the face out
@@ -177,6 +180,9 @@ class TrainConfig:
     # same weights serve both. 0 and 0: none; _check_early_size checks the pair.
     early_size: int = setting(0, f"[0, {IMAGE_SIZE}]")
     early_share: float = setting(0.0, "[0, 1)")  # at 1 no epoch would train at full size
+    # The dtype the network computes in (weights, batch norm, the loss and the optimiser stay
+    # fp32; fp16 with dynamic loss scaling); "auto": by the device (kit.training.precision).
+    precision: str = setting("auto", names=PRECISIONS)
 
     def __post_init__(self) -> None:
         check(self)

@@ -50,6 +50,7 @@ V1 = {
         "seed": 0,
         "early_size": 0,
         "early_share": 0.0,
+        "precision": "fp32",
     },
     "augment": {
         "flip_prob": 0.5,

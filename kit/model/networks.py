@@ -5,9 +5,12 @@ Targets are scaled to a unit range (the student report's advice): a pixel coordi
 """
 from __future__ import annotations
 
+import contextlib
+
 import haiku as hk
 import jax
 import jax.numpy as jnp
+import jmp
 
 from kit.config import ModelConfig
 from kit.core.keypoints import IMAGE_SIZE
@@ -171,7 +174,8 @@ def soft_argmax_head(config: ModelConfig, outputs: int, stages: list, input_size
         x = hk.Conv2D(config.head_width, 3, with_bias=False)(jax.nn.relu(x))
         x = jax.nn.relu(_batch_norm()(x, is_training))
     logits = hk.Conv2D(outputs // 2, 1, w_init=hk.initializers.VarianceScaling(0.01))(x)
-    return soft_argmax(logits)
+    # The softmax over a whole map and its weighted mean need fp32 under mixed precision.
+    return soft_argmax(logits.astype(jnp.float32))
 
 
 def soft_argmax(logits: jnp.ndarray) -> jnp.ndarray:
@@ -197,15 +201,42 @@ HEADS = {"dense": dense_head, "soft_argmax": soft_argmax_head}
 NETWORKS = {"seed": seed_net, "resnet": resnet}
 
 
-def build(config: ModelConfig, outputs: int) -> hk.TransformedWithState:
-    """The network as a pure (init, apply) pair; batch-norm statistics live in `state`."""
+# The modules that compute in a reduced dtype under mixed precision; everything else
+# (activations, pooling, resizing) follows the dtype it is given.
+COMPUTING_MODULES = (hk.Conv2D, hk.Linear, OneChannelConv2D)
+
+
+@contextlib.contextmanager
+def mixed_precision(dtype):
+    """Haiku's per-class policies while the network is traced, taken back after (they are
+    thread-wide, so a build of another precision in the same process never sees them):
+    weights stored fp32 and cast to `dtype` for the convolutions and dense layers, batch norm
+    computed in fp32 (its statistics are means of squares, beyond fp16's range)."""
+    f32 = jnp.float32
+    with contextlib.ExitStack() as stack:
+        for module in COMPUTING_MODULES:
+            stack.enter_context(hk.mixed_precision.push_policy(
+                module, jmp.Policy(param_dtype=f32, compute_dtype=dtype, output_dtype=dtype)))
+        stack.enter_context(hk.mixed_precision.push_policy(
+            hk.BatchNorm, jmp.Policy(param_dtype=f32, compute_dtype=f32, output_dtype=dtype)))
+        yield
+
+
+def build(config: ModelConfig, outputs: int, dtype=None) -> hk.TransformedWithState:
+    """The network as a pure (init, apply) pair; batch-norm statistics live in `state`.
+    `dtype`: what its layers compute in (None or float32: fp32 throughout, else mixed
+    precision); the weights and the keypoints it returns are fp32 either way."""
     forward = NETWORKS[config.kind](config, outputs)
+    reduced = dtype is not None and jnp.dtype(dtype) != jnp.float32
 
     def net(images, is_training, size=None):
         # `size`: another input size than the config's (progressive resizing's early epochs).
         size = size or config.input_size
         if images.shape[1] != size:
             images = jax.image.resize(images, (images.shape[0], size, size), "linear")
-        return forward(images, is_training)
+        if not reduced:
+            return forward(images, is_training)
+        with mixed_precision(dtype):
+            return forward(images.astype(dtype), is_training).astype(jnp.float32)
 
     return hk.transform_with_state(net)

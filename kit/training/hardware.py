@@ -255,7 +255,7 @@ def cpu_chosen(allow_cpu: bool, environ=os.environ) -> bool:
 
 
 def planned_precision(platform: str, compute_capability: str | None) -> str:
-    """train.precision=auto's rule: fp32 on CPUs; bf16 on TPUs and GPUs of compute
+    """train.precision=auto's rule (kit.training.precision applies it): fp32 on CPUs; bf16 on TPUs and GPUs of compute
     capability 8.0 or newer; fp16 (dynamic loss scaling) on 7.x; fp32 on older cards."""
     if platform == "tpu":
         return "bf16"
@@ -271,15 +271,21 @@ def plan(config, platform: str, devices: list) -> dict:
     """What a cv run of `config` does here: precision, where folds and batches go, and steps
     per dispatch (from the engine's own rules)."""
     from kit.core.errors import KitError
+    from kit.training import precision as precisions
     from kit.training import programs
 
-    precision = planned_precision(platform, getattr(devices[0], "compute_capability", None))
-    if platform == "cpu":
+    choice = config.train.precision
+    try:
+        precision = precisions.resolve(choice, platform,
+                                       getattr(devices[0], "compute_capability", None))
+    except KitError as refused:
+        precision = f"refused: {refused}"
+    if choice != "auto":
+        rule = f"train.precision={choice} asks for it"
+    elif platform == "cpu":
         rule = "fp32 on CPUs"
-    elif any(f.name == "precision" for f in dataclasses.fields(config.train)):
-        rule = "train.precision=auto picks it"
-    else:  # the rule is decided (issue 41), the engine does not follow it yet
-        rule = "planned: the rule train.precision=auto will follow; the engine trains fp32 today"
+    else:
+        rule = "train.precision=auto picks it by the device"
     try:
         batching = programs.resolve_batching(config.engine.fold_batching, platform)
     except KitError as refused:

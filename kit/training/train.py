@@ -16,6 +16,7 @@ from typing import NamedTuple
 import haiku as hk
 import jax
 import jax.numpy as jnp
+import jmp
 import numpy as np
 import optax
 
@@ -23,6 +24,7 @@ from kit.config import Config, TrainConfig
 from kit.core.keypoints import IMAGE_SIZE
 from kit.model import augment, networks
 from kit.model.heads import Task
+from kit.training import precision as precisions
 
 
 class TrainState(NamedTuple):
@@ -36,6 +38,8 @@ class TrainState(NamedTuple):
     # The exponential moving average of params (train.ema > 0), else (): no leaves, so the
     # state and its checkpoints are what they were without it.
     average: hk.Params | tuple = ()
+    # fp16's dynamic loss scale (kit.training.precision), else () as `average`.
+    loss_scale: precisions.LossScale | tuple = ()
 
 
 def weights(state: TrainState) -> tuple[hk.Params, hk.State]:
@@ -143,14 +147,18 @@ def masked_loss(prediction: jnp.ndarray, target: jnp.ndarray, mask: jnp.ndarray,
 
 
 def make_train_step(net: hk.TransformedWithState, optimizer: optax.GradientTransformation,
-                    config: Config, task: Task, input_size: int | None = None) -> Callable:
+                    config: Config, task: Task, input_size: int | None = None,
+                    precision: str = "fp32") -> Callable:
     """The step, not jitted: the programs that call it are. The network sees the augmented
-    images at `input_size` (None: model.input_size).
+    images at `input_size` (None: model.input_size). Under fp16 (`precision`, resolved) the
+    loss is scaled by the state's loss scale and a step whose gradient is not finite changes
+    nothing but the scale (halved) and the step count; its metrics are 0.
 
     batch: uint8 "images" (B, 96, 96), pixel "keypoints" and their "mask" (B, outputs), and
     the step's "learning_rate" (a scalar, from `learning_rate`).
     """
     permutation = task.permutation
+    scaled = precision == "fp16"
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         key, augment_key, dropout_key = jax.random.split(state.key, 3)
@@ -160,14 +168,21 @@ def make_train_step(net: hk.TransformedWithState, optimizer: optax.GradientTrans
         )
         target = networks.to_unit(keypoints)
 
+        loss_scale = state.loss_scale
+        if scaled and not isinstance(loss_scale, precisions.LossScale):
+            raise ValueError("an fp16 step needs a loss scale: make_init(..., precision='fp16')")
+
         def loss_fn(params):
             output, net_state = net.apply(params, state.net_state, dropout_key, images, True,
                                           input_size)
-            return masked_loss(output, target, mask, config.train.loss), (net_state, output)
+            loss = masked_loss(output, target, mask, config.train.loss)
+            return (loss * loss_scale.scale if scaled else loss), (loss, net_state, output)
 
-        (loss, (net_state, output)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        (_, (loss, net_state, output)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params
         )
+        if scaled:
+            grads = precisions.unscale(loss_scale, grads)
         direction, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = descend(state.params, direction, batch["learning_rate"])
         average = state.average
@@ -175,7 +190,15 @@ def make_train_step(net: hk.TransformedWithState, optimizer: optax.GradientTrans
             average = update_average(average, params, config.train.ema, state.step)
         squared = ((output - target) * networks.HALF) ** 2 * mask
         metrics = {"loss": loss, "squared_error": squared.sum(), "count": mask.sum()}
-        return TrainState(params, net_state, opt_state, key, state.step + 1, average), metrics
+        if scaled:
+            finite = jmp.all_finite(grads)
+            loss_scale = precisions.adjust(loss_scale, finite)
+            params, net_state, opt_state, average = jmp.select_tree(
+                finite, (params, net_state, opt_state, average),
+                (state.params, state.net_state, state.opt_state, state.average))
+            metrics = {name: jnp.where(finite, value, 0.0) for name, value in metrics.items()}
+        return TrainState(params, net_state, opt_state, key, state.step + 1, average,
+                          loss_scale), metrics
 
     return train_step
 
@@ -258,13 +281,19 @@ def steps_per_epoch(rows: int, batch_size: int) -> int:
     return max(rows // batch_size, 1)
 
 
+def resolved_precision(config: Config) -> str:
+    """What train.precision trains in on this process's device (auto resolved)."""
+    return precisions.on_this_device(config.train.precision)
+
+
 @functools.lru_cache(maxsize=8)
 def compiled(config: Config, task: Task):
     """The network, optimiser and step, built once per config and task: a fresh closure per
     call would make XLA compile the same program again."""
-    net = networks.build(config.model, task.outputs)
+    precision = resolved_precision(config)
+    net = networks.build(config.model, task.outputs, precisions.compute_dtype(precision))
     optimizer = make_optimizer(config.train)
-    return net, optimizer, make_train_step(net, optimizer, config, task)
+    return net, optimizer, make_train_step(net, optimizer, config, task, precision=precision)
 
 
 @functools.lru_cache(maxsize=8)
@@ -272,7 +301,8 @@ def early_step(config: Config, task: Task) -> Callable:
     """The step of progressive resizing's early epochs: the same network and optimiser as
     `compiled`'s, the images at train.early_size."""
     net, optimizer, _ = compiled(config, task)
-    return make_train_step(net, optimizer, config, task, config.train.early_size)
+    return make_train_step(net, optimizer, config, task, config.train.early_size,
+                           resolved_precision(config))
 
 
 def early_epochs(train: TrainConfig) -> int:
@@ -300,14 +330,17 @@ def fold_key(config: Config, task: Task, fold_seed: int) -> jax.Array:
 
 
 def make_init(net: hk.TransformedWithState, optimizer: optax.GradientTransformation,
-              ema: float = 0.0) -> Callable:
-    """key -> a fresh TrainState; pure, so folds are initialised together under vmap."""
+              ema: float = 0.0, precision: str = "fp32") -> Callable:
+    """key -> a fresh TrainState; pure, so folds are initialised together under vmap.
+    `precision`: the resolved one (`resolved_precision`), fp16's state carrying a loss
+    scale."""
 
     def init(key: jax.Array) -> TrainState:
         init_key, key = jax.random.split(key)
         dummy = jnp.zeros((2, IMAGE_SIZE, IMAGE_SIZE), jnp.float32)
         params, net_state = net.init(init_key, dummy, True)
         return TrainState(params, net_state, optimizer.init(params), key,
-                          jnp.zeros((), jnp.int32), params if ema else ())
+                          jnp.zeros((), jnp.int32), params if ema else (),
+                          precisions.initial_loss_scale(precision))
 
     return init
