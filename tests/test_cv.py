@@ -16,7 +16,7 @@ from kit.model import heads, networks
 from kit.results import report
 from kit.runs import cv, files, predict
 from kit.runs.folds import assign_folds, fingerprint
-from kit.training import checkpoints, engine, train
+from kit.training import checkpoints, loop, train
 from tests.helpers import batch_of, init_state, parameter_count
 
 
@@ -94,7 +94,7 @@ def test_same_config_same_numbers(tmp_path, training, quick_config, run_dir):
 
 
 def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, training, quick_config, run_dir):
-    class StopAfterTheFirstEpochOfTheSecondNetwork(engine.Listener):
+    class StopAfterTheFirstEpochOfTheSecondNetwork(loop.Listener):
         def epoch(self, network, reports):
             if (network, reports[0].epoch) == ("4", 1):
                 raise KeyboardInterrupt

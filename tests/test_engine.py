@@ -13,11 +13,12 @@ import optax
 import pytest
 
 from kit import config as config_io
+from kit.config import schema
 from kit.core.errors import KitError
 from kit.model import heads
 from kit.runs import predict
 from kit.runs.folds import assign_folds, fold_rows
-from kit.training import checkpoints, chunks, engine, interrupts, programs, train
+from kit.training import checkpoints, interrupts, loop, programs, train
 
 NETWORK = "4"  # 60 synthetic rows: 30 training rows a fold, 3 steps of 8 an epoch
 
@@ -30,22 +31,20 @@ def small(quick_config):
 
 
 def train_folds(config, training, folds=(0, 1), checkpoint_dir=None, listener=None,
-                targets=None):
+                targets=None, stats=None):
     assignment = assign_folds(config, training)
     if targets is None:
         targets = heads.network_targets(NETWORK, training.keypoints)
-    placement = programs.Placement.for_batch(config.train.batch_size)
-    data = engine.DeviceData.put(training.images, targets, placement)
-    jobs = [engine.FoldJob(fold, *fold_rows(assignment, NETWORK, fold),
-                           None if checkpoint_dir is None
-                           else checkpoint_dir / f"fold-{fold}.npz")
+    data = loop.NetworkData(training.images, targets)
+    jobs = [loop.FoldJob(fold, *fold_rows(assignment, NETWORK, fold),
+                         None if checkpoint_dir is None else checkpoint_dir / f"fold-{fold}.npz")
             for fold in folds]
-    results = engine.fit_folds(config, heads.task_for(NETWORK), data, jobs,
-                               listener or engine.Listener(), engine.Stats(), NETWORK)
+    results = loop.train_folds(config, heads.task_for(NETWORK), NETWORK, data, jobs,
+                               listener or loop.Listener(), stats or loop.Stats())
     return {result.fold: result for result in results}
 
 
-class AtChunk(engine.Listener):
+class AtChunk(loop.Listener):
     """Does `action` when the group's `chunk`-th chunk of steps has finished."""
 
     def __init__(self, chunk: int, action):
@@ -139,7 +138,7 @@ def test_ctrl_c_is_held_until_a_checkpoint_then_stops_and_resumes_exactly(small,
 def test_a_corrupt_checkpoint_is_said_and_its_fold_starts_again(small, training, tmp_path):
     uninterrupted = train_folds(small, training)
 
-    class StopAfterTheFirstEpoch(engine.Listener):
+    class StopAfterTheFirstEpoch(loop.Listener):
         def epoch(self, network, reports):
             raise KeyboardInterrupt
 
@@ -147,7 +146,7 @@ def test_a_corrupt_checkpoint_is_said_and_its_fold_starts_again(small, training,
         train_folds(small, training, checkpoint_dir=tmp_path, listener=StopAfterTheFirstEpoch())
     (tmp_path / "fold-1.npz").write_bytes(b"PK\x03\x04 not a zip any more")
 
-    class Notes(engine.Listener):
+    class Notes(loop.Listener):
         def __init__(self):
             self.said = []
 
@@ -199,7 +198,7 @@ def test_validate_every_scores_only_its_epochs_and_changes_no_weight(small, trai
         h["val_rmse"] for h in full[0].history[1:]]
     assert (few[0].best_epoch, few[0].best_val_rmse) == (3, full[0].best_val_rmse)
 
-    class StopAfterTheFirstEpoch(engine.Listener):
+    class StopAfterTheFirstEpoch(loop.Listener):
         def epoch(self, network, reports):
             assert [r.val_rmse for r in reports] == [None]
             raise KeyboardInterrupt
@@ -215,7 +214,7 @@ def test_folds_that_do_not_fit_in_memory_train_in_groups(small, training, monkey
     together = train_folds(small, training)
     monkeypatch.setenv("KIT_DEVICE_MEMORY", "1000")
 
-    class Notes(engine.Listener):
+    class Notes(loop.Listener):
         def __init__(self):
             self.said, self.groups = [], []
 
@@ -342,59 +341,94 @@ def test_sigterm_mid_epoch_saves_that_chunk_and_resumes_exactly(small, training,
 
 
 def test_a_chunk_is_sized_to_take_chunk_seconds_within_one_step_and_an_epoch():
-    assert chunks.chunk_size(4, 0.5, 1.0, 100) == 8  # 8 steps a second
-    assert chunks.chunk_size(4, 0.5, 0.01, 100) == 1  # never less than a step
-    assert chunks.chunk_size(4, 0.5, 60.0, 100) == 100  # never more than an epoch
-    assert chunks.chunk_size(3, 0.0, 1.0, 50) == 50  # an instant chunk: no division by 0
+    assert loop.chunk_size(4, 0.5, 1.0, 100) == 8  # 8 steps a second
+    assert loop.chunk_size(4, 0.5, 0.01, 100) == 1  # never less than a step
+    assert loop.chunk_size(4, 0.5, 60.0, 100) == 100  # never more than an epoch
+    assert loop.chunk_size(3, 0.0, 1.0, 50) == 50  # an instant chunk: no division by 0
 
 
-def test_chunks_go_two_in_flight_and_cover_the_epoch_once():
-    events = []
+def test_chunks_cover_every_fold_step_once_and_checkpoints_stand_between_them(small,
+                                                                             training,
+                                                                             tmp_path):
+    """Chunks of one step (chunk_seconds tiny), a checkpoint after each: every step of every
+    fold is trained once, and each checkpoint stands at a step of the epoch in hand."""
+    stats = loop.Stats()
+    seen = []
 
-    def queue_chunk(begin, end):
-        events.append(("queued", begin, end))
-        return jax.numpy.zeros(())
+    class Steps(loop.Listener):
+        def progress(self, network, fold_steps):
+            seen.append(fold_steps)
 
-    def run(first, steps, target_seconds):
-        events.clear()
-        done = []
-        for begin, end in chunks.dispatch(first, steps, queue_chunk,
-                                          chunks.Pace(target_seconds, steps)):
-            events.append(("done", begin, end))
-            done.append((begin, end))
-        return done
-
-    # Tiny chunks: a step each; the second is queued before the first is read.
-    assert run(2, 5, 1e-9) == [(2, 3), (3, 4), (4, 5)]
-    assert events == [("queued", 2, 3), ("queued", 3, 4), ("done", 2, 3), ("queued", 4, 5),
-                      ("done", 3, 4), ("done", 4, 5)]
-    # Long chunks: after the first timed step the rest of the epoch goes at once.
-    assert run(0, 6, 1e9) == [(0, 1), (1, 2), (2, 6)]
-    assert run(3, 3, 1.0) == []
+    train_folds(small, training, checkpoint_dir=tmp_path, listener=Steps(), stats=stats)
+    assignment = assign_folds(small, training)
+    steps = [train.steps_per_epoch(len(fold_rows(assignment, NETWORK, fold)[0]), 8)
+             for fold in (0, 1)]
+    assert sum(seen) == sum(steps) * small.train.epochs
+    assert stats.images == sum(seen) * small.train.batch_size
+    assert set(seen) <= {1, 2}, "a chunk of one step: one step of each fold that has it"
 
 
 def test_fold_step_calls_leave_out_the_steps_that_do_not_count():
     valid = np.array([[True, True, False], [True, False, False]])
     assert programs.fold_step_calls(0, 3, valid) == [(0, 0), (1, 0), (0, 1)]
     assert programs.fold_step_calls(1, 2, valid) == [(0, 1)]
-    vmap = programs.step_program("vmap", None, config_io.preset("quick").train)
-    assert vmap.calls(1, 3, valid) == [(1, 3)]
-    with pytest.raises(ValueError, match="pmap"):
-        programs.step_program("pmap", None, config_io.preset("quick").train)
+    assert programs.FOLD_BATCHINGS["vmap"].calls(1, 3, valid) == [(1, 3)]
+
+
+def test_the_fold_batchings_are_the_names_the_config_allows():
+    assert ("auto", *programs.FOLD_BATCHINGS) == schema.FOLD_BATCHINGS
 
 
 def test_a_checkpoint_is_due_after_checkpoint_seconds_or_when_a_signal_waits():
-    assert not engine.checkpoint_due(59.9, 60.0, interrupted=False)
-    assert engine.checkpoint_due(60.0, 60.0, interrupted=False)
-    assert engine.checkpoint_due(0.0, 60.0, interrupted=True)
-    assert engine.checkpoint_due(0.0, 0.0, interrupted=False)  # 0: after every chunk
+    assert not loop.checkpoint_due(59.9, 60.0, interrupted=False)
+    assert loop.checkpoint_due(60.0, 60.0, interrupted=False)
+    assert loop.checkpoint_due(0.0, 60.0, interrupted=True)
+    assert loop.checkpoint_due(0.0, 0.0, interrupted=False)  # 0: after every chunk
+
+
+def test_an_xla_runtime_error_in_training_is_one_line_and_keeps_the_checkpoint(small, training,
+                                                                              tmp_path):
+    """A genuine XLA runtime error (a host callback failing inside a compiled program) while
+    the second epoch trains: one line naming the folds, the epoch and the devices; the
+    checkpoint taken before it stays."""
+    def fail(x):
+        raise RuntimeError("the device is gone")
+
+    failing = jax.jit(lambda x: jax.pure_callback(
+        fail, jax.ShapeDtypeStruct((), np.float32), x))
+    with pytest.raises(KitError) as raised:
+        train_folds(small, training, checkpoint_dir=tmp_path,
+                    listener=AtChunk(4, lambda: failing(np.float32(1)).block_until_ready()))
+    line = str(raised.value)
+    assert "\n" not in line
+    assert line.startswith(f"{NETWORK} network, folds 1, 2, epoch 2, on ")
+    assert "INTERNAL" in line and "JAX_PLATFORMS=cpu" in line
+    assert "the last checkpoint is kept" in line
+    assert checkpoints.peek_progress(tmp_path / "fold-0.npz").epoch == 1
+
+
+@pytest.mark.parametrize("said, remedy", [
+    ("INTERNAL: cuDNN error: CUDNN_STATUS_INTERNAL_ERROR", "a cuDNN this machine lacks"),
+    ("INTERNAL: CUDA_ERROR_UNSUPPORTED_PTX_VERSION", "the driver and the installed jax's CUDA"),
+    ("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9.1GiB",
+     "lower --set engine.fold_group (now auto) or train.batch_size (now 8)"),
+    ("INVALID_ARGUMENT: Executable expected shape", "--debug"),
+])
+def test_a_runtime_error_line_names_where_the_devices_and_what_to_try(small, said, remedy):
+    placement = programs.Placement.for_batch(small.train.batch_size)
+    error = jax.errors.JaxRuntimeError(f"{said}\n\tat some/xla/file.cc:12")
+    line = loop.failure_line(error, "15 network, fold 3, compiling", placement, small)
+    device = jax.local_devices()[0]
+    assert line.startswith(f"15 network, fold 3, compiling, on {placement.devices} "
+                           f"{device.platform} device")
+    assert said in line and remedy in line and "\n" not in line and "file.cc" not in line
 
 
 def test_out_of_memory_is_told_from_other_runtime_errors():
     error = jax.errors.JaxRuntimeError
-    assert engine.is_out_of_memory(error("RESOURCE_EXHAUSTED: while allocating 2.0GiB"))
-    assert engine.is_out_of_memory(error("INTERNAL: Out of memory allocating 123 bytes"))
-    assert not engine.is_out_of_memory(error("INVALID_ARGUMENT: shapes differ"))
+    assert loop.is_out_of_memory(error("RESOURCE_EXHAUSTED: while allocating 2.0GiB"))
+    assert loop.is_out_of_memory(error("INTERNAL: Out of memory allocating 123 bytes"))
+    assert not loop.is_out_of_memory(error("INVALID_ARGUMENT: shapes differ"))
 
 
 @pytest.mark.parametrize("signum, stop", [(signal.SIGINT, KeyboardInterrupt),

@@ -20,7 +20,7 @@ from kit.model import heads
 from kit.results import faces, label_noise, report, teacher
 from kit.runs import cv, files, predict
 from kit.runs.folds import fingerprint, fold_rows
-from kit.training import engine
+from kit.training import loop
 from tests.conftest import refusal
 
 EYEBROW = "left_eyebrow_outer_end"  # a 15-key-only keypoint: one subset's line per label
@@ -114,7 +114,7 @@ def student_config(quick_config, teacher_id, *settings):
 @pytest.fixture(scope="module")
 def student(teacher_root, synth_competition, training, quick_config):
     """A student run with pseudo-labels and dropped labels, and what each network's
-    engine.fit_folds was given: its device arrays and fold jobs."""
+    loop.train_folds was given: its device arrays and fold jobs."""
     root, teacher_run, _ = teacher_root
     _, data_dir = synth_competition
     config = student_config(quick_config, teacher_run.name, "pseudo_labels=1",
@@ -123,14 +123,14 @@ def student(teacher_root, synth_competition, training, quick_config):
     lookup = tables.load_lookup(data_dir, test.image_ids)
     teaching = teacher.prepare(config, root, training, test, lookup)
     given = {}
-    fit_folds = engine.fit_folds
+    train_folds = loop.train_folds
 
-    def recording(config, task, device_data, jobs, listener, stats, network):
-        given[network] = ({k: np.asarray(v) for k, v in device_data.arrays.items()}, jobs)
-        yield from fit_folds(config, task, device_data, jobs, listener, stats, network)
+    def recording(config, task, network, data, jobs, listener, stats):
+        given[network] = (loop.device_arrays(data), jobs)
+        yield from train_folds(config, task, network, data, jobs, listener, stats)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(engine, "fit_folds", recording)
+        patch.setattr(loop, "train_folds", recording)
         run_dir = cv.run_cv(config, training, root, teaching=teaching)
     report.write(run_dir, training, lookup)
     return run_dir, given, test, lookup

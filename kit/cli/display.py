@@ -29,7 +29,7 @@ from kit.cli.console import clock, redraws
 from kit.config import Stage
 from kit.model.heads import SHARED
 from kit.recipes.progress import PipelineListener
-from kit.training.engine import EpochReport, Listener
+from kit.training.loop import EpochReport, Listener
 
 if TYPE_CHECKING:
     from kit.runs.cv import FoldPlan

@@ -6,7 +6,7 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from kit.config import Stage
-from kit.training.engine import Listener
+from kit.training.loop import Listener
 
 
 class PipelineListener:

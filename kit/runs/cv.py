@@ -1,7 +1,7 @@
 """K-fold cross-validation of a config's networks, into a run folder (kit.runs.files).
 
 `run_cv` reads as the recipe: assign folds (kit.runs.folds), train each network's unfinished
-folds together (kit.training.engine), keep each fold's model, history and out-of-fold
+folds together (kit.training.loop), keep each fold's model, history and out-of-fold
 predictions as its group finishes, gather oof.csv.
 """
 from __future__ import annotations
@@ -25,8 +25,8 @@ from kit.runs.folders import locked, new_run_dir, point_latest, unfinished_run
 from kit.runs.folds import assign_folds, check_data, fold_rows
 from kit.runs.lessons import Curriculum, Lesson, plain_lesson
 from kit.runs.predict import FoldModel, predict_images, save_fold_model
-from kit.training import checkpoints, engine, programs, runtime, train
-from kit.training.engine import Listener
+from kit.training import checkpoints, loop, programs, runtime, train
+from kit.training.loop import Listener
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def run_cv(config: Config, training: TrainingSet, root: Path, resume: bool = Tru
             for network in heads.networks(config) for fold in range(config.folds)
         ]
         listener.run_started(run_dir, plan, config.train.epochs)
-        stats = engine.Stats()
+        stats = loop.Stats()
         started = time.perf_counter()
         with programs.CompileClock() as clock:
             for network in heads.networks(config):
@@ -96,7 +96,7 @@ def run_cv(config: Config, training: TrainingSet, root: Path, resume: bool = Tru
 
 
 def train_network(config: Config, training: TrainingSet, run_dir: Path, network: str,
-                  assignment: dict, listener: Listener, stats: engine.Stats,
+                  assignment: dict, listener: Listener, stats: loop.Stats,
                   only: tuple[int, ...] | None = None,
                   lesson: Callable[[], Lesson] | None = None) -> None:
     """Train the network's unfinished folds (or those of `only`) together; keep each one's
@@ -116,14 +116,13 @@ def train_network(config: Config, training: TrainingSet, run_dir: Path, network:
         return
     taught = (lesson or functools.partial(plain_lesson, config, network, training,
                                           assignment))()
-    jobs = [engine.FoldJob(fold, taught.train_rows[fold], fold_rows(assignment, network, fold)[1],
-                           files.fold_dir(run_dir, network, fold) / checkpoints.CHECKPOINT)
+    jobs = [loop.FoldJob(fold, taught.train_rows[fold], fold_rows(assignment, network, fold)[1],
+                         files.fold_dir(run_dir, network, fold) / checkpoints.CHECKPOINT)
             for fold in jobs]
     task = heads.task_for(network)
-    placement = programs.Placement.for_batch(config.train.batch_size)
-    data = engine.DeviceData.put(taught.images, taught.targets, placement, taught.weights)
+    data = loop.NetworkData(taught.images, taught.targets, taught.weights)
     val_rows = {job.fold: job.val_rows for job in jobs}
-    for result in engine.fit_folds(config, task, data, jobs, listener, stats, network):
+    for result in loop.train_folds(config, task, network, data, jobs, listener, stats):
         folder = files.fold_dir(run_dir, network, result.fold)
         save_fold_model(folder, result.params, result.net_state)
         files.write_history(folder, {
@@ -137,7 +136,7 @@ def train_network(config: Config, training: TrainingSet, run_dir: Path, network:
         listener.fold_finished(network, result.fold, result.best_val_rmse, skipped=False)
 
 
-def record_engine(run_dir: Path, stats: engine.Stats, seconds: float,
+def record_engine(run_dir: Path, stats: loop.Stats, seconds: float,
                   compile_seconds: float) -> None:
     """engine.json: what this call's training cost (a resumed run lists each call)."""
     files.append_engine_call(run_dir, {

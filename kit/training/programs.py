@@ -1,7 +1,7 @@
 """The compiled programs of training, built from `train_step`, and where their arrays live.
 
 - the step programs: `make_chunk_of_steps` (a chunk of steps of every fold of a group in one
-  dispatch) or `make_fold_step` (one step of one fold), picked by `step_program`; batches
+  dispatch) or `make_fold_step` (one step of one fold), named in FOLD_BATCHINGS; batches
   are gathered on the device from index arrays, so the data crosses to the device once per
   run.
 - `evaluate`: each fold's validation squared error, on the device; a few scalars come back.
@@ -117,16 +117,6 @@ def can_batch_folds() -> bool:
     return True
 
 
-def over_folds(batching: str) -> Callable:
-    """(f, *per-fold args) -> f applied over their leading fold axis: batched ("vmap"), or
-    one fold at a time ("map")."""
-    if batching == "vmap":
-        return lambda f, *xs: jax.vmap(f)(*xs)
-    if batching == "map":
-        return lambda f, *xs: jax.lax.map(lambda args: f(*args), xs)
-    raise ValueError(f"unknown fold batching {batching!r}")
-
-
 # ---------------------------------------------------------------- programs
 
 
@@ -199,35 +189,37 @@ def make_fold_step(train_step: Callable, train_config: TrainConfig) -> Callable:
     return fold_step
 
 
-class StepProgram(NamedTuple):
-    """A fold batching's training steps: the function to compile, and `calls(first, last,
-    valid)`, the (a, b) of each dispatch (its last two arguments) that covers steps
-    first..last-1 of the folds (valid: the host's (folds, steps) copy)."""
-
-    function: Callable
-    calls: Callable[[int, int, np.ndarray], list[tuple[int, int]]]
-
-
-def step_program(batching: str, train_step: Callable, train_config: TrainConfig) -> StepProgram:
-    if batching == "vmap":
-        return StepProgram(make_chunk_of_steps(train_step, train_config),
-                           lambda first, last, valid: [(first, last)])
-    if batching == "map":
-        return StepProgram(make_fold_step(train_step, train_config), fold_step_calls)
-    raise ValueError(f"unknown fold batching {batching!r}")
-
-
 def fold_step_calls(first: int, last: int, valid: np.ndarray) -> list[tuple[int, int]]:
     """(fold, step) of every step from first to last-1 that counts, step by step."""
     return [(int(fold), step) for step in range(first, last)
             for fold in np.flatnonzero(valid[:, step])]
 
 
-def make_evaluate(net: hk.TransformedWithState, batching: str) -> Callable:
+class FoldBatching(NamedTuple):
+    """How a group's folds run: `make_steps(train_step, train_config)`, the training steps'
+    function to compile; `calls(first, last, valid)`, the (a, b) of each dispatch (its
+    last two arguments) that covers steps first..last-1 (valid: the host's (folds, steps)
+    copy); `over_folds(f, *per-fold args)`, f applied over their leading fold axis."""
+
+    make_steps: Callable[[Callable, TrainConfig], Callable]
+    calls: Callable[[int, int, np.ndarray], list[tuple[int, int]]]
+    over_folds: Callable
+
+
+# engine.fold_batching's names ("auto" picks one of them: resolve_batching).
+FOLD_BATCHINGS: dict[str, FoldBatching] = {
+    "vmap": FoldBatching(make_chunk_of_steps, lambda first, last, valid: [(first, last)],
+                         lambda f, *xs: jax.vmap(f)(*xs)),
+    "map": FoldBatching(make_fold_step, fold_step_calls,
+                        lambda f, *xs: jax.lax.map(lambda args: f(*args), xs)),
+}
+
+
+def make_evaluate(net: hk.TransformedWithState, over_folds: Callable) -> Callable:
     """(params, net_state, data, rows, weight, active) -> (folds, 2): each fold's squared
     pixel error and value count over its validation rows (rows, weight: (folds, chunks,
-    chunk); weight 0 marks padding). Plain predictions, no test-time augmentation."""
-    each_fold = over_folds(batching)
+    chunk); weight 0 marks padding); over_folds: a FoldBatching's. Plain predictions, no
+    test-time augmentation."""
 
     def evaluate(params, net_state, data, rows, weight, active):
         def one_fold(params, net_state, rows, weight, ok):
@@ -244,7 +236,7 @@ def make_evaluate(net: hk.TransformedWithState, batching: str) -> Callable:
 
             return jax.lax.cond(ok, run, lambda _: jnp.zeros(2, jnp.float32), None)
 
-        return each_fold(one_fold, params, net_state, rows, weight, active)
+        return over_folds(one_fold, params, net_state, rows, weight, active)
 
     return evaluate
 
