@@ -7,6 +7,7 @@ python -m bench fold [--preset P] [--set KEY=VALUE] [--fold K[,K]] [--seeds N] [
 python -m bench cv [--preset P] [--set KEY=VALUE] [--epochs E] [--size practice|kaggle]
                    [--engine new|old]
 python -m bench folds [--folds K] [--similarity S ...]   (held-out faces against the test's)
+python -m bench labels [--similarity S ...]   (the labels' noise floor: near-identical frames)
 python -m bench tta RUN [--data DIR] [--views NAME ...]   (test-time views of a finished run)
 python -m bench widths [--preset P] [--widen F ...]   (train-step cost of wider networks)
 """
@@ -25,6 +26,7 @@ from bench import (
     bench_cv,
     bench_fold,
     bench_folds,
+    bench_labels,
     bench_parse,
     bench_torch,
     bench_train,
@@ -39,12 +41,13 @@ SUITES = {
     "torch": bench_torch.run,
     "fold": bench_fold.run,
     "folds": bench_folds.run,
+    "labels": bench_labels.run,
     # In `make bench`: v1 for 3 epochs on both engines, side by side.
     "cv": lambda: bench_cv.run(["--epochs", "3"]),
     "cv-old": lambda: bench_cv.run(["--epochs", "3", "--engine", "old"]),
 }
-WITH_ARGUMENTS = {"fold": bench_fold.run, "folds": bench_folds.run, "cv": bench_cv.run,
-                  "tta": bench_tta.run, "widths": bench_widths.run}
+WITH_ARGUMENTS = {"fold": bench_fold.run, "folds": bench_folds.run, "labels": bench_labels.run,
+                  "cv": bench_cv.run, "tta": bench_tta.run, "widths": bench_widths.run}
 
 
 def main(argv: list[str]) -> None:

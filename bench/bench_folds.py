@@ -13,15 +13,11 @@ the largest group's rows (a chain of links can join thousands of faces into one 
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
-from bench.common import PRACTICE_ZIP
+from bench.common import PRACTICE_ZIP, load_practice
 from kit.config import Config
-from kit.data import download, tables
 from kit.runs import folds
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
@@ -55,13 +51,7 @@ def run(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv or [])
     if not PRACTICE_ZIP.exists():
         return {"skipped": f"{PRACTICE_ZIP} is absent"}
-    folder = Path(tempfile.mkdtemp(prefix="kit-bench-folds-"))
-    try:
-        download.download(folder / "data", archive=PRACTICE_ZIP)
-        training = tables.load_training(folder / "data")
-        test = tables.load_test(folder / "data")
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    training, test = load_practice()
     link = V1_LINK
     flat = folds.thumbnails(training.images)
     figures = {"test faces": summary(nearest(folds.thumbnails(test.images), flat), link)}

@@ -3,11 +3,14 @@ user's XLA_FLAGS without the kit's CPU device flags. (A benchmark that times a t
 builds its inputs with tests.helpers, as the tests do.)"""
 from __future__ import annotations
 
+import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from kit.data import download, tables
 from kit.training.runtime import DEVICE_COUNT_FLAG, SINGLE_THREADED
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -34,3 +37,14 @@ def without_kit_flags(flags: str) -> str:
     kept = [w for w in words if not w.startswith(DEVICE_COUNT_FLAG)
             and w not in SINGLE_THREADED.split()]
     return " ".join(kept)
+
+
+def load_practice() -> tuple[tables.TrainingSet, tables.TestSet]:
+    """The practice competition's training and test sets, unpacked into a temporary folder
+    (never the checkout's data/) that is gone when they are loaded."""
+    folder = Path(tempfile.mkdtemp(prefix="kit-bench-practice-"))
+    try:
+        download.download(folder / "data", archive=PRACTICE_ZIP)
+        return tables.load_training(folder / "data"), tables.load_test(folder / "data")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
