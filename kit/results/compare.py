@@ -12,6 +12,7 @@ together (kit/runs/folds.py, through report.face_groups).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,17 @@ def paired_lines(oof_a: pd.DataFrame, oof_b: pd.DataFrame,
     return tables[0], tables[1]
 
 
+@dataclass(frozen=True)
+class Measure:
+    """A figure compare reports: its name, its kind (estimate, overall, subset, keypoint), the
+    lines of each of its terms in A's and in B's table, and the terms' weights."""
+
+    name: str
+    kind: str
+    lines: tuple[list[np.ndarray], list[np.ndarray]]
+    weights: np.ndarray
+
+
 def compare_oof(oof_a: pd.DataFrame, oof_b: pd.DataFrame, training: TrainingSet,
                 lookup: LookupTable | None, groups: np.ndarray,
                 names: tuple[str, str] = ("A", "B"), resamples: int = intervals.RESAMPLES,
@@ -130,8 +142,7 @@ def compare_oof(oof_a: pd.DataFrame, oof_b: pd.DataFrame, training: TrainingSet,
     bootstrap = intervals.GroupBootstrap(n_groups, resamples, seed, level)
     subsets = a["subset"].to_numpy()
     keypoints = np.array([COLUMNS[c][:-2] for c in a["column"]])
-    # Each measure: a name, a kind, and per run the lines of each of its terms, with weights.
-    measures: list[tuple[str, str, list[list[np.ndarray]], np.ndarray]] = []
+    measures: list[Measure] = []
     complete_rows = subset_indices(training.keypoints, "15")
     estimate_reason = None
     if lookup is None:
@@ -143,11 +154,11 @@ def compare_oof(oof_a: pd.DataFrame, oof_b: pd.DataFrame, training: TrainingSet,
                  for t in (a, b)]
         estimate_reason = terms[0].reason or terms[1].reason
         if estimate_reason is None:
-            measures.append(("leaderboard estimate", "estimate",
-                             [terms[0].lines, terms[1].lines], terms[0].weights))
+            measures.append(Measure("leaderboard estimate", "estimate",
+                                    (terms[0].lines, terms[1].lines), terms[0].weights))
 
-    def plain(measure: str, kind: str, lines: np.ndarray) -> None:
-        measures.append((measure, kind, [[lines], [lines]], np.ones(1)))
+    def plain(name: str, kind: str, lines: np.ndarray) -> None:
+        measures.append(Measure(name, kind, ([lines], [lines]), np.ones(1)))
 
     plain("OOF, all values", "overall", np.arange(len(a)))
     for subset in dict.fromkeys(subsets):
@@ -157,21 +168,20 @@ def compare_oof(oof_a: pd.DataFrame, oof_b: pd.DataFrame, training: TrainingSet,
             lines = np.flatnonzero((subsets == subset) & (keypoints == name))
             if len(lines):
                 plain(f"{subset}-key {name}", "keypoint", lines)
-    runs = []
-    for side, table in enumerate((a, b)):
-        term_lines = [lines for measure in measures for lines in measure[2][side]]
-        runs.append(intervals.totals(index, report.squared_errors(table), term_lines, n_groups))
-    positions, start = [], 0
-    for measure in measures:
-        positions.append((np.arange(start, start + len(measure[3])), measure[3]))
-        start += len(measure[3])
-    differences = bootstrap.differences(runs[0], runs[1], positions)
+    # Every measure's terms side by side, so one resampling serves them all.
+    totals = [intervals.totals(index, report.squared_errors(table),
+                               [lines for measure in measures for lines in measure.lines[side]],
+                               n_groups)
+              for side, table in enumerate((a, b))]
+    ends = np.cumsum([len(measure.weights) for measure in measures])
+    positions = [(np.arange(end - len(m.weights), end), m.weights)
+                 for m, end in zip(measures, ends)]
     rows = []
-    for (measure, kind, _, weights), (terms, _), difference in zip(measures, positions,
-                                                                  differences):
-        rows.append({"measure": measure, "kind": kind,
-                     "a": intervals.point(runs[0].select(terms), weights),
-                     "b": intervals.point(runs[1].select(terms), weights),
+    for measure, (terms, weights), difference in zip(
+            measures, positions, bootstrap.differences(totals[0], totals[1], positions)):
+        rows.append({"measure": measure.name, "kind": measure.kind,
+                     "a": intervals.point(totals[0].select(terms), weights),
+                     "b": intervals.point(totals[1].select(terms), weights),
                      "difference": difference.estimate, "low": difference.low,
                      "high": difference.high, "resamples": difference.resamples,
                      "verdict": verdict(difference)})

@@ -154,7 +154,9 @@ def mean_baseline(oof: pd.DataFrame, training: TrainingSet) -> dict:
         outside = np.setdiff1d(subset_indices(training.keypoints, str(subset)), rows[where])
         if len(outside) == 0:
             continue
-        means = np.nanmean(training.keypoints[outside].astype(np.float64), axis=0)
+        asked = np.unique(columns[where])  # the subset's columns: present in all its rows
+        means = np.full(len(COLUMNS), np.nan)
+        means[asked] = training.keypoints[np.ix_(outside, asked)].astype(np.float64).mean(axis=0)
         squared[where] = (means[columns[where]] - truth[where]) ** 2
     subsets = oof["subset"].to_numpy()
     return {"rule": MEAN_BASELINE_RULE, "overall_rmse": _root_mean(squared),
