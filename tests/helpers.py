@@ -12,7 +12,8 @@ from kit.training import train
 def init_state(config: Config, task: train.Task, fold_seed: int) -> train.TrainState:
     """The fresh TrainState of one fold, as the engine makes it for a group of folds."""
     net, optimizer, _ = train.compiled(config, task)
-    return jax.jit(train.make_init(net, optimizer, config.train.ema))(
+    return jax.jit(train.make_init(net, optimizer, config.train.ema,
+                                   train.resolved_precision(config)))(
         train.fold_key(config, task, fold_seed))
 
 
