@@ -1,10 +1,11 @@
 """Decisions with error bars: the bootstrap over face groups (kit.results.intervals), `compare`
 of two runs (kit.results.compare), the report's interval and mean baseline, and `bench fold`'s
 paired comparison. Runs are copies of the session's `quick_run` with their oof.csv rewritten,
-so nothing here trains but the bench test."""
+so nothing here trains but the bench and cv tests."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -287,17 +288,14 @@ def test_a_run_worse_than_the_means_says_so_in_its_report(quick_run, tmp_path, t
     assert "**Warning:** this run scores worse" in (bad / files.REPORT_MD).read_text()
 
 
-def test_cv_ends_with_the_warning_of_a_run_worse_than_the_means(quick_run, tmp_path,
-                                                               synth_competition, monkeypatch,
+def test_cv_ends_with_the_warning_of_a_run_worse_than_the_means(tmp_path, synth_competition,
                                                                capsys):
-    from kit.runs import cv
-
+    """Trained for real at a rate too small to move the network from its first guess (the
+    image's centre): every keypoint's mean is nearer."""
     _, data_dir = synth_competition
-    bad = copy_run(quick_run, tmp_path / "cv" / "bad", off_by(30.0))
-    monkeypatch.setattr(cv, "run_cv", lambda *args, **kwargs: bad)  # as if it had trained
     settings = [item for setting in QUICK for item in ("--set", setting)]
     assert cli.main(["--data", str(data_dir), "--runs", str(tmp_path / "cv"), "cv",
-                     "--preset", "quick", *settings]) == 0
+                     "--preset", "quick", *settings, "--set", "train.learning_rate=1e-9"]) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("warning: this run scores worse than predicting each keypoint")
 
@@ -320,60 +318,37 @@ def test_a_blends_report_gives_each_member_and_itself_an_interval(quick_run, tmp
 # ---------------------------------------------------------------- bench fold
 
 
-def test_bench_fold_pairs_an_override_with_its_base_on_the_same_folds(synth_competition):
-    """Trained for real (quick, one seed): a lever that only changes the test-time views."""
+def test_bench_fold_pairs_an_override_with_its_base_over_seeds(synth_competition):
+    """Trained for real (quick, two seeds): a lever that only changes the test-time views."""
     from bench import bench_fold
 
     _, data_dir = synth_competition
     settings = [item for setting in QUICK for item in ("--set", setting)]
     figures = bench_fold.run(["--preset", "quick", "--data", str(data_dir), *settings,
-                              "--resamples", "200", "flip_tta=0"])
-    assert figures["seeds"] == 1 and figures["overrides"] == "flip_tta=0"
-    assert figures["difference"].startswith("leaderboard estimate B - A ")
+                              "--resamples", "200", "--seeds", "2", "flip_tta=0"])
+    assert figures["seeds"] == 2 and figures["overrides"] == "flip_tta=0"
     assert "200 resamples, seed 0" in figures["bootstrap"]
     assert "LB estimate" in figures["base"] and "LB estimate" in figures["override"]
-    assert "seed_spread" not in figures
+    per_seed = [float(word) for word in figures["seed_differences"].split()]
+    assert len(per_seed) == 2
+    assert figures["seed_spread"] == pytest.approx(np.std(per_seed, ddof=1), abs=2e-4)
+    pooled, low, high, verdict = re.fullmatch(
+        r"leaderboard estimate B - A ([-+.0-9]+) \[([-+.0-9]+), ([-+.0-9]+)\] (.+)",
+        figures["difference"]).groups()
+    assert float(low) <= float(pooled) <= float(high)
+    expected = ("within noise" if float(low) <= 0 <= float(high)
+                else "B better" if float(high) < 0 else "B worse")
+    assert verdict == expected
 
 
-@pytest.fixture
-def fake_training(monkeypatch, quick_run):
-    """bench fold's training replaced: each side and seed gives quick_run's fold-0 rows, the
-    base exact, the override off by 0.1 px in every value at the first seed, 0.3 at the
-    second."""
+def test_bench_fold_of_the_base_alone_gives_its_estimate_and_interval(synth_competition):
     from bench import bench_fold
 
-    oof = files.read_oof(quick_run)
-    rows = oof[oof["fold"] == 0].reset_index(drop=True)
-
-    def train(config, training, assignment, teaching, fold_numbers, run_dir):
-        side, repeat = run_dir.name.split("-")
-        assert fold_numbers == (0,) and config.train.seed == int(repeat)
-        return rows.assign(prediction=rows["truth"]
-                           + (0.0 if side == "base" else 0.1 + 0.2 * int(repeat)))
-
-    monkeypatch.setattr(bench_fold, "_train_folds", train)
-    return bench_fold
-
-
-def test_bench_fold_seeds_pool_in_the_interval_and_their_spread_is_printed(fake_training,
-                                                                        synth_competition):
     _, data_dir = synth_competition
     settings = [item for setting in QUICK for item in ("--set", setting)]
-    figures = fake_training.run(["--preset", "quick", "--data", str(data_dir), *settings,
-                                 "--seeds", "2", "flip_tta=0"])
-    assert figures["seed_differences"] == "+0.1000 +0.3000"
-    assert figures["seed_spread"] == pytest.approx(np.std([0.1, 0.3], ddof=1), abs=1e-4)
-    pooled = np.sqrt((0.1 ** 2 + 0.3 ** 2) / 2)  # both seeds' values in one estimate
-    assert figures["difference"] == (f"leaderboard estimate B - A {pooled:+.4f} "
-                                     f"[{pooled:+.4f}, {pooled:+.4f}] B worse")
-    assert "base is better than override" in figures["verdict"]
-
-
-def test_bench_fold_of_the_base_alone_gives_its_estimate_and_interval(fake_training,
-                                                                      synth_competition):
-    _, data_dir = synth_competition
-    settings = [item for setting in QUICK for item in ("--set", setting)]
-    figures = fake_training.run(["--preset", "quick", "--data", str(data_dir), *settings])
+    figures = bench_fold.run(["--preset", "quick", "--data", str(data_dir), *settings,
+                              "--resamples", "200"])
     assert "difference" not in figures and figures["overrides"] == "none"
-    assert figures["base"].endswith("LB estimate 0.0 [0.0000, 0.0000]")
-    assert figures["leaderboard_estimate"] == 0.0
+    low, high = re.search(r"LB estimate [.0-9]+ \[([.0-9]+), ([.0-9]+)\]$",
+                          figures["base"]).groups()
+    assert float(low) <= figures["leaderboard_estimate"] <= float(high)
