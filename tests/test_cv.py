@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from kit import config as config_io
+from kit.core.errors import KitError
 from kit.core.keypoints import CORE_COLUMN_INDICES
 from kit.data.tables import subset_indices
 from kit.model import heads, networks
@@ -315,3 +316,14 @@ def test_the_report_says_how_each_folds_weights_were_kept(run_dir, train_setting
     figures = json.loads((run_dir / "report.json").read_text())
     figures["config"]["train"].update(train_settings)
     assert said in report.markdown(figures)
+
+
+def test_a_run_that_diverges_stops_in_one_line_instead_of_writing_nan(tmp_path, training,
+                                                                       quick_config):
+    config = config_io.override(quick_config, ["train.learning_rate=1000"])
+    with pytest.raises(KitError) as caught:
+        cv.run_cv(config, training, tmp_path / "cv")
+    message = str(caught.value)
+    assert "\n" not in message and "training diverged at epoch 1" in message
+    assert "not finite); lower train.learning_rate (now 1000.0)" in message
+    assert not list((tmp_path / "cv").glob("*/oof.csv"))

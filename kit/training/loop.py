@@ -413,15 +413,17 @@ def end_epoch(config: Config, network: str, jobs: list[FoldJob], progress: list[
         epoch = fold.epoch
         count = float(sums["count"][index])
         train_rmse = math.sqrt(float(sums["squared_error"][index]) / max(count, 1.0))
-        if not math.isfinite(train_rmse):
-            raise KitError(
-                f"{network} network, fold {job.fold + 1}: training diverged at epoch "
-                f"{epoch + 1} (the loss is not finite); lower train.learning_rate "
-                f"(now {config.train.learning_rate})")
         val_rmse = None
         if errors is not None:
             squared, values = errors[index]
             val_rmse = math.sqrt(squared / values) if values > 0 else float("nan")
+        # Weights whose predictions are not finite must never be kept as the fold's.
+        held_out_diverged = errors is not None and values > 0 and not math.isfinite(val_rmse)
+        if not math.isfinite(train_rmse) or held_out_diverged:
+            raise KitError(
+                f"{network} network, fold {job.fold + 1}: training diverged at epoch "
+                f"{epoch + 1} ({'held-out predictions' if held_out_diverged else 'the loss'} "
+                f"not finite); lower train.learning_rate (now {config.train.learning_rate})")
         better = val_rmse is not None and (fold.best_val_rmse is None
                                            or val_rmse < fold.best_val_rmse)
         if config.train.select == "last" or better:
