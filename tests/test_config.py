@@ -158,3 +158,10 @@ def test_a_network_widened_scales_every_convolution_and_keeps_the_dense_layer():
     assert base.widened(0.3).widths == (10, 19, 38)  # rounded, never below one channel
     gpu = config_io.preset("gpu").model
     assert (gpu.stem_width, gpu.widths, gpu.head_width) == (32, (64, 128, 256), 192)
+
+
+def test_the_schemas_fold_placements_are_the_engines():
+    from kit.training import programs
+
+    assert ("auto", *programs.FOLD_PLACEMENTS) == config_io.FOLD_PLACEMENTS
+    assert config_io.EngineConfig().fold_placement == "auto"

@@ -23,6 +23,7 @@ __all__ = [
     "COMPETITION",
     "FLAGGED_LABELS",
     "FOLD_BATCHINGS",
+    "FOLD_PLACEMENTS",
     "HEADS",
     "LOSSES",
     "NETWORK_KINDS",
@@ -60,6 +61,7 @@ SCHEDULES = ("onecycle", "constant")
 LOSSES = ("mse", "l1", "wing")
 SELECTIONS = ("best", "last")
 FOLD_BATCHINGS = ("auto", "vmap", "map")
+FOLD_PLACEMENTS = ("auto", "split", "whole")
 FLAGGED_LABELS = ("keep", "drop", "downweight")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SUBSETS = tuple(SUBSET_COLUMNS)  # "15", "4"
@@ -197,6 +199,10 @@ class EngineConfig:
     # another inside the program (CPUs, where XLA's batched convolutions run slowly); "auto"
     # picks by the device.
     fold_batching: str = setting("auto", names=FOLD_BATCHINGS)
+    # "split": each batch split over the devices, which meet every step; "whole": each
+    # device trains whole folds alone; "auto": whole folds, a fold left over split
+    # (kit.training.programs.auto_parts, docs/engine.md).
+    fold_placement: str = setting("auto", names=FOLD_PLACEMENTS)
     fold_group: int = setting(0, ">= 0")  # folds trained together; 0: the most that fit
     chunk_seconds: float = setting(1.0, "> 0")  # steps per dispatch aim at this: progress moves
     # At most this much training is lost to a crash; 0: a checkpoint after every chunk.

@@ -291,7 +291,11 @@ def plan(config, platform: str, devices: list) -> dict:
     except KitError as refused:
         batching = f"refused: {refused}"
     split = programs.Placement.for_batch(config.train.batch_size, devices).devices
+    parts = programs.group_placements(config.engine.fold_placement, config.train.batch_size,
+                                      config.folds, devices)
     return {
+        "fold_placement": f"{config.engine.fold_placement}: " + ", then ".join(
+            _part_text(folds, placement) for folds, placement in parts),
         "precision": precision,
         "precision_rule": rule,
         "fold_batching": batching,
@@ -434,12 +438,21 @@ def describe(record: dict) -> list[str]:
     return lines
 
 
+def _part_text(folds: int, placement) -> str:
+    """One part of a fold group, as engine.fold_placement places it."""
+    count = f"{folds} fold{'s' if folds > 1 else ''}"
+    if placement.whole:
+        return f"{count} whole, one a device on {placement.devices} at a time"
+    return f"{count} with each batch split over {placement.devices} device(s)"
+
+
 def _folds_text(cv: dict) -> str:
     batching = {"map": "one fold after another inside each program",
                 "vmap": "a group's folds batched in one program"}.get(cv["fold_batching"],
                                                                       cv["fold_batching"])
     split = cv["batch_split_over"]
     where = "each batch on one device" if split == 1 else f"each batch split over {split} devices"
+    where = cv.get("fold_placement", where)  # a record from before fold placements: split
     return f"{cv['fold_batching']}, {batching}; {where}"
 
 

@@ -36,7 +36,7 @@ from kit.core.errors import KitError
 from kit.model import networks
 from kit.training import train
 
-AXIS = "batch"
+AXIS = "devices"
 
 
 # ---------------------------------------------------------------- devices
@@ -44,9 +44,13 @@ AXIS = "batch"
 
 @dataclass(frozen=True)
 class Placement:
-    """A mesh of the local devices that split each batch; state and data are replicated."""
+    """Where a group's arrays live on a mesh of local devices. "split": each batch split over
+    the devices, state and data replicated, the devices meeting every step for gradients and
+    batch-norm statistics. "whole": the fold axis split over the devices, each holding whole
+    folds (state, batches, steps) that never meet another device's; data replicated."""
 
     mesh: Mesh
+    way: str = "split"
 
     @classmethod
     def for_batch(cls, batch_size: int, devices: list | None = None) -> Placement:
@@ -55,17 +59,29 @@ class Placement:
         count = max(n for n in range(1, len(devices) + 1) if batch_size % n == 0)
         return cls(Mesh(np.array(devices[:count]), (AXIS,)))
 
+    @classmethod
+    def for_folds(cls, count: int, devices: list | None = None) -> Placement:
+        """Whole folds on each of the first `count` local devices."""
+        devices = list(devices or jax.local_devices())
+        return cls(Mesh(np.array(devices[:count]), (AXIS,)), "whole")
+
     @property
     def devices(self) -> int:
         return self.mesh.devices.size
+
+    @property
+    def whole(self) -> bool:
+        return self.way == "whole"
 
     @property
     def blocking(self) -> bool:
         """Wait for each program before dispatching the next. XLA:CPU's simulated devices
         meet in a rendezvous for every all-reduce, and with several such programs queued
         they can wait for each other until XLA ends the process (seen here within a minute
-        of queuing a few thousand small steps; none with each one awaited)."""
-        return self.devices > 1 and self.mesh.devices.flat[0].platform == "cpu"
+        of queuing a few thousand small steps; none with each one awaited). Whole folds
+        never meet, so their programs queue freely and every device runs at once."""
+        return (not self.whole and self.devices > 1
+                and self.mesh.devices.flat[0].platform == "cpu")
 
     def replicated(self, tree):
         return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec()))
@@ -75,9 +91,77 @@ class Placement:
         spec = PartitionSpec(*([None] * axis), AXIS)
         return jax.device_put(tree, NamedSharding(self.mesh, spec))
 
+    def per_fold(self, tree):
+        """Arrays with a leading fold axis: replicated when batches are split, else the fold
+        axis split over the devices."""
+        return self.split(tree, 0) if self.whole else self.replicated(tree)
+
+    def batches(self, tree, axis: int):
+        """Arrays of (folds, ..., batch) rows: `axis` (the batch's) split over the devices
+        when batches are split, else the fold axis."""
+        return self.split(tree, 0 if self.whole else axis)
+
     def padded(self, size: int) -> int:
-        """`size` rounded up to a multiple of the device count."""
-        return -(-size // self.devices) * self.devices
+        """A batch of `size` rounded up to a multiple of the devices that split it."""
+        return size if self.whole else -(-size // self.devices) * self.devices
+
+    def program(self, function: Callable, per_fold: tuple[bool, ...]) -> Callable:
+        """`function` as each device runs it on its own folds (per_fold: which arguments
+        have a fold axis; every output has one), or unchanged when batches are split."""
+        if not self.whole:
+            return function
+        spec = {True: PartitionSpec(AXIS), False: PartitionSpec()}
+        # No collectives anywhere, so replication need not be tracked (check_vma).
+        return jax.shard_map(function, mesh=self.mesh, in_specs=tuple(spec[p] for p in per_fold),
+                             out_specs=PartitionSpec(AXIS), check_vma=False)
+
+    def local_valid(self, valid: np.ndarray) -> np.ndarray:
+        """(folds, steps) of the group -> (folds a device, steps): a device's i-th fold's
+        step counts where that of any device does (a program steps them all at once)."""
+        if not self.whole:
+            return valid
+        return valid.reshape(self.devices, -1, valid.shape[1]).any(axis=0)
+
+
+def split_parts(batch_size: int, folds: int, devices: list) -> list[tuple[int, Placement]]:
+    """All the folds together, each batch split over the devices."""
+    return [(folds, Placement.for_batch(batch_size, devices))]
+
+
+def whole_parts(batch_size: int, folds: int, devices: list) -> list[tuple[int, Placement]]:
+    """As many folds as divide evenly over the devices, whole folds on each; the rest whole
+    on one device each."""
+    even, rest = folds - folds % len(devices), folds % len(devices)
+    return ([(even, Placement.for_folds(len(devices), devices))] if even else []) + \
+        ([(rest, Placement.for_folds(rest, devices))] if rest else [])
+
+
+def auto_parts(batch_size: int, folds: int, devices: list) -> list[tuple[int, Placement]]:
+    """Whole folds where every device gets some, the rest split: on 2 CPU cores whole folds
+    win and a fold left over trains faster split (docs/engine.md); on GPUs whole folds save
+    the all-reduce over PCIe, by reasoning, not yet measured."""
+    parts = whole_parts(batch_size, folds, devices)
+    if parts[-1][1].devices < len(devices):
+        parts[-1] = split_parts(batch_size, parts[-1][0], devices)[0]
+    return parts
+
+
+# engine.fold_placement's names ("auto": auto_parts, by its rule).
+FOLD_PLACEMENTS: dict[str, Callable[[int, int, list], list[tuple[int, Placement]]]] = {
+    "split": split_parts,
+    "whole": whole_parts,
+}
+
+
+def group_placements(choice: str, batch_size: int, folds: int,
+                     devices: list | None = None) -> list[tuple[int, Placement]]:
+    """How a group of `folds` folds trains under engine.fold_placement=`choice`: (folds,
+    placement) of its consecutive parts. One device is one placement, whatever the choice."""
+    devices = list(devices or jax.local_devices())
+    if len(devices) == 1:
+        return split_parts(batch_size, folds, devices)
+    return (auto_parts if choice == "auto" else FOLD_PLACEMENTS[choice])(batch_size, folds,
+                                                                          devices)
 
 
 def resolve_batching(choice: str, platform: str | None = None) -> str:
@@ -247,7 +331,7 @@ def keep_best(best, states: train.TrainState, improved: jax.Array):
     def choose(kept, current):
         return jnp.where(improved.reshape((-1,) + (1,) * (kept.ndim - 1)), current, kept)
 
-    return jax.tree_util.tree_map(choose, best, train.weights(states))
+    return jax.tree_util.tree_map(choose, best, train.kept_weights(states))
 
 
 def validation_arrays(val_rows: list[np.ndarray], chunk: int) -> tuple[np.ndarray, np.ndarray]:
