@@ -34,7 +34,7 @@ import pandas as pd
 from bench.common import PRACTICE_ZIP
 from kit import config as config_io
 from kit.data import download, tables
-from kit.model import heads
+from kit.model import tasks
 from kit.results import compare, intervals, report, teacher
 from kit.runs import cv, folds
 from kit.training import loop
@@ -105,7 +105,7 @@ def _train_folds(config, training, assignment: dict, teaching, fold_numbers: tup
     """The OOF lines of the folds `fold_numbers` trained by `config` (each network's folds
     together)."""
     parts = []
-    for network in heads.networks(config):
+    for network in tasks.network_names(config):
         lesson = (functools.partial(teaching.lesson, config, network, training, assignment)
                   if teaching else None)
         cv.train_network(config, training, run_dir, network, assignment, loop.Listener(),

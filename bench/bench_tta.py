@@ -15,7 +15,7 @@ import pandas as pd
 
 from kit.data import tables
 from kit.kaggle import places
-from kit.model import heads
+from kit.model import tasks
 from kit.results import report
 from kit.runs import cv, files, folds, predict
 
@@ -46,8 +46,8 @@ def run(argv: list[str] | None = None) -> dict:
         config = dataclasses.replace(base, **VIEWS[name])
         started = time.perf_counter()
         oof_parts = []
-        for network in heads.networks(config):
-            task = heads.task_for(network)
+        for network in tasks.network_names(config):
+            task = tasks.task_for(network)
             for fold, model in enumerate(predict.load_fold_models(args.run, network)):
                 _, rows = folds.fold_rows(assignment, network, fold)
                 outputs = predict.predict_images(config, task, [model], training.images[rows])

@@ -11,7 +11,7 @@ from kit.training import train
 
 def init_state(config: Config, task: train.Task, fold_seed: int) -> train.TrainState:
     """The fresh TrainState of one fold, as the engine makes it for a group of folds."""
-    net, optimizer, _ = train.compiled(config, task)
+    net, optimizer, _ = train.build(config, task)
     return jax.jit(train.make_init(net, optimizer, config.train.ema,
                                    train.resolved_precision(config)))(
         train.fold_key(config, task, fold_seed))

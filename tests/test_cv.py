@@ -13,7 +13,7 @@ from kit import config as config_io
 from kit.core.errors import KitError
 from kit.core.keypoints import CORE_COLUMN_INDICES
 from kit.data.tables import subset_indices
-from kit.model import heads, networks
+from kit.model import networks, tasks
 from kit.results import report
 from kit.runs import cv, files, predict
 from kit.runs.folds import assign_folds, fingerprint
@@ -72,7 +72,7 @@ def test_saved_fold_model_reloads_and_predicts_its_oof_values(run_dir, training,
     part = oof[(oof["subset"] == "4") & (oof["fold"] == 1)]
     rows = np.sort(part["row"].unique())
     model = predict.load_fold_models(run_dir, "4")[1]
-    predicted = predict.predict_images(quick_config, heads.task_for("4"), [model], training.images[rows])
+    predicted = predict.predict_images(quick_config, tasks.task_for("4"), [model], training.images[rows])
     expected = np.full((len(rows), 8), np.nan)
     position = {c: i for i, c in enumerate(CORE_COLUMN_INDICES)}
     for _, line in part.iterrows():
@@ -83,7 +83,7 @@ def test_saved_fold_model_reloads_and_predicts_its_oof_values(run_dir, training,
 def test_ensemble_is_the_mean_of_the_fold_models(run_dir, training, quick_config):
     images = training.images[:5]
     fold_models = predict.load_fold_models(run_dir, "15")
-    each = [predict.predict_images(quick_config, heads.task_for("15"), [m], images) for m in fold_models]
+    each = [predict.predict_images(quick_config, tasks.task_for("15"), [m], images) for m in fold_models]
     ensemble = predict.predict_run(run_dir, "15", images)
     np.testing.assert_allclose(ensemble, np.mean(each, axis=0), atol=1e-5)
     assert ensemble.shape == (5, 30)
@@ -119,8 +119,8 @@ def test_the_loss_falls_when_training_on_a_batch(training, quick_config, head):
     config = config_io.override(quick_config, ["augment.affine_prob=0", "augment.flip_prob=0",
                                                "augment.noise_std=0", "augment.brightness=0",
                                                "augment.contrast=0", f"model.head={head}"])
-    task = heads.task_for("15")
-    _, _, train_step = train.compiled(config, task)
+    task = tasks.task_for("15")
+    _, _, train_step = train.build(config, task)
     train_step = jax.jit(train_step)
     state = init_state(config, task, 0)
     rows = subset_indices(training.keypoints, "15")[:32]
@@ -142,8 +142,8 @@ def test_seed_preset_is_the_reports_network_and_takes_a_step(training):
     # conv 3x3 1->32, conv 3x3 32->64, dense 24*24*64 -> 500, dense 500 -> 30 (with biases).
     expected = (9 * 32 + 32) + (9 * 32 * 64 + 64) + (24 * 24 * 64 * 500 + 500) + (500 * 30 + 30)
     assert parameter_count(params) == expected
-    task = heads.task_for("15")
-    _, _, train_step = train.compiled(config, task)
+    task = tasks.task_for("15")
+    _, _, train_step = train.build(config, task)
     state = init_state(config, task, 0)
     batch = batch_of(training.images, training.keypoints, np.arange(32), 0.01)
     new_state, metrics = jax.jit(train_step)(state, batch)
@@ -177,7 +177,7 @@ def test_shared_trunk_run_gives_both_subsets_oof_and_predictions(tmp_path, train
         part = oof[oof["subset"] == subset]
         assert len(part) == len(subset_indices(training.keypoints, subset)) * width
     images = training.images[:3]
-    both = predict.predict_images(config, heads.task_for(heads.SHARED), predict.load_fold_models(run_dir, "shared"),
+    both = predict.predict_images(config, tasks.task_for(tasks.SHARED), predict.load_fold_models(run_dir, "shared"),
                              images)
     assert both.shape == (3, 38)
     np.testing.assert_allclose(predict.predict_run(run_dir, "15", images), both[:, :30], atol=1e-5)
@@ -213,8 +213,8 @@ def test_a_folds_best_epoch_is_the_lowest_of_its_scored_epochs():
 
 
 def test_shared_targets_keep_each_sources_labels_on_its_own_head(training):
-    targets = heads.network_targets(heads.SHARED, training.keypoints)
-    full = heads.full_source(training.keypoints)
+    targets = tasks.network_targets(tasks.SHARED, training.keypoints)
+    full = tasks.full_source(training.keypoints)
     assert full.any() and (~full).any()
     np.testing.assert_array_equal(targets[full, :30], training.keypoints[full])
     assert np.isnan(targets[full, 30:]).all()
@@ -225,8 +225,8 @@ def test_shared_targets_keep_each_sources_labels_on_its_own_head(training):
 
 def test_common_keypoints_teach_both_heads_from_every_row(training):
     common = ("left_eye_center", "nose_tip")
-    targets = heads.network_targets(heads.SHARED, training.keypoints, common)
-    full = heads.full_source(training.keypoints)
+    targets = tasks.network_targets(tasks.SHARED, training.keypoints, common)
+    full = tasks.full_source(training.keypoints)
     # Both heads learn the common keypoints from every row...
     np.testing.assert_array_equal(targets[~full][:, [0, 1, 20, 21]],
                                   training.keypoints[~full][:, [0, 1, 20, 21]])
@@ -239,7 +239,7 @@ def test_common_keypoints_teach_both_heads_from_every_row(training):
 
 
 def test_flip_relabels_the_shared_heads_separately():
-    task = heads.task_for(heads.SHARED)
+    task = tasks.task_for(tasks.SHARED)
     flip = np.array(task.flip)
     assert sorted(flip) == list(range(38))
     assert task.columns[flip[0]] == "right_eye_center_x" and flip[30] == 32
@@ -267,7 +267,7 @@ def test_test_time_views_and_flips_are_mapped_back(views):
     ys, xs = np.mgrid[0:96, 0:96]
     images = np.stack([255 * np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * 2.5**2))
                        for x, y in centres]).round().astype(np.uint8)
-    task = heads.task_for("15")
+    task = tasks.task_for("15")
     expected = np.tile(centres, (1, 15))
     predict = train.make_predict(net, task, flip_tta=True, views=views)
     np.testing.assert_allclose(predict(params, state, images), expected, atol=0.05)

@@ -15,7 +15,7 @@ import pytest
 from kit import config as config_io
 from kit.config import schema
 from kit.core.errors import KitError
-from kit.model import heads
+from kit.model import tasks
 from kit.runs import predict
 from kit.runs.folds import assign_folds, fold_rows
 from kit.training import checkpoints, interrupts, loop, programs, train
@@ -34,12 +34,12 @@ def train_folds(config, training, folds=(0, 1), checkpoint_dir=None, listener=No
                 targets=None, stats=None):
     assignment = assign_folds(config, training)
     if targets is None:
-        targets = heads.network_targets(NETWORK, training.keypoints)
+        targets = tasks.network_targets(NETWORK, training.keypoints)
     data = loop.NetworkData(training.images, targets)
     jobs = [loop.FoldJob(fold, *fold_rows(assignment, NETWORK, fold),
                          None if checkpoint_dir is None else checkpoint_dir / f"fold-{fold}.npz")
             for fold in folds]
-    results = loop.train_folds(config, heads.task_for(NETWORK), NETWORK, data, jobs,
+    results = loop.train_folds(config, tasks.task_for(NETWORK), NETWORK, data, jobs,
                                listener or loop.Listener(), stats or loop.Stats())
     return {result.fold: result for result in results}
 
@@ -72,7 +72,7 @@ def assert_same(a, b, config=None, training=None, pixels=None):
         for key in ("train_rmse", "val_rmse"):
             assert [h[key] for h in a[fold].history] == pytest.approx(
                 [h[key] for h in b[fold].history], rel=1e-4)
-        task = heads.task_for(NETWORK)
+        task = tasks.task_for(NETWORK)
         predicted = [predict.predict_images(config, task, [predict.FoldModel(r.params, r.net_state)],
                                        training.images[:16]) for r in (a[fold], b[fold])]
         np.testing.assert_allclose(predicted[0], predicted[1], atol=pixels)
@@ -165,7 +165,7 @@ def test_select_last_never_lets_held_out_rows_choose_or_stop(small, training):
     honest = train_folds(config, training, folds=(0,))
     assignment = assign_folds(config, training)
     _, val_rows = fold_rows(assignment, NETWORK, 0)
-    targets = heads.network_targets(NETWORK, training.keypoints)
+    targets = tasks.network_targets(NETWORK, training.keypoints)
     scrambled = targets.copy()
     scrambled[val_rows] = np.random.default_rng(1).uniform(0, 95, scrambled[val_rows].shape)
     blind = train_folds(config, training, folds=(0,), targets=scrambled)
@@ -260,7 +260,7 @@ def test_the_update_is_optaxs(optimizer):
     for _ in range(3):
         grads = {k: rng.normal(size=v.shape).astype(np.float32) for k, v in params.items()}
         step, mine_state = direction.update(grads, mine_state, mine)
-        mine = train.descend(mine, step, rate)
+        mine = train.apply_update(mine, step, rate)
         updates, theirs_state = reference.update(grads, theirs_state, theirs)
         theirs = optax.apply_updates(theirs, updates)
     for key in params:
@@ -481,13 +481,13 @@ def test_progressive_resizing_steps_at_the_early_size_and_resumes_exactly(small,
 
     early = config_io.override(small, ["train.early_size=32", "train.early_share=0.5"])
     at_32 = config_io.override(small, ["model.input_size=32"])
-    task = heads.task_for(NETWORK)
+    task = tasks.task_for(NETWORK)
     state = init_state(early, task, 0)
-    targets = heads.network_targets(NETWORK, training.keypoints)
+    targets = tasks.network_targets(NETWORK, training.keypoints)
     batch = batch_of(training.images, targets, np.arange(8), 0.01)
     stepped_early = jax.jit(train.early_step(early, task))(state, batch)[0]
-    stepped_32 = jax.jit(train.compiled(at_32, task)[2])(state, batch)[0]
-    stepped_48 = jax.jit(train.compiled(early, task)[2])(state, batch)[0]
+    stepped_32 = jax.jit(train.build(at_32, task)[2])(state, batch)[0]
+    stepped_48 = jax.jit(train.build(early, task)[2])(state, batch)[0]
     for a, b in zip(jax_leaves(stepped_early.params), jax_leaves(stepped_32.params)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert any(np.abs(a - b).max() > 1e-4 for a, b in

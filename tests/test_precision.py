@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from kit import config as config_io
-from kit.model import heads, networks
+from kit.model import networks, tasks
 from kit.runs.folds import assign_folds, fold_rows
 from kit.training import checkpoints, hardware, loop, precision, train
 from tests.conftest import refusal
@@ -33,11 +33,11 @@ def small(quick_config):
 def train_folds(config, training, folds=(0,), checkpoint_dir=None, listener=None):
     assignment = assign_folds(config, training)
     data = loop.NetworkData(training.images,
-                            heads.network_targets(NETWORK, training.keypoints))
+                            tasks.network_targets(NETWORK, training.keypoints))
     jobs = [loop.FoldJob(fold, *fold_rows(assignment, NETWORK, fold),
                          None if checkpoint_dir is None else checkpoint_dir / f"fold-{fold}.npz")
             for fold in folds]
-    results = loop.train_folds(config, heads.task_for(NETWORK), NETWORK, data, jobs,
+    results = loop.train_folds(config, tasks.task_for(NETWORK), NETWORK, data, jobs,
                                listener or loop.Listener(), loop.Stats())
     return {result.fold: result for result in results}
 
@@ -105,11 +105,11 @@ def test_the_network_computes_reduced_and_keeps_fp32_weights_statistics_and_soft
 
 def fp16_step(small, training):
     config = config_io.override(small, ["train.precision=fp16", "train.ema=0.5"])
-    task = heads.task_for(NETWORK)
-    net, optimizer, step = train.compiled(config, task)
+    task = tasks.task_for(NETWORK)
+    net, optimizer, step = train.build(config, task)
     state = jax.jit(train.make_init(net, optimizer, config.train.ema, "fp16"))(
         train.fold_key(config, task, 0))
-    targets = heads.network_targets(NETWORK, training.keypoints)
+    targets = tasks.network_targets(NETWORK, training.keypoints)
     batch = batch_of(training.images, targets, np.arange(8), rate=1e-3)
     return jax.jit(step), state, batch
 
@@ -145,8 +145,8 @@ def test_the_scale_doubles_after_a_period_of_finite_steps_and_never_falls_below_
 
 
 def test_fp32_states_carry_no_loss_scale(small):
-    task = heads.task_for(NETWORK)
-    net, optimizer, _ = train.compiled(small, task)
+    task = tasks.task_for(NETWORK)
+    net, optimizer, _ = train.build(small, task)
     assert train.make_init(net, optimizer)(jax.random.PRNGKey(0)).loss_scale == ()
 
 
@@ -167,10 +167,10 @@ def test_an_interrupted_fp16_run_resumes_exactly_with_its_loss_scale(small, trai
     with pytest.raises(KeyboardInterrupt):
         train_folds(config, training, checkpoint_dir=tmp_path, listener=AtChunk(4))
     path = tmp_path / "fold-0.npz"
-    task = heads.task_for(NETWORK)
-    net, optimizer, _ = train.compiled(config, task)
+    task = tasks.task_for(NETWORK)
+    net, optimizer, _ = train.build(config, task)
     like = train.make_init(net, optimizer, 0.0, "fp16")(jax.random.PRNGKey(0))
-    saved, _, progress = checkpoints.load_fold(path, like, train.weights(like))
+    saved, _, progress = checkpoints.load_fold(path, like, train.kept_weights(like))
     steps = progress.epoch * train.steps_per_epoch(30, 8) + progress.step
     assert progress.epoch == 1 and steps > 3
     # The scale's count of finite steps stands where the run stopped: it was saved.

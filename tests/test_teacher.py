@@ -16,7 +16,7 @@ from kit.cli import main as cli
 from kit.core.keypoints import COLUMN_INDEX
 from kit.data import lookup as lookup_rules
 from kit.data import tables
-from kit.model import heads
+from kit.model import tasks
 from kit.results import faces, label_noise, report, teacher
 from kit.runs import cv, files, predict
 from kit.runs.folds import fingerprint, fold_rows
@@ -169,7 +169,7 @@ def test_fold_k_learns_the_test_faces_from_the_teachers_fold_k_model_only(
     counts = json.loads((run_dir / "teacher.json").read_text())["pseudo_images_per_fold"]
     for network, (arrays, jobs) in given.items():
         models = predict.load_fold_models(teacher_run, network)
-        each_fold = [predict.predict_images(teacher_config, heads.task_for(network), [model],
+        each_fold = [predict.predict_images(teacher_config, tasks.task_for(network), [model],
                                        test.images) for model in models]
         expected_faces = np.flatnonzero(blocks == ("full" if network == "15" else "core"))
         assert counts[network] == [len(expected_faces)] * 2
@@ -244,7 +244,7 @@ def test_a_shared_networks_doubted_label_reaches_both_heads():
     keypoints = np.full((2, 30), 40.0, np.float32)
     keypoints[1, 8:] = np.nan  # row 1: the core-only source (its core values are 0-3, 20-21
     keypoints[1, [20, 21, 28, 29]] = 40.0  # and 28-29 in COLUMNS)
-    doubted = teacher.doubted_targets(heads.SHARED, keypoints, ("nose_tip",), np.array([0, 0]),
+    doubted = teacher.doubted_targets(tasks.SHARED, keypoints, ("nose_tip",), np.array([0, 0]),
                                       np.array([20, 21]))  # row 0's nose tip
     assert np.flatnonzero(doubted[0]).tolist() == [20, 21, 34, 35]
     assert not doubted[1].any()
@@ -263,23 +263,23 @@ def test_fill_labels_gives_each_folds_missing_15_key_values_from_its_fold_model(
     root, teacher_run = shared_teacher
     config = student_config(quick_config, teacher_run.name, "shared_trunk=1", "fill_labels=1")
     teaching = teacher.prepare(config, root, training)
-    lesson = teaching.lesson(config, heads.SHARED, training, teaching.assignment)
-    plain = heads.network_targets(heads.SHARED, training.keypoints, config.common_keypoints)
-    missing = heads.fillable(heads.SHARED, plain)
-    fifteen = heads.head_slice(heads.SHARED, "15")
-    assert missing[:, fifteen].any() and not missing[:, heads.head_slice(heads.SHARED, "4")].any()
+    lesson = teaching.lesson(config, tasks.SHARED, training, teaching.assignment)
+    plain = tasks.network_targets(tasks.SHARED, training.keypoints, config.common_keypoints)
+    missing = tasks.fillable(tasks.SHARED, plain)
+    fifteen = tasks.head_slice(tasks.SHARED, "15")
+    assert missing[:, fifteen].any() and not missing[:, tasks.head_slice(tasks.SHARED, "4")].any()
     teacher_config = config_io.load(teacher_run / "config.json")
-    models = predict.load_fold_models(teacher_run, heads.SHARED)
+    models = predict.load_fold_models(teacher_run, tasks.SHARED)
     origin = sources(lesson.images, np.zeros((0, 96, 96), np.uint8), training.images)
     filled_counts = []
     for fold in range(config.folds):
-        own_rows, held_out = fold_rows(teaching.assignment, heads.SHARED, fold)
+        own_rows, held_out = fold_rows(teaching.assignment, tasks.SHARED, fold)
         rows = lesson.train_rows[fold]
         assert len(rows) == len(own_rows)  # a filled row replaces its original
         trained = np.array([origin[row][1] for row in rows])
         np.testing.assert_array_equal(np.sort(trained), np.sort(own_rows))
         assert not set(trained) & set(held_out)
-        outputs = predict.predict_images(teacher_config, heads.task_for(heads.SHARED),
+        outputs = predict.predict_images(teacher_config, tasks.task_for(tasks.SHARED),
                                          [models[fold]], training.images)
         copies = rows[rows >= len(training)]
         filled_counts.append(len(copies))
@@ -293,12 +293,12 @@ def test_fill_labels_gives_each_folds_missing_15_key_values_from_its_fold_model(
             assert not np.isnan(lesson.targets[copy][fifteen]).any()
     recorded = teaching.record(config)
     assert recorded["fill_labels"] and recorded["filled_rows_per_fold"] == {
-        heads.SHARED: filled_counts}
+        tasks.SHARED: filled_counts}
     # Without fill_labels the same teacher changes no row.
     plain_config = student_config(quick_config, teacher_run.name, "shared_trunk=1")
     unfilled = teacher.prepare(plain_config, root, training)
     assert unfilled.filled == {}
-    assert len(unfilled.lesson(plain_config, heads.SHARED, training,
+    assert len(unfilled.lesson(plain_config, tasks.SHARED, training,
                                unfilled.assignment).images) == len(training)
 
 

@@ -27,7 +27,7 @@ from rich.progress import (
 
 from kit.cli.console import clock, redraws
 from kit.config import Stage
-from kit.model.heads import SHARED
+from kit.model.tasks import SHARED
 from kit.recipes.progress import PipelineListener
 from kit.training.loop import EpochReport, Listener
 

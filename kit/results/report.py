@@ -26,7 +26,7 @@ from kit.core.errors import KitError
 from kit.core.keypoints import COLUMNS, KEYPOINT_NAMES
 from kit.data.lookup import core_choice, lookup_blocks
 from kit.data.tables import LookupTable, TrainingSet, subset_indices
-from kit.model import heads
+from kit.model import tasks
 from kit.results import faces, intervals, label_noise, plots
 from kit.runs import files, folds
 from kit.training import runtime
@@ -298,8 +298,8 @@ def pipeline_rows(run_dir: Path, pipeline: dict, own: dict) -> list[dict]:
 def subset_histories(config, histories: dict[str, list[list[dict]]]) -> dict:
     """Each subset's fold histories: those of the network that answers it (a shared trunk's
     for both subsets)."""
-    return {subset: histories[heads.network_for(config, subset)] for subset in config.subsets
-            if heads.network_for(config, subset) in histories}
+    return {subset: histories[tasks.network_for(config, subset)] for subset in config.subsets
+            if tasks.network_for(config, subset) in histories}
 
 
 def write(run_dir: Path, training: TrainingSet, lookup: LookupTable | None,
@@ -310,7 +310,7 @@ def write(run_dir: Path, training: TrainingSet, lookup: LookupTable | None,
     config = files.read_config(run_dir)
     is_ensemble = files.is_ensemble(run_dir)
     # Keyed by network, as the folds were trained; an ensemble trains nothing.
-    histories = {} if is_ensemble else files.read_histories(run_dir, heads.networks(config),
+    histories = {} if is_ensemble else files.read_histories(run_dir, tasks.network_names(config),
                                                             config.folds)
     groups, groups_from = face_groups(run_dir, training)
     report = compute(oof, training, lookup, subset_histories(config, histories), groups)

@@ -38,7 +38,7 @@ from kit.core.keypoints import IMAGE_SIZE
 from kit.data import tables
 from kit.data.lookup import BLOCK_SUBSET, image_blocks
 from kit.data.tables import LookupTable, TestSet, TrainingSet
-from kit.model import heads
+from kit.model import tasks
 from kit.results import label_noise
 from kit.runs import files
 from kit.runs.folds import fingerprint, fold_rows
@@ -96,7 +96,7 @@ class Teaching:
         chosen = {fold: substitute[rows] for fold, rows in plain.train_rows.items()}
         if network in self.filled:
             base_targets, base_weights = np.concatenate(targets), np.concatenate(weights)
-            missing = heads.fillable(network, plain.targets)
+            missing = tasks.fillable(network, plain.targets)
             first = len(base_targets)
             for fold, (rows, outputs) in enumerate(self.filled[network]):
                 copies = base_targets[substitute[rows]].copy()
@@ -152,7 +152,7 @@ def doubted_targets(network: str, keypoints: np.ndarray, common: tuple[str, ...]
     value into whichever heads learn it."""
     marked = keypoints.astype(np.float64)
     marked[rows, columns] = np.inf
-    return np.isinf(heads.network_targets(network, marked, common))
+    return np.isinf(tasks.network_targets(network, marked, common))
 
 
 def pseudo_targets(network: str, outputs: np.ndarray, blocks: np.ndarray,
@@ -164,8 +164,8 @@ def pseudo_targets(network: str, outputs: np.ndarray, blocks: np.ndarray,
         faces = blocks == block
         if subset not in subsets:
             continue
-        if subset in heads.subsets_of_network(network):
-            head = heads.head_slice(network, subset)
+        if subset in tasks.subsets_with_heads(network):
+            head = tasks.head_slice(network, subset)
             targets[faces, head] = outputs[faces, head]
     return targets
 
@@ -206,7 +206,7 @@ def prepare(config: Config, root: Path, training: TrainingSet, test: TestSet | N
     if config.flagged_labels != "keep":
         rows, columns = label_noise.flagged_values(label_noise.flag(files.read_oof(run_dir)))
     # Each network's fold models, read once for whatever of them the student takes.
-    models = ({network: load_fold_models(run_dir, network) for network in heads.networks(config)}
+    models = ({network: load_fold_models(run_dir, network) for network in tasks.network_names(config)}
               if config.pseudo_labels or config.fill_labels else {})
     pseudo, images = {}, np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
     if config.pseudo_labels:
@@ -215,9 +215,9 @@ def prepare(config: Config, root: Path, training: TrainingSet, test: TestSet | N
                            "images and IdLookupTable.csv in the data folder")
         images = test.images
         blocks = image_blocks(lookup, test.image_ids)
-        for network in heads.networks(config):
+        for network in tasks.network_names(config):
             per_fold = [
-                pseudo_targets(network, predict_images(teacher_config, heads.task_for(network),
+                pseudo_targets(network, predict_images(teacher_config, tasks.task_for(network),
                                                        [model], images),
                                blocks, config.subsets)
                 for model in models[network]
@@ -225,7 +225,7 @@ def prepare(config: Config, root: Path, training: TrainingSet, test: TestSet | N
             faces = np.flatnonzero(~np.isnan(per_fold[0]).all(axis=1))
             pseudo[network] = (faces, [targets[faces] for targets in per_fold])
     filled = {}
-    for network in heads.networks(config) if config.fill_labels else ():
+    for network in tasks.network_names(config) if config.fill_labels else ():
         per_fold = fill_values(config, teacher_config, models[network], network, training,
                                assignment)
         if any(len(fill_rows) for fill_rows, _ in per_fold):
@@ -239,12 +239,12 @@ def fill_values(config: Config, teacher_config: Config, fold_models: list[FoldMo
                 assignment: dict) -> list[tuple[np.ndarray, np.ndarray]]:
     """Each fold's training rows with a value for the student (`config`) to fill, and the
     teacher's fold model's outputs there."""
-    targets = heads.network_targets(network, training.keypoints, config.common_keypoints)
-    open_rows = np.flatnonzero(heads.fillable(network, targets).any(axis=1))
+    targets = tasks.network_targets(network, training.keypoints, config.common_keypoints)
+    open_rows = np.flatnonzero(tasks.fillable(network, targets).any(axis=1))
     per_fold = []
     for fold, model in enumerate(fold_models):
         rows = np.intersect1d(fold_rows(assignment, network, fold)[0], open_rows)
-        outputs = predict_images(teacher_config, heads.task_for(network), [model],
+        outputs = predict_images(teacher_config, tasks.task_for(network), [model],
                                  training.images[rows])
         per_fold.append((rows, outputs.astype(np.float32)))
     return per_fold
@@ -255,7 +255,7 @@ def check_alike(run_dir: Path, teacher: Config, student: Config) -> None:
     for name, theirs, ours in (
         ("folds", teacher.folds, student.folds),
         ("subsets", ",".join(teacher.subsets), ",".join(student.subsets)),
-        ("networks", ",".join(heads.networks(teacher)), ",".join(heads.networks(student))),
+        ("networks", ",".join(tasks.network_names(teacher)), ",".join(tasks.network_names(student))),
     ):
         if theirs != ours:
             raise KitError(f"{run_dir}: the teacher run has {name} {theirs}, this run "

@@ -19,7 +19,7 @@ import pandas as pd
 from kit.config import Config
 from kit.core.errors import KitError
 from kit.data.tables import TrainingSet, subset_indices
-from kit.model import heads
+from kit.model import tasks
 from kit.runs import files
 from kit.runs.folders import locked, new_run_dir, point_latest, unfinished_run
 from kit.runs.folds import assign_folds, check_data, fold_rows
@@ -77,17 +77,17 @@ def run_cv(config: Config, training: TrainingSet, root: Path, resume: bool = Tru
                                               if teaching else 0),
                                            config.train.batch_size),
                      files.fold_trained(run_dir, network, fold))
-            for network in heads.networks(config) for fold in range(config.folds)
+            for network in tasks.network_names(config) for fold in range(config.folds)
         ]
         listener.run_started(run_dir, plan, config.train.epochs)
         stats = loop.Stats()
         started = time.perf_counter()
         with programs.CompileClock() as clock:
-            for network in heads.networks(config):
+            for network in tasks.network_names(config):
                 train_network(config, training, run_dir, network, assignment, listener, stats,
                               lesson=functools.partial(lesson_for, network))
         record_engine(run_dir, stats, time.perf_counter() - started, clock.seconds)
-        oof = pd.concat([table for network in heads.networks(config)
+        oof = pd.concat([table for network in tasks.network_names(config)
                          for fold in range(config.folds)
                          for table in fold_oof(config, training, run_dir, network, fold)],
                         ignore_index=True)
@@ -119,7 +119,7 @@ def train_network(config: Config, training: TrainingSet, run_dir: Path, network:
     jobs = [loop.FoldJob(fold, taught.train_rows[fold], fold_rows(assignment, network, fold)[1],
                          files.fold_dir(run_dir, network, fold) / checkpoints.CHECKPOINT)
             for fold in jobs]
-    task = heads.task_for(network)
+    task = tasks.task_for(network)
     data = loop.NetworkData(taught.images, taught.targets, taught.weights)
     val_rows = {job.fold: job.val_rows for job in jobs}
     for result in loop.train_folds(config, task, network, data, jobs, listener, stats):
@@ -161,12 +161,12 @@ def oof_tables(config: Config, training: TrainingSet, network: str, fold: int,
                rows: np.ndarray, outputs: np.ndarray) -> list[pd.DataFrame]:
     """OOF lines of a fold's held-out `rows` from the network's `outputs` on them."""
     tables = []
-    for subset in heads.subsets_of(config, network):
+    for subset in tasks.subsets_answered(config, network):
         mine = np.isin(rows, subset_indices(training.keypoints, subset))
-        columns = heads.column_indices(subset)
+        columns = tasks.column_indices(subset)
         truth = training.keypoints[rows[mine]][:, columns]
-        values = heads.subset_predictions(network, subset, outputs[mine],
-                                          heads.full_source(training.keypoints[rows[mine]]))
+        values = tasks.subset_predictions(network, subset, outputs[mine],
+                                          tasks.full_source(training.keypoints[rows[mine]]))
         tables.append(_long_table(subset, fold, rows[mine], columns, truth, values))
     return tables
 

@@ -17,7 +17,7 @@ from sklearn.model_selection import GroupKFold, KFold
 from kit.config import Config
 from kit.core.errors import KitError
 from kit.data.tables import TrainingSet, subset_indices
-from kit.model import heads
+from kit.model import tasks
 
 
 def thumbnails(images: np.ndarray, size: int = 24) -> np.ndarray:
@@ -93,8 +93,8 @@ def assign_folds(config: Config, training: TrainingSet) -> dict:
                                None if groups is None else groups[union])
     out = {"groups": None if groups is None else groups.tolist(), "networks": {},
            "fingerprint": fingerprint(training)}
-    for network in heads.networks(config):
-        rows = heads.network_rows(config, network, training.keypoints)
+    for network in tasks.network_names(config):
+        rows = tasks.network_rows(config, network, training.keypoints)
         assignment = fold_of_row[rows]
         if len(np.unique(assignment)) < config.folds:
             raise KitError(f"the {network} network has {len(rows)} rows; they do not fill "

@@ -11,14 +11,14 @@ import numpy as np
 
 from kit.config import Config
 from kit.data.tables import TrainingSet
-from kit.model import heads
+from kit.model import tasks
 from kit.runs.folds import fold_rows
 
 
 @dataclass(frozen=True)
 class Lesson:
     """What one network learns from. Rows 0..N-1 of images and targets are the training set's
-    own, as heads.network_targets makes them: validation and out-of-fold scoring read only
+    own, as tasks.network_targets makes them: validation and out-of-fold scoring read only
     those. A curriculum may append rows that only training reads: copies of rows with
     doubted labels, test faces with pseudo-labels."""
 
@@ -31,7 +31,7 @@ class Lesson:
 def plain_lesson(config: Config, network: str, training: TrainingSet,
                  assignment: dict) -> Lesson:
     return Lesson(training.images,
-                  heads.network_targets(network, training.keypoints, config.common_keypoints),
+                  tasks.network_targets(network, training.keypoints, config.common_keypoints),
                   None,
                   {fold: fold_rows(assignment, network, fold)[0] for fold in range(config.folds)})
 

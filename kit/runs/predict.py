@@ -18,9 +18,9 @@ from kit.core.errors import KitError
 from kit.core.keypoints import IMAGE_SIZE, SUBSET_COLUMNS
 from kit.data.lookup import image_blocks
 from kit.data.tables import LookupTable
-from kit.model import heads
 from kit.model import networks as nets
-from kit.model.heads import Task
+from kit.model import tasks
+from kit.model.tasks import Task
 from kit.runs import files
 from kit.training import checkpoints, programs, train
 
@@ -37,7 +37,7 @@ def save_fold_model(folder: Path, params, net_state) -> None:
 
 def load_fold_models(run_dir: Path, network: str) -> list[FoldModel]:
     config = files.read_config(run_dir)
-    task = heads.task_for(network)
+    task = tasks.task_for(network)
     net = nets.build(config.model, task.outputs)
     like = net.init(jax.random.PRNGKey(0), np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.float32),
                     True)
@@ -76,7 +76,7 @@ def predict_run(run_dir: Path, subset: str, images: np.ndarray,
 
     `full` marks the images of the full annotation source (the test faces the lookup table
     asks all values of): their 4-key values are made as the OOF's were on such faces
-    (heads.subset_predictions), so a blend or choice fitted on that OOF meets the same
+    (tasks.subset_predictions), so a blend or choice fitted on that OOF meets the same
     predictions on the test set. Without it, every image is taken as the core-only source's.
     """
     members = files.ensemble_members(run_dir)
@@ -86,10 +86,10 @@ def predict_run(run_dir: Path, subset: str, images: np.ndarray,
     if subset not in config.subsets:
         raise KitError(f"{run_dir}: the run has no {subset}-key models (its subsets: "
                        f"{', '.join(config.subsets)})")
-    network = heads.network_for(config, subset)
-    outputs = predict_images(config, heads.task_for(network),
+    network = tasks.network_for(config, subset)
+    outputs = predict_images(config, tasks.task_for(network),
                              load_fold_models(run_dir, network), images)
-    return heads.subset_predictions(network, subset, outputs, full)
+    return tasks.subset_predictions(network, subset, outputs, full)
 
 
 def _predict_ensemble(run_dir: Path, members: list[Path], subset: str, images: np.ndarray,

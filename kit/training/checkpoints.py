@@ -100,7 +100,7 @@ def peek_progress(path: Path) -> Progress | None:
         return None
 
 
-def standing(path: Path | None, fold: int, note: Callable[[str], None]) -> tuple[int, int]:
+def saved_position(path: Path | None, fold: int, note: Callable[[str], None]) -> tuple[int, int]:
     """Where a fold's checkpoint stands, (0, 0) without one; a corrupt one is said with
     `note`, removed, and the fold starts again."""
     if path is None or not path.exists():

@@ -117,6 +117,15 @@ def train_folds(config: Config, task: train.Task, network: str, data: NetworkDat
     pending = fold_groups(jobs, config.engine.fold_group, listener.note)
     while pending:
         jobs = pending.pop(0)
+        # Whole folds on every device, or each batch split over them (engine.fold_placement);
+        # a group whose folds do not divide evenly over the devices trains in parts.
+        parts = programs.group_placements(config.engine.fold_placement,
+                                          config.train.batch_size, len(jobs))
+        if len(parts) > 1:
+            pending[:0] = fold_parts(jobs, [size for size, _ in parts])
+            continue
+        placement = parts[0][1]
+        arrays = placement.replicated(arrays)
         folds = [job.fold for job in jobs]
         where = f"{network} network, {fold_names(jobs)}"
         # Set up: each fold's state from its checkpoint (or fresh), the programs compiled;
@@ -142,7 +151,7 @@ def train_folds(config: Config, task: train.Task, network: str, data: NetworkDat
         steps = group.steps_per_epoch
         chunk = 1  # steps a dispatch: 1 until a chunk is timed
         stage = f"{where}, the first step"
-        states, best = placement.replicated((states, best))
+        states, best = placement.per_fold((states, best))
         sums, step = None, progress[0].step
         with checkpoints.BackgroundWriter() as writer, interrupts.Deferred() as interrupt:
             last_saved = time.monotonic()
@@ -152,9 +161,9 @@ def train_folds(config: Config, task: train.Task, network: str, data: NetworkDat
                     epoch = progress[0].epoch
                     program = group.early if train.is_early(config.train, epoch) else group.step
                     order, valid = epoch_batches(config, jobs, progress, steps)
-                    batches = (arrays, placement.split(order, 2), placement.replicated(valid),
+                    batches = (arrays, placement.batches(order, 2), placement.per_fold(valid),
                                group.totals)
-                    sums = placement.replicated(progress_sums(progress))
+                    sums = placement.per_fold(progress_sums(progress))
                     step = progress[0].step
                     # The epoch's steps in chunks, two in flight: the device starts the next
                     # while the host reads the last one's figures. states, sums and step are
@@ -189,13 +198,13 @@ def train_folds(config: Config, task: train.Task, network: str, data: NetworkDat
 
                     # The epoch's end: score the held-out rows where due, keep the weights.
                     errors = (np.asarray(group.evaluate(
-                        *train.weights(states), arrays, group.val_rows, group.val_weight,
-                        placement.replicated(np.array([not p.stopped for p in progress]))))
+                        *train.kept_weights(states), arrays, group.val_rows, group.val_weight,
+                        placement.per_fold(np.array([not p.stopped for p in progress]))))
                         if train.is_validated(config.train, epoch) else None)
                     improved, next_progress, reports = end_epoch(
                         config, network, jobs, progress, jax.device_get(sums), errors,
                         time.perf_counter() - epoch_started)
-                    best = group.keep_best(best, states, placement.replicated(improved))
+                    best = group.keep_best(best, states, placement.per_fold(improved))
                     progress, step, sums = next_progress, 0, None
                     listener.epoch(network, reports)
                     if not finished(config, progress) and checkpoint_due(
@@ -222,7 +231,7 @@ def train_folds(config: Config, task: train.Task, network: str, data: NetworkDat
         seconds = time.perf_counter() - started
         stats.train_seconds += seconds
         stats.groups.append({"network": network, "folds": folds, "batching": batching,
-                             "devices": placement.devices, "seconds": round(seconds, 2),
+                             "placement": placement.way, "devices": placement.devices, "seconds": round(seconds, 2),
                              "compile_seconds": round(group.compile_seconds, 2)})
         yield from fold_results(jobs, best, progress)
 
@@ -261,7 +270,7 @@ def fold_groups(jobs: list[FoldJob], fold_group: int,
     (0: all of them); a corrupt checkpoint is said with `note` and its fold starts again."""
     by_position: dict[tuple[int, int], list[FoldJob]] = {}
     for job in jobs:
-        by_position.setdefault(checkpoints.standing(job.checkpoint, job.fold, note),
+        by_position.setdefault(checkpoints.saved_position(job.checkpoint, job.fold, note),
                                []).append(job)
     limit = fold_group or len(jobs)
     return [same[start:start + limit] for same in by_position.values()
@@ -286,7 +295,7 @@ def load_group(config: Config, task: train.Task, network: str, jobs: list[FoldJo
                note: Callable[[str], None]):
     """Stacked states and best weights, from checkpoints or fresh, and each fold's
     progress."""
-    net, optimizer, _ = train.compiled(config, task)
+    net, optimizer, _ = train.build(config, task)
     init = jax.jit(jax.vmap(train.make_init(net, optimizer, config.train.ema,
                                             train.resolved_precision(config))))
     fresh = init(jnp.stack([train.fold_key(config, task, job.fold) for job in jobs]))
@@ -294,7 +303,7 @@ def load_group(config: Config, task: train.Task, network: str, jobs: list[FoldJo
     for index, job in enumerate(jobs):
         state = programs.fold_of(fresh, index)
         state, best, fold_progress = checkpoints.resume_fold(
-            job.checkpoint, job.fold, state, train.weights(state), note)
+            job.checkpoint, job.fold, state, train.kept_weights(state), note)
         states.append(state)
         bests.append(best)
         progress.append(fold_progress)
@@ -308,21 +317,21 @@ def compile_group(config: Config, task: train.Task, batching: str,
                   placement: programs.Placement, arrays: dict, jobs: list[FoldJob],
                   states, best) -> GroupPrograms:
     """The group's programs for its shapes, compiled ahead of time (or read from disk)."""
-    net, _, train_step = train.compiled(config, task)
+    net, _, train_step = train.build(config, task)
     way = programs.FOLD_BATCHINGS[batching]
     folds, batch = len(jobs), config.train.batch_size
     fold_steps = np.array([train.steps_per_epoch(len(job.train_rows), batch) for job in jobs])
     steps = int(fold_steps.max())
-    totals = placement.replicated((fold_steps * config.train.epochs).astype(np.int32))
-    val_rows, val_weight = placement.split(programs.validation_arrays(
+    totals = placement.per_fold((fold_steps * config.train.epochs).astype(np.int32))
+    val_rows, val_weight = placement.batches(programs.validation_arrays(
         [job.val_rows for job in jobs], placement.padded(config.train.eval_batch_size)), 2)
-    states, best = placement.replicated((states, best))
-    sums = placement.replicated({k: jnp.zeros(folds, jnp.float32)
-                                 for k in programs.zero_metrics()})
-    order = placement.split(np.zeros((folds, steps, batch), np.int32), 2)
-    valid = placement.replicated(np.zeros((folds, steps), bool))
+    states, best = placement.per_fold((states, best))
+    sums = placement.per_fold({k: jnp.zeros(folds, jnp.float32)
+                               for k in programs.zero_metrics()})
+    order = placement.batches(np.zeros((folds, steps, batch), np.int32), 2)
+    valid = placement.per_fold(np.zeros((folds, steps), bool))
     bound = placement.replicated(np.int32(0))
-    active = placement.replicated(np.ones(folds, bool))
+    active = placement.per_fold(np.ones(folds, bool))
     seconds = []
 
     def compiled(function, *args, donate=()):
@@ -330,14 +339,18 @@ def compile_group(config: Config, task: train.Task, batching: str,
         seconds.append(took)
         return program
 
+    # Which arguments have a fold axis: under whole folds each device runs its own.
     def step_program(step_function):
-        return compiled(way.make_steps(step_function, config.train), states, sums, arrays,
-                        order, valid, totals, bound, bound, donate=(0,))
+        return compiled(placement.program(way.make_steps(step_function, config.train),
+                                          (True, True, False, True, True, True, False, False)),
+                        states, sums, arrays, order, valid, totals, bound, bound, donate=(0,))
 
     step = step_program(train_step)
-    evaluate = compiled(programs.make_evaluate(net, way.over_folds), *train.weights(states),
-                        arrays, val_rows, val_weight, active)
-    keep_best = compiled(programs.keep_best, best, states, active)
+    evaluate = compiled(placement.program(programs.make_evaluate(net, way.over_folds),
+                                          (True, True, False, True, True, True)),
+                        *train.kept_weights(states), arrays, val_rows, val_weight, active)
+    keep_best = compiled(placement.program(programs.keep_best, (True, True, True)), best,
+                         states, active)
     early = (step_program(train.early_step(config, task))
              if train.early_epochs(config.train) else None)
     return GroupPrograms(step, early, way.calls, evaluate, keep_best, totals, val_rows,
@@ -352,7 +365,7 @@ def run_chunk(program: Callable, calls: Callable, placement: programs.Placement,
     """Steps first..last-1 of every fold, queued without waiting (one dispatch under "vmap",
     one a fold and step under "map"). batches: the data, order, valid and totals arrays on
     the devices; valid: the host's copy."""
-    for a, b in calls(first, last, valid):
+    for a, b in calls(first, last, placement.local_valid(valid)):
         states, sums = program(states, sums, *batches, placement.replicated(np.int32(a)),
                                placement.replicated(np.int32(b)))
         if placement.blocking:
@@ -460,6 +473,12 @@ def fold_results(jobs: list[FoldJob], best, progress: list[Progress]) -> Iterato
         params, net_state = programs.fold_of(host, index)
         yield FoldResult(job.fold, params, net_state, fold.history, fold.best_epoch + 1,
                          float("nan") if fold.best_val_rmse is None else fold.best_val_rmse)
+
+
+def fold_parts(jobs: list[FoldJob], sizes: list[int]) -> list[list[FoldJob]]:
+    """The jobs cut into consecutive parts of these sizes."""
+    ends = np.cumsum(sizes)
+    return [jobs[end - size:end] for size, end in zip(sizes, ends)]
 
 
 def fold_names(jobs: list[FoldJob]) -> str:

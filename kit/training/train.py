@@ -23,7 +23,7 @@ import optax
 from kit.config import Config, TrainConfig
 from kit.core.keypoints import IMAGE_SIZE
 from kit.model import augment, networks
-from kit.model.heads import Task
+from kit.model.tasks import Task
 from kit.training import precision as precisions
 
 
@@ -42,7 +42,7 @@ class TrainState(NamedTuple):
     loss_scale: precisions.LossScale | tuple = ()
 
 
-def weights(state: TrainState) -> tuple[hk.Params, hk.State]:
+def kept_weights(state: TrainState) -> tuple[hk.Params, hk.State]:
     """The weights a fold is judged and kept by: the moving average where there is one."""
     return (state.params if isinstance(state.average, tuple) else state.average), state.net_state
 
@@ -80,7 +80,7 @@ def make_optimizer(train: TrainConfig) -> optax.GradientTransformation:
     return OPTIMIZERS[train.optimizer](train.weight_decay)
 
 
-def descend(params, direction, rate):
+def apply_update(params, direction, rate):
     """One step down `direction` (make_optimizer's update) at `rate`."""
     return jax.tree_util.tree_map(lambda p, d: p - rate * d, params, direction)
 
@@ -184,7 +184,7 @@ def make_train_step(net: hk.TransformedWithState, optimizer: optax.GradientTrans
         if scaled:
             grads = precisions.unscale(loss_scale, grads)
         direction, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = descend(state.params, direction, batch["learning_rate"])
+        params = apply_update(state.params, direction, batch["learning_rate"])
         average = state.average
         if config.train.ema:
             average = update_average(average, params, config.train.ema, state.step)
@@ -287,7 +287,7 @@ def resolved_precision(config: Config) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def compiled(config: Config, task: Task):
+def build(config: Config, task: Task):
     """The network, optimiser and step, built once per config and task: a fresh closure per
     call would make XLA compile the same program again."""
     precision = resolved_precision(config)
@@ -300,7 +300,7 @@ def compiled(config: Config, task: Task):
 def early_step(config: Config, task: Task) -> Callable:
     """The step of progressive resizing's early epochs: the same network and optimiser as
     `compiled`'s, the images at train.early_size."""
-    net, optimizer, _ = compiled(config, task)
+    net, optimizer, _ = build(config, task)
     return make_train_step(net, optimizer, config, task, config.train.early_size,
                            resolved_precision(config))
 

@@ -46,7 +46,7 @@ class Task:
         return np.array(self.flip)
 
 
-def networks(config: Config) -> tuple[str, ...]:
+def network_names(config: Config) -> tuple[str, ...]:
     """The networks trained on each fold: one per subset, or one shared trunk."""
     return (SHARED,) if config.shared_trunk else tuple(config.subsets)
 
@@ -56,12 +56,12 @@ def network_for(config: Config, subset: str) -> str:
     return SHARED if config.shared_trunk else subset
 
 
-def subsets_of(config: Config, network: str) -> tuple[str, ...]:
+def subsets_answered(config: Config, network: str) -> tuple[str, ...]:
     """The subsets a network answers."""
     return tuple(config.subsets) if network == SHARED else (network,)
 
 
-def subsets_of_network(network: str) -> tuple[str, ...]:
+def subsets_with_heads(network: str) -> tuple[str, ...]:
     """The subsets a network's heads can answer: both for the shared trunk."""
     return tuple(SUBSET_COLUMNS) if network == SHARED else (network,)
 
@@ -124,7 +124,7 @@ def fillable(network: str, targets: np.ndarray) -> np.ndarray:
     head's missing ones. The core head's are missing on the full source's faces only, which
     its 15-key head answers (subset_predictions), so filling them would teach nothing asked."""
     mask = np.zeros(targets.shape, bool)
-    if "15" in subsets_of_network(network):
+    if "15" in subsets_with_heads(network):
         head = head_slice(network, "15")
         mask[:, head] = np.isnan(targets[:, head])
     return mask
