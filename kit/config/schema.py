@@ -200,8 +200,8 @@ class EngineConfig:
     # picks by the device.
     fold_batching: str = setting("auto", names=FOLD_BATCHINGS)
     # "split": each batch split over the devices, which meet every step; "whole": each
-    # device trains whole folds alone; "auto": whole folds, a fold left over split
-    # (kit.training.programs.auto_parts, docs/engine.md).
+    # device trains whole folds alone; "auto": split on CPUs, whole folds on accelerators
+    # with a fold left over split (kit.training.programs.auto_parts, docs/engine.md).
     fold_placement: str = setting("auto", names=FOLD_PLACEMENTS)
     fold_group: int = setting(0, ">= 0")  # folds trained together; 0: the most that fit
     chunk_seconds: float = setting(1.0, "> 0")  # steps per dispatch aim at this: progress moves

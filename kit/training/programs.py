@@ -137,9 +137,11 @@ def whole_parts(batch_size: int, folds: int, devices: list) -> list[tuple[int, P
 
 
 def auto_parts(batch_size: int, folds: int, devices: list) -> list[tuple[int, Placement]]:
-    """Whole folds where every device gets some, the rest split: on 2 CPU cores whole folds
-    win and a fold left over trains faster split (docs/engine.md); on GPUs whole folds save
+    """CPUs: split (whole folds did not beat it on 2 shared cores, docs/engine.md).
+    Accelerators: whole folds where every device gets some, the rest split; whole folds save
     the all-reduce over PCIe, by reasoning, not yet measured."""
+    if devices[0].platform == "cpu":
+        return split_parts(batch_size, folds, devices)
     parts = whole_parts(batch_size, folds, devices)
     if parts[-1][1].devices < len(devices):
         parts[-1] = split_parts(batch_size, parts[-1][0], devices)[0]
