@@ -234,10 +234,10 @@ def test_downweighted_labels_weigh_a_quarter_in_a_copy(teacher_root, training, q
     assignment = teaching.assignment
     lesson = teaching.lesson(config, "15", training, assignment)
     assert len(lesson.images) == len(training) + 1
-    np.testing.assert_array_equal(lesson.weights[-1, EYEBROW_COLUMNS], [0.25, 0.25])
-    assert (np.delete(lesson.weights, EYEBROW_COLUMNS, axis=1) == 1).all()
+    np.testing.assert_array_equal(lesson.loss_weights[-1, EYEBROW_COLUMNS], [0.25, 0.25])
+    assert (np.delete(lesson.loss_weights, EYEBROW_COLUMNS, axis=1) == 1).all()
     np.testing.assert_array_equal(lesson.targets[-1], lesson.targets[flagged_row])
-    assert teaching.lesson(config, "4", training, assignment).weights is None
+    assert teaching.lesson(config, "4", training, assignment).loss_weights is None
 
 
 def test_a_shared_networks_doubted_label_reaches_both_heads():

@@ -120,7 +120,7 @@ def train_network(config: Config, training: TrainingSet, run_dir: Path, network:
                          files.fold_dir(run_dir, network, fold) / checkpoints.CHECKPOINT)
             for fold in jobs]
     task = tasks.task_for(network)
-    data = loop.NetworkData(taught.images, taught.targets, taught.weights)
+    data = loop.NetworkData(taught.images, taught.targets, taught.loss_weights)
     val_rows = {job.fold: job.val_rows for job in jobs}
     for result in loop.train_folds(config, task, network, data, jobs, listener, stats):
         folder = files.fold_dir(run_dir, network, result.fold)

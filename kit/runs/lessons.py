@@ -24,7 +24,7 @@ class Lesson:
 
     images: np.ndarray  # uint8 (rows, 96, 96)
     targets: np.ndarray  # pixels (rows, outputs), NaN where nothing is learned
-    weights: np.ndarray | None  # loss weight of each target value; None: all 1
+    loss_weights: np.ndarray | None  # loss weight of each target value; None: all 1
     train_rows: dict[int, np.ndarray]  # each fold's training rows of the above
 
 

@@ -48,7 +48,7 @@ class NetworkData:
 
     images: np.ndarray
     targets: np.ndarray
-    weights: np.ndarray | None = None
+    loss_weights: np.ndarray | None = None
 
 
 @dataclass
@@ -198,7 +198,7 @@ def train_folds(config: Config, task: train.Task, network: str, data: NetworkDat
 
                     # The epoch's end: score the held-out rows where due, keep the weights.
                     errors = (np.asarray(group.evaluate(
-                        *train.kept_weights(states), arrays, group.val_rows, group.val_weight,
+                        *train.kept_weights(states), arrays, group.val_rows, group.val_real,
                         placement.per_fold(np.array([not p.stopped for p in progress]))))
                         if train.is_validated(config.train, epoch) else None)
                     improved, next_progress, reports = end_epoch(
@@ -249,7 +249,7 @@ class GroupPrograms(NamedTuple):
     keep_best: Callable
     totals: jax.Array  # (folds,) steps of each fold's schedule
     val_rows: jax.Array  # (folds, chunks, chunk) validation rows, chunks split over devices
-    val_weight: jax.Array  # their weights, 0 for padding
+    val_real: jax.Array  # 1 for each real row, 0 for padding
     steps_per_epoch: int  # the longest fold's
     compile_seconds: float
 
@@ -258,7 +258,7 @@ def device_arrays(data: NetworkData) -> dict:
     """The arrays the programs gather batches from: uint8 images, pixel targets (0 where
     missing) and their mask: 0 where missing, else the value's loss weight."""
     present = ~np.isnan(data.targets)
-    mask = present if data.weights is None else np.where(present, data.weights, 0.0)
+    mask = present if data.loss_weights is None else np.where(present, data.loss_weights, 0.0)
     return {"images": np.ascontiguousarray(data.images, np.uint8),
             "keypoints": np.where(present, data.targets, 0.0).astype(np.float32),
             "mask": mask.astype(np.float32)}
@@ -323,7 +323,7 @@ def compile_group(config: Config, task: train.Task, batching: str,
     fold_steps = np.array([train.steps_per_epoch(len(job.train_rows), batch) for job in jobs])
     steps = int(fold_steps.max())
     totals = placement.per_fold((fold_steps * config.train.epochs).astype(np.int32))
-    val_rows, val_weight = placement.batches(programs.validation_arrays(
+    val_rows, val_real = placement.batches(programs.validation_arrays(
         [job.val_rows for job in jobs], placement.padded(config.train.eval_batch_size)), 2)
     states, best = placement.per_fold((states, best))
     sums = placement.per_fold({k: jnp.zeros(folds, jnp.float32)
@@ -348,13 +348,13 @@ def compile_group(config: Config, task: train.Task, batching: str,
     step = step_program(train_step)
     evaluate = compiled(placement.program(programs.make_evaluate(net, way.over_folds),
                                           (True, True, False, True, True, True)),
-                        *train.kept_weights(states), arrays, val_rows, val_weight, active)
+                        *train.kept_weights(states), arrays, val_rows, val_real, active)
     keep_best = compiled(placement.program(programs.keep_best, (True, True, True)), best,
                          states, active)
     early = (step_program(train.early_step(config, task))
              if train.early_epochs(config.train) else None)
     return GroupPrograms(step, early, way.calls, evaluate, keep_best, totals, val_rows,
-                         val_weight, steps, sum(seconds))
+                         val_real, steps, sum(seconds))
 
 
 # ---------------------------------------------------------------- the loop's helpers

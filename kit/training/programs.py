@@ -302,27 +302,27 @@ FOLD_BATCHINGS: dict[str, FoldBatching] = {
 
 
 def make_evaluate(net: hk.TransformedWithState, over_folds: Callable) -> Callable:
-    """(params, net_state, data, rows, weight, active) -> (folds, 2): each fold's squared
-    pixel error and value count over its validation rows (rows, weight: (folds, chunks,
-    chunk); weight 0 marks padding); over_folds: a FoldBatching's. Plain predictions, no
+    """(params, net_state, data, rows, real, active) -> (folds, 2): each fold's squared
+    pixel error and value count over its validation rows (rows, real: (folds, chunks,
+    chunk); real 0 marks padding); over_folds: a FoldBatching's. Plain predictions, no
     test-time augmentation."""
 
-    def evaluate(params, net_state, data, rows, weight, active):
-        def one_fold(params, net_state, rows, weight, ok):
+    def evaluate(params, net_state, data, rows, real, active):
+        def one_fold(params, net_state, rows, real, ok):
             def chunk(total, xs):
-                chunk_rows, chunk_weight = xs
+                chunk_rows, chunk_real = xs
                 images = data["images"][chunk_rows].astype(jnp.float32) / 255.0
                 output = net.apply(params, net_state, None, images, False)[0]
-                mask = data["mask"][chunk_rows] * chunk_weight[:, None]
+                mask = data["mask"][chunk_rows] * chunk_real[:, None]
                 error = (networks.to_pixels(output) - data["keypoints"][chunk_rows]) * mask
                 return total + jnp.stack([(error**2).sum(), mask.sum()]), None
 
             def run(_):
-                return jax.lax.scan(chunk, jnp.zeros(2, jnp.float32), (rows, weight))[0]
+                return jax.lax.scan(chunk, jnp.zeros(2, jnp.float32), (rows, real))[0]
 
             return jax.lax.cond(ok, run, lambda _: jnp.zeros(2, jnp.float32), None)
 
-        return over_folds(one_fold, params, net_state, rows, weight, active)
+        return over_folds(one_fold, params, net_state, rows, real, active)
 
     return evaluate
 
@@ -337,16 +337,16 @@ def keep_best(best, states: train.TrainState, improved: jax.Array):
 
 
 def validation_arrays(val_rows: list[np.ndarray], chunk: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each fold's validation rows as (folds, chunks, chunk) rows and weights, the weight 0
-    for padding, so folds with different counts share one evaluate program."""
+    """Each fold's validation rows as (folds, chunks, chunk) rows and a mask of the real ones
+    (0 for padding), so folds with different counts share one evaluate program."""
     chunks = max(math.ceil(max(len(r) for r in val_rows) / chunk), 1)
     rows = np.zeros((len(val_rows), chunks * chunk), np.int32)
-    weight = np.zeros((len(val_rows), chunks * chunk), np.float32)
+    real = np.zeros((len(val_rows), chunks * chunk), np.float32)
     for index, fold_rows in enumerate(val_rows):
         rows[index, : len(fold_rows)] = fold_rows
-        weight[index, : len(fold_rows)] = 1.0
+        real[index, : len(fold_rows)] = 1.0
     shape = (len(val_rows), chunks, chunk)
-    return rows.reshape(shape), weight.reshape(shape)
+    return rows.reshape(shape), real.reshape(shape)
 
 
 def stack(trees: list):
