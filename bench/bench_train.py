@@ -68,9 +68,9 @@ def placements(config) -> dict:
     return ways
 
 
-def step_rates(config, steps: int = 10) -> dict:
-    """Images/s of each placement, timed in turns."""
-    ways = placements(config)
+def step_rates(config, steps: int = 10, only: tuple[str, ...] | None = None) -> dict:
+    """Images/s of each placement (or of those named in `only`), timed in turns."""
+    ways = {name: way for name, way in placements(config).items() if only is None or name in only}
     # Compile, and let the allocator reach the step's peak memory (the first steps fault in
     # pages that later steps reuse).
     for _, run_steps in ways.values():

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from bench.bench_train import step_rate
+from bench.bench_train import step_rates
 from kit import config as config_io
 
 
@@ -25,8 +25,8 @@ def run(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv or [])
     base = config_io.preset(args.preset)
     factors = [1.0, *(f for f in args.widen if f != 1.0)]
-    rates = {f: step_rate(replace(base, model=base.model.widened(f)), args.steps)
-             for f in factors}
+    rates = {f: step_rates(replace(base, model=base.model.widened(f)), args.steps,
+                           only=("split",))["split"] for f in factors}
     out = {}
     for factor, rate in rates.items():
         widths = base.model.widened(factor).widths
