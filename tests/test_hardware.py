@@ -223,7 +223,7 @@ def test_a_gpu_record_reads_as_kaggle_s_t4_pair_would():
                      "cuda": "12.8", "cudnn": hardware._cudnn_text(91002)},
         "jax_said": [], "problem": None,
         "cv": {"preset": "gpu", "preset_why": "a GPU is here", "precision": "fp16",
-               "precision_rule": "planned: the rule train.precision=auto will follow",
+               "precision_rule": "train.precision=auto picks it by the device",
                "fold_batching": "map", "batch_split_over": 2, "chunk_seconds": 1.0,
                "steps_per_dispatch": "1 until a chunk is timed"},
     }
@@ -233,11 +233,11 @@ def test_a_gpu_record_reads_as_kaggle_s_t4_pair_would():
                          "  gpu:1 Tesla T4 (memory 15.0 GiB, compute capability 7.5)"]
     assert ("jax 0.7.2, jaxlib 0.7.2, CUDA plugin jax-cuda12-plugin 0.7.2, CUDA 12.8, "
             "cuDNN 9.10.2") in lines
-    assert "  precision fp16 (planned: the rule train.precision=auto will follow)" in lines
+    assert "  precision fp16 (train.precision=auto picks it by the device)" in lines
     assert not any(line.startswith("problem") for line in lines)
     assert hardware.summary(record).startswith(
-        "2 gpu device(s) (Tesla T4); jax 0.7.2, CUDA 12.8, cuDNN 9.10.2; precision fp16 "
-        "planned (fp32 today); folds map")
+        "2 gpu device(s) (Tesla T4); jax 0.7.2, CUDA 12.8, cuDNN 9.10.2; precision fp16; "
+        "folds map")
     assert hardware._cudnn_text(8907) == "8.9.7"
 
 

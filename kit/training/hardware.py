@@ -463,8 +463,7 @@ def summary(record: dict) -> str:
     cuda = f"CUDA {versions['cuda']}, cuDNN {versions['cudnn']}" if versions["cuda"] else \
         "no CUDA"
     cv = record["cv"]
-    planned = " planned (fp32 today)" if cv["precision_rule"].startswith("planned") else ""
     return (f"{len(record['devices'])} {record['backend']} device(s) ({', '.join(kinds)}); "
-            f"jax {versions['jax']}, {cuda}; precision {cv['precision']}{planned}; folds "
+            f"jax {versions['jax']}, {cuda}; precision {cv['precision']}; folds "
             f"{_folds_text(cv)}; steps per dispatch sized to about {cv['chunk_seconds']:g} s")
 
