@@ -323,7 +323,7 @@ def test_bench_fold_pairs_an_override_with_its_base_over_seeds(synth_competition
     from bench import bench_fold
 
     _, data_dir = synth_competition
-    settings = [item for setting in QUICK for item in ("--set", setting)]
+    settings = [item for setting in [*QUICK, "train.epochs=1"] for item in ("--set", setting)]
     figures = bench_fold.run(["--preset", "quick", "--data", str(data_dir), *settings,
                               "--resamples", "200", "--seeds", "2", "flip_tta=0"])
     assert figures["seeds"] == 2 and figures["overrides"] == "flip_tta=0"
@@ -345,7 +345,7 @@ def test_bench_fold_of_the_base_alone_gives_its_estimate_and_interval(synth_comp
     from bench import bench_fold
 
     _, data_dir = synth_competition
-    settings = [item for setting in QUICK for item in ("--set", setting)]
+    settings = [item for setting in [*QUICK, "train.epochs=1"] for item in ("--set", setting)]
     figures = bench_fold.run(["--preset", "quick", "--data", str(data_dir), *settings,
                               "--resamples", "200"])
     assert "difference" not in figures and figures["overrides"] == "none"
