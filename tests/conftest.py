@@ -45,6 +45,18 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 QUICK = ["folds=2", "train.epochs=2", "grouped_folds=0"]
 
 
+# Fixtures that train networks: a test that asks for one (directly or through another
+# fixture) is in the slow tier, which `make test-fast` leaves out.
+TRAINING_FIXTURES = frozenset({"quick_run", "shared_run", "tiny", "teacher_root", "student",
+                               "shared_teacher", "alone", "folds_alone"})
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def synth_competition(tmp_path_factory):
     """(what make_competition returned, the data folder it was downloaded into)."""

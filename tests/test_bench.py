@@ -24,6 +24,7 @@ def test_the_test_time_views_of_a_finished_run_are_scored(quick_run, synth_compe
     assert all("LB estimate" in text for text in figures.values())
 
 
+@pytest.mark.slow
 def test_the_widths_suite_times_each_factor_beside_the_base_width():
     from bench import bench_widths
 

@@ -288,6 +288,7 @@ def test_a_run_worse_than_the_means_says_so_in_its_report(quick_run, tmp_path, t
     assert "**Warning:** this run scores worse" in (bad / files.REPORT_MD).read_text()
 
 
+@pytest.mark.slow
 def test_cv_ends_with_the_warning_of_a_run_worse_than_the_means(tmp_path, synth_competition,
                                                                capsys):
     """Trained for real at a rate too small to move the network from its first guess (the
@@ -318,6 +319,7 @@ def test_a_blends_report_gives_each_member_and_itself_an_interval(quick_run, tmp
 # ---------------------------------------------------------------- bench fold
 
 
+@pytest.mark.slow
 def test_bench_fold_pairs_an_override_with_its_base_over_seeds(synth_competition):
     """Trained for real (quick, two seeds): a lever that only changes the test-time views."""
     from bench import bench_fold
@@ -341,6 +343,7 @@ def test_bench_fold_pairs_an_override_with_its_base_over_seeds(synth_competition
     assert verdict == expected
 
 
+@pytest.mark.slow
 def test_bench_fold_of_the_base_alone_gives_its_estimate_and_interval(synth_competition):
     from bench import bench_fold
 

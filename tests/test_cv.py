@@ -114,6 +114,7 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, training, quick
     pd.testing.assert_frame_equal(files.read_oof(resumed), files.read_oof(run_dir))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", config_io.HEADS)
 def test_the_loss_falls_when_training_on_a_batch(training, quick_config, head):
     config = config_io.override(quick_config, ["augment.affine_prob=0", "augment.flip_prob=0",
@@ -132,6 +133,7 @@ def test_the_loss_falls_when_training_on_a_batch(training, quick_config, head):
     assert losses[-1] < 0.3 * losses[0]
 
 
+@pytest.mark.slow
 def test_seed_preset_is_the_reports_network_and_takes_a_step(training):
     config = config_io.preset("seed")
     assert (config.train.batch_size, config.train.learning_rate) == (32, 0.01)
@@ -167,6 +169,7 @@ def test_predicting_a_subset_the_run_lacks_is_a_clear_error(run_dir, training):
         (run_dir / "config.json").write_text(json.dumps(config))
 
 
+@pytest.mark.slow
 def test_shared_trunk_run_gives_both_subsets_oof_and_predictions(tmp_path, training,
                                                                 quick_config):
     config = config_io.override(quick_config, ["shared_trunk=1"])
@@ -318,6 +321,7 @@ def test_the_report_says_how_each_folds_weights_were_kept(run_dir, train_setting
     assert said in report.markdown(figures)
 
 
+@pytest.mark.slow
 def test_a_run_that_diverges_stops_in_one_line_instead_of_writing_nan(tmp_path, training,
                                                                        quick_config):
     config = config_io.override(quick_config, ["train.learning_rate=1000"])

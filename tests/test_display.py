@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from rich.console import Console
 
 from kit import config as config_io
 from kit.cli.display import CVDisplay
 from kit.runs import cv
+
+pytestmark = pytest.mark.slow  # every test here trains a small run
 
 
 def test_a_log_gets_one_line_per_epoch_and_no_bars(tmp_path, training, quick_config):

@@ -103,6 +103,7 @@ def test_folds_trained_together_equal_each_fold_trained_alone(small, training, b
     assert together[0].history[0]["val_rmse"] != together[1].history[0]["val_rmse"]
 
 
+@pytest.mark.slow
 def test_a_group_interrupted_mid_epoch_resumes_to_the_uninterrupted_result(small, training,
                                                                           tmp_path):
     uninterrupted = train_folds(small, training)
@@ -120,6 +121,7 @@ def test_a_group_interrupted_mid_epoch_resumes_to_the_uninterrupted_result(small
     assert_same(resumed, uninterrupted)
 
 
+@pytest.mark.slow
 def test_ctrl_c_is_held_until_a_checkpoint_then_stops_and_resumes_exactly(small, training,
                                                                          tmp_path):
     import os
@@ -141,6 +143,7 @@ def test_ctrl_c_is_held_until_a_checkpoint_then_stops_and_resumes_exactly(small,
     assert_same(train_folds(small, training, checkpoint_dir=tmp_path), uninterrupted)
 
 
+@pytest.mark.slow
 def test_a_corrupt_checkpoint_is_said_and_its_fold_starts_again(small, training, tmp_path):
     uninterrupted = train_folds(small, training)
 
@@ -165,6 +168,7 @@ def test_a_corrupt_checkpoint_is_said_and_its_fold_starts_again(small, training,
     assert_same(resumed, uninterrupted)
 
 
+@pytest.mark.slow
 def test_select_last_never_lets_held_out_rows_choose_or_stop(small, training):
     config = config_io.override(small, ["train.select=last", "train.patience=1",
                                         "train.epochs=3"])
@@ -186,6 +190,7 @@ def test_select_last_never_lets_held_out_rows_choose_or_stop(small, training):
                                                          for h in fooled[0].history]
 
 
+@pytest.mark.slow
 def test_validate_every_scores_only_its_epochs_and_changes_no_weight(small, training,
                                                                       tmp_path):
     """Every 2nd epoch of 3 and the last are scored, with the values that scoring every
@@ -216,6 +221,7 @@ def test_validate_every_scores_only_its_epochs_and_changes_no_weight(small, trai
     assert_same(train_folds(sparse, training, folds=(0,), checkpoint_dir=tmp_path), few)
 
 
+@pytest.mark.slow
 def test_folds_that_do_not_fit_in_memory_train_in_groups(small, training, monkeypatch):
     together = train_folds(small, training)
     monkeypatch.setenv("KIT_DEVICE_MEMORY", "1000")
@@ -293,6 +299,7 @@ def test_simulated_cpu_devices_run_one_program_at_a_time():
     assert not single.blocking
 
 
+@pytest.mark.slow
 def test_with_ema_a_fold_keeps_the_moving_average_and_resumes_to_it_exactly(small, training,
                                                                            tmp_path):
     config = config_io.override(small, ["train.ema=0.9", "train.select=last"])
@@ -330,6 +337,7 @@ def test_train_seed_draws_another_training_on_the_same_folds(small, training, fo
         train.epoch_order(train.training_seeds(other), 0, 0, 40, 8).tolist()
 
 
+@pytest.mark.slow
 def test_sigterm_mid_epoch_saves_that_chunk_and_resumes_exactly(small, training, tmp_path):
     """No checkpoint falls due (an hour apart): the one on disk is the one SIGTERM made."""
     config = config_io.override(small, ["engine.checkpoint_seconds=3600"])
@@ -478,6 +486,7 @@ def test_folds_are_batched_only_where_jax_can_batch_them():
     assert programs.resolve_batching("auto", "cpu") == "map"
 
 
+@pytest.mark.slow
 def test_progressive_resizing_steps_at_the_early_size_and_resumes_exactly(small, training,
                                                                           tmp_path):
     """The early epochs' step is the step of the same network at the smaller input size; a

@@ -43,6 +43,7 @@ def small_disk(tmp_path):
         subprocess.run(["umount", str(folder)], check=False)
 
 
+@pytest.mark.slow
 def test_a_full_disk_ends_in_one_line_and_the_run_resumes_once_there_is_room(
         synth_competition, small_disk):
     _, data_dir = synth_competition

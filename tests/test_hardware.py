@@ -138,6 +138,7 @@ def test_the_cpu_is_chosen_by_the_flag_or_jax_platforms():
 # ---------------------------------------------------------------- the CLI, in fresh processes
 
 
+@pytest.mark.slow
 def test_cv_beside_a_gpu_jax_cannot_use_stops_in_one_line_before_anything(tmp_path):
     env = kit_env(tmp_path, stub_nvidia_smi(tmp_path / "bin"), failing_cuda_plugin(
         tmp_path / "plugin"))

@@ -63,6 +63,7 @@ def test_head_stride_sets_the_heatmap_grid(input_size, stride, grid):
     assert heatmap_shape(model, 38) == (2, grid, grid, 19)
 
 
+@pytest.mark.slow
 def test_default_preset_reads_19_maps_on_a_12_by_12_grid_and_starts_at_the_centre():
     model = config_io.preset("default").model
     assert heatmap_shape(model, 38) == (2, 12, 12, 19)

@@ -30,6 +30,7 @@ def make(*args: str, env: dict) -> subprocess.CompletedProcess:
     return result
 
 
+@pytest.mark.slow
 def test_practice_download_tiny_cv_submit_dry_run_and_score(tmp_path):
     env = dict(os.environ, KIT_DATA=str(tmp_path / "data"), KIT_RUNS=str(tmp_path / "cv"),
                KIT_SUBMISSIONS=str(tmp_path / "submissions"))

@@ -82,6 +82,7 @@ def traced(net, params, state, images):
     return str(jax.make_jaxpr(lambda p, s: net.apply(p, s, None, images, True))(params, state))
 
 
+@pytest.mark.slow
 def test_the_network_computes_reduced_and_keeps_fp32_weights_statistics_and_softmax(
         quick_config):
     images = jnp.zeros((2, 96, 96), jnp.float32)
@@ -114,6 +115,7 @@ def fp16_step(small, training):
     return jax.jit(step), state, batch
 
 
+@pytest.mark.slow
 def test_a_non_finite_step_changes_nothing_but_halves_the_scale(small, training):
     step, state, batch = fp16_step(small, training)
     # 2^60 is finite in fp32, but the gradient it scales overflows fp16's range (65504).
@@ -160,6 +162,7 @@ class AtChunk(loop.Listener):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_an_interrupted_fp16_run_resumes_exactly_with_its_loss_scale(small, training,
                                                                       tmp_path):
     config = config_io.override(small, ["train.precision=fp16"])
@@ -196,6 +199,7 @@ def fp32_result(four_epochs, training):
     return train_folds(config_io.override(four_epochs, ["train.precision=fp32"]), training)[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reduced", ["bf16", "fp16"])
 def test_reduced_precision_trains_as_well_as_fp32(four_epochs, training, fp32_result,
                                                   reduced):

@@ -751,6 +751,7 @@ def test_a_kernel_that_cannot_install_what_it_needs_fails_with_that_line(
     assert entry["failure"].startswith("kit: could not install kit-surely-not-installed>=1")
 
 
+@pytest.mark.slow
 def test_a_kernel_whose_jax_falls_back_to_the_cpu_beside_a_gpu_ends_as_that_line(
         tmp_path, runs, credentials, monkeypatch, capsys, synth_competition):
     # The kernel's machine has an NVIDIA GPU (a stub nvidia-smi on its PATH) and a CPU jax.
