@@ -12,9 +12,9 @@
 Folds are independent trainings of one program on different rows and keys. Under "vmap" a
 group's folds run as one batched program, many steps a dispatch (an accelerator fills up with
 them); under "map" each dispatch is one step of one fold, because on CPUs XLA's convolutions
-batched over folds run at a third of the speed (5 folds: 139 against 437 images/s on 2
-cores) and their gradients inside loops far slower still (see make_fold_step). Either way
-every device takes a slice of every batch: one code path for 1 or N devices.
+batched over folds run far slower, and their gradients inside loops slower still (see
+make_fold_step; figures in docs/engine.md). Either way a Placement says where the folds run:
+each batch split over the devices, or whole folds on each.
 """
 from __future__ import annotations
 
@@ -259,9 +259,8 @@ def make_fold_step(train_step: Callable, train_config: TrainConfig) -> Callable:
     """(states, sums, data, order, valid, totals, fold, step) -> (states, sums): step `step`
     of fold `fold` alone, outside any loop. For CPUs ("map"): the host loops over folds and
     steps and leaves out the steps that do not count. XLA:CPU runs a convolution's gradient
-    inside a loop or a conditional 40-80 times slower than outside one (a 3x3, 32-channel
-    layer on 64 images of 48x48: 69 ms against 5.8 s), so there no training step may sit
-    inside control flow."""
+    inside a loop or a conditional many times slower than outside one (docs/engine.md), so
+    there no training step may sit inside control flow."""
     one_fold = _one_fold_step(train_step, train_config)
 
     def fold_step(states, sums, data, order, valid, totals, fold, step):
