@@ -25,12 +25,14 @@ IMAGE_PYTHON = "3.12"
 IMAGE = ["jax==0.7.2", "jaxlib==0.7.2", "optax==0.2.8", "flax==0.11.2", "numpy==2.0.2",
          "pandas==2.2.2", "rich==15.0.0"]
 # What matters on the image, under ten minutes on two cores: a quick cv, notebook mode, a
-# submission, the config, the engine, the installer's and version check's own tests, and a
+# submission, the config, the engine, the installer's and version check's own tests, mixed
+# precision and whole folds per device (what a T4 pair trains with), and a
 # remote run whose kernel (the fake server runs it with this session's Python) runs on the
 # image's versions, comes back and submits.
 IMAGE_TESTS = ["tests/test_notebook.py", "tests/test_submission.py", "tests/test_config.py",
                "tests/test_config_validation.py", "tests/test_cv.py", "tests/test_engine.py",
-               "tests/test_kernel_setup.py", "tests/test_versions.py",
+               "tests/test_kernel_setup.py", "tests/test_versions.py", "tests/test_precision.py",
+               "tests/test_devices.py",
                "tests/test_remote.py::test_remote_cv_runs_the_pushed_code_and_comes_back_as_a"
                "_submittable_run"]
 # What the floor's kaggle client and the oldest arrays stack must carry: Kaggle's routes

@@ -99,8 +99,9 @@ def start_backends() -> tuple[str, list[str]]:
     said: list[str] = []
     logger = logging.getLogger(JAX_LOGGER)
     handler = _Keep(said)
-    level = logger.level
-    logger.addHandler(handler)  # and so JAX's own lines are not printed beside ours
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False  # so JAX's own handlers (some versions add one) print nothing
     logger.setLevel(logging.INFO)  # a plugin that fails quietly says why at INFO
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -111,6 +112,7 @@ def start_backends() -> tuple[str, list[str]]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+        logger.propagate = propagate
     said += [str(w.message) for w in caught if _about_a_gpu(str(w.message))]
     if not said:
         try:  # the reasons jax keeps (a private name: absent in some versions)
