@@ -33,8 +33,8 @@ IMAGE_TESTS = ["tests/test_notebook.py", "tests/test_submission.py", "tests/test
                "tests/test_config_validation.py", "tests/test_cv.py", "tests/test_engine.py",
                "tests/test_kernel_setup.py", "tests/test_versions.py", "tests/test_precision.py",
                "tests/test_devices.py",
-               "tests/test_remote.py::test_remote_cv_runs_the_pushed_code_and_comes_back_as_a"
-               "_submittable_run"]
+               ("tests/test_remote.py::test_remote_cv_runs_the_pushed_code_and_comes_back_as_a"
+                "_submittable_run")]
 # What the floor's kaggle client and the oldest arrays stack must carry: Kaggle's routes
 # (download, submit, kernels), the submission and a quick cv.
 FLOOR_TESTS = ["tests/test_kaggle_io.py", "tests/test_download.py", "tests/test_remote.py",
@@ -83,7 +83,8 @@ def kaggle_image(session: nox.Session) -> None:
     session.run("python", "kit/kaggle/kernel_setup.py")
     session.install(*TEST_TOOLS)
     session.run("python", "-c", SHOW_VERSIONS)
-    session.run("python", "-m", "pytest", *(session.posargs or IMAGE_TESTS))
+    session.run("python", "-m", "pytest", "-n", "2", "--dist", "worksteal",
+                *(session.posargs or IMAGE_TESTS))
 
 
 @nox.session(python=floor_python(PROJECT["requires-python"]))
