@@ -19,29 +19,12 @@ from kit.model import tasks
 from kit.runs import predict
 from kit.runs.folds import assign_folds, fold_rows
 from kit.training import checkpoints, interrupts, loop, programs, train
-
-NETWORK = "4"  # 60 synthetic rows: 30 training rows a fold, 3 steps of 8 an epoch
+from tests.helpers import NETWORK, small_config, train_folds
 
 
 @pytest.fixture(scope="module")
 def small(quick_config):
-    return config_io.override(quick_config, [
-        "train.batch_size=8", "train.eval_batch_size=16", "train.epochs=2",
-        "engine.checkpoint_seconds=0", "engine.chunk_seconds=0.000001"])
-
-
-def train_folds(config, training, folds=(0, 1), checkpoint_dir=None, listener=None,
-                targets=None, stats=None):
-    assignment = assign_folds(config, training)
-    if targets is None:
-        targets = tasks.network_targets(NETWORK, training.keypoints)
-    data = loop.NetworkData(training.images, targets)
-    jobs = [loop.FoldJob(fold, *fold_rows(assignment, NETWORK, fold),
-                         None if checkpoint_dir is None else checkpoint_dir / f"fold-{fold}.npz")
-            for fold in folds]
-    results = loop.train_folds(config, tasks.task_for(NETWORK), NETWORK, data, jobs,
-                               listener or loop.Listener(), stats or loop.Stats())
-    return {result.fold: result for result in results}
+    return small_config(quick_config)
 
 
 class AtChunk(loop.Listener):

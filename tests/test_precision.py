@@ -14,32 +14,20 @@ import pytest
 
 from kit import config as config_io
 from kit.model import networks, tasks
-from kit.runs.folds import assign_folds, fold_rows
 from kit.training import checkpoints, hardware, loop, precision, train
 from tests.conftest import refusal
-from tests.helpers import batch_of
+from tests.helpers import NETWORK, batch_of, small_config, train_folds
 
 WIDE = {np.dtype(np.float32), np.dtype(np.int32)}  # weights, statistics, their counters
-NETWORK = "4"  # 60 synthetic rows: 30 training rows a fold, 3 steps of 8 an epoch
 
 
 @pytest.fixture(scope="module")
 def small(quick_config):
-    return config_io.override(quick_config, [
-        "train.batch_size=8", "train.eval_batch_size=16", "train.epochs=2",
-        "engine.checkpoint_seconds=0", "engine.chunk_seconds=0.000001"])
+    return small_config(quick_config)
 
 
-def train_folds(config, training, folds=(0,), checkpoint_dir=None, listener=None):
-    assignment = assign_folds(config, training)
-    data = loop.NetworkData(training.images,
-                            tasks.network_targets(NETWORK, training.keypoints))
-    jobs = [loop.FoldJob(fold, *fold_rows(assignment, NETWORK, fold),
-                         None if checkpoint_dir is None else checkpoint_dir / f"fold-{fold}.npz")
-            for fold in folds]
-    results = loop.train_folds(config, tasks.task_for(NETWORK), NETWORK, data, jobs,
-                               listener or loop.Listener(), loop.Stats())
-    return {result.fold: result for result in results}
+def train_one_fold(config, training, **options):
+    return train_folds(config, training, folds=(0,), **options)
 
 
 def leaves(tree):
@@ -166,9 +154,9 @@ class AtChunk(loop.Listener):
 def test_an_interrupted_fp16_run_resumes_exactly_with_its_loss_scale(small, training,
                                                                       tmp_path):
     config = config_io.override(small, ["train.precision=fp16"])
-    uninterrupted = train_folds(config, training)
+    uninterrupted = train_one_fold(config, training)
     with pytest.raises(KeyboardInterrupt):
-        train_folds(config, training, checkpoint_dir=tmp_path, listener=AtChunk(4))
+        train_one_fold(config, training, checkpoint_dir=tmp_path, listener=AtChunk(4))
     path = tmp_path / "fold-0.npz"
     task = tasks.task_for(NETWORK)
     net, optimizer, _ = train.build(config, task)
@@ -179,7 +167,7 @@ def test_an_interrupted_fp16_run_resumes_exactly_with_its_loss_scale(small, trai
     # The scale's count of finite steps stands where the run stopped: it was saved.
     assert int(saved.loss_scale.counter) == steps
     assert float(saved.loss_scale.scale) == precision.INITIAL_LOSS_SCALE
-    resumed = train_folds(config, training, checkpoint_dir=tmp_path)
+    resumed = train_one_fold(config, training, checkpoint_dir=tmp_path)
     for x, y in zip(leaves(resumed[0].params), leaves(uninterrupted[0].params)):
         np.testing.assert_array_equal(x, y)
     assert [dict(h, seconds=0) for h in resumed[0].history] == [
@@ -196,14 +184,14 @@ def four_epochs(small):
 
 @pytest.fixture(scope="module")
 def fp32_result(four_epochs, training):
-    return train_folds(config_io.override(four_epochs, ["train.precision=fp32"]), training)[0]
+    return train_one_fold(config_io.override(four_epochs, ["train.precision=fp32"]), training)[0]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("reduced", ["bf16", "fp16"])
 def test_reduced_precision_trains_as_well_as_fp32(four_epochs, training, fp32_result,
                                                   reduced):
-    result = train_folds(config_io.override(four_epochs, [f"train.precision={reduced}"]),
+    result = train_one_fold(config_io.override(four_epochs, [f"train.precision={reduced}"]),
                          training)[0]
     history = [h["train_rmse"] for h in result.history]
     assert history[-1] < history[0]  # it learns

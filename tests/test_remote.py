@@ -726,6 +726,16 @@ def test_a_wait_always_ends_and_says_what_to_do(runs, credentials, monkeypatch, 
     assert entry["status"] == status and not entry.get("finished")  # the kernel is left alone
 
 
+def push_and_attach(fake, monkeypatch, folder: Path, kernel: str, runs: Path):
+    """Push the kernel folder to the fake server and wait for it with `remote attach`: the
+    verb's exit code and the kernel's run."""
+    fake.install(monkeypatch)
+    pushed = kernel_api.push_kernel(folder)
+    kernels.save_entry(runs, entry_for(kernel, version=pushed["version"], url=pushed["url"]))
+    returned = cli.main(["--runs", str(runs), "remote", "attach", "--poll", "0.2"])
+    return returned, fake.wait_for_kernel()
+
+
 def test_a_kernel_that_cannot_install_what_it_needs_fails_with_that_line(
         tmp_path, runs, checkout, credentials, monkeypatch, capsys):
     (checkout / "pyproject.toml").write_text(
@@ -736,11 +746,7 @@ def test_a_kernel_that_cannot_install_what_it_needs_fails_with_that_line(
     kernel = f"{FAKE_USER}/kit-cv-20240501-120000-quick"
     kernels.write_kernel_folder(folder, kernel, code.script_text(pushed_code, []), options)
     with FakeKaggle(kernel_home=tmp_path / "kaggle", queued_polls=0) as fake:
-        fake.install(monkeypatch)
-        pushed = kernel_api.push_kernel(folder)
-        kernels.save_entry(runs, entry_for(kernel, version=pushed["version"], url=pushed["url"]))
-        code_ = cli.main(["--runs", str(runs), "remote", "attach", "--poll", "0.2"])
-        run = fake.wait_for_kernel()
+        code_, run = push_and_attach(fake, monkeypatch, folder, kernel, runs)
     err = capsys.readouterr().err.strip()
     assert run.returncode != 0 and code_ == 1 and "\n" not in err, err
     assert (f"kernel {kernel} failed (ERROR: kit: could not install kit-surely-not-installed>=1 "
@@ -769,11 +775,7 @@ def test_a_kernel_whose_jax_falls_back_to_the_cpu_beside_a_gpu_ends_as_that_line
         code.collect_code(), ["--preset", "quick"]), kernels.KernelOptions(internet=False))
     with FakeKaggle(competition_files=competition, kernel_home=tmp_path / "kaggle",
                     queued_polls=0) as fake:
-        fake.install(monkeypatch)
-        pushed = kernel_api.push_kernel(folder)
-        kernels.save_entry(runs, entry_for(kernel, version=pushed["version"], url=pushed["url"]))
-        returned = cli.main(["--runs", str(runs), "remote", "attach", "--poll", "0.2"])
-        run = fake.wait_for_kernel()
+        returned, run = push_and_attach(fake, monkeypatch, folder, kernel, runs)
     err = capsys.readouterr().err.strip()
     log = "".join(entry["data"] for entry in run.log_entries)
     assert run.returncode == 1 and returned == 1 and "\n" not in err, err + log[-2000:]
