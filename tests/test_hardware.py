@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from kit.training import hardware
+from kit.training import precision as precisions
 
 REPO = Path(__file__).resolve().parents[1]
 T4 = "Tesla T4, 7.5, 15360, 535.104.05"
@@ -126,7 +127,7 @@ def test_a_gpu_older_than_the_installed_jax_supports_is_named(capability, plugin
     ("gpu", "7.0", "fp16"), ("gpu", "6.0", "fp32"), ("gpu", None, "fp32"),
 ])
 def test_auto_precision_follows_the_compute_capability(platform, capability, precision):
-    assert hardware.planned_precision(platform, capability) == precision
+    assert precisions.auto_precision(platform, capability) == precision
 
 
 def test_the_cpu_is_chosen_by_the_flag_or_jax_platforms():

@@ -9,6 +9,7 @@ import jax
 
 from kit.cli import main as cli
 from kit.kaggle import kernel_setup
+from kit.runs import files
 from kit.training import runtime
 
 DECLARED = ["jax>=0.4.30,<0.13", "dm-haiku[jax]>=0.0.12,<0.1", "kaggle>=1.8,<3", "rich>=13,<15"]
@@ -59,8 +60,11 @@ def test_running_names_the_stack_and_the_devices():
                                    "count": jax.device_count()}
     line = runtime.describe(versions)
     assert f"jax {jax.__version__}, jaxlib " in line and f"{jax.device_count()} " in line
-    # engine.json keeps the hardware record too (what `python -m kit devices` prints).
-    hardware = versions["hardware"]
+
+
+def test_a_runs_engine_json_keeps_the_hardware_record(quick_run):
+    """What `python -m kit devices` prints, as the run saw it."""
+    hardware = files.read_engine_calls(quick_run)[-1]["versions"]["hardware"]
     assert hardware["backend"] == jax.default_backend()
     assert len(hardware["devices"]) == jax.local_device_count()
     assert {"precision", "fold_batching", "steps_per_dispatch"} <= set(hardware["cv"])

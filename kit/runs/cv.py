@@ -25,7 +25,7 @@ from kit.runs.folders import locked, new_run_dir, point_latest, unfinished_run
 from kit.runs.folds import assign_folds, check_data, fold_rows
 from kit.runs.lessons import Curriculum, Lesson, plain_lesson
 from kit.runs.predict import FoldModel, predict_images, save_fold_model
-from kit.training import checkpoints, loop, programs, runtime, train
+from kit.training import checkpoints, hardware, loop, programs, runtime, train
 from kit.training.loop import Listener
 
 
@@ -146,7 +146,7 @@ def record_engine(run_dir: Path, stats: loop.Stats, seconds: float,
         "compile_seconds": round(compile_seconds, 2),
         "group_compile_seconds": round(stats.compile_seconds, 2), "images": stats.images,
         "images_per_second": round(stats.images_per_second, 1), "groups": stats.groups,
-        "versions": runtime.running(),
+        "versions": {**runtime.running(), "hardware": hardware.survey()},
     })
 
 

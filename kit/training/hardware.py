@@ -198,21 +198,15 @@ def device_record(device) -> dict:
 # ---------------------------------------------------------------- the checks
 
 
-def capability(text: str | None) -> tuple[int, int] | None:
-    try:
-        major, minor = str(text).split(".")[:2]
-        return int(major), int(minor)
-    except ValueError:
-        return None
-
-
 def unsupported_gpu(gpus: list[dict], plugin: tuple[str, str] | None) -> str | None:
     """One line naming the first GPU whose compute capability is below what the installed
     CUDA plugin (or, without one, the CUDA 12 build the fix installs) runs on."""
+    from kit.training import precision
+
     name = plugin[0] if plugin else FIX_EXTRA
     build, least = CUDA_PLUGINS[name]
     for gpu in gpus:
-        found = capability(gpu.get("compute_capability"))
+        found = precision.capability(gpu.get("compute_capability"))
         if found is None or found >= least:
             continue
         which = f"{gpu['name']}, compute capability {gpu['compute_capability']}"
@@ -256,32 +250,18 @@ def cpu_chosen(allow_cpu: bool, environ=os.environ) -> bool:
 # ---------------------------------------------------------------- what `make cv` does here
 
 
-def planned_precision(platform: str, compute_capability: str | None) -> str:
-    """train.precision=auto's rule (kit.training.precision applies it): fp32 on CPUs; bf16 on TPUs and GPUs of compute
-    capability 8.0 or newer; fp16 (dynamic loss scaling) on 7.x; fp32 on older cards."""
-    if platform == "tpu":
-        return "bf16"
-    if platform not in ("gpu", "cuda", "rocm"):
-        return "fp32"
-    found = capability(compute_capability)
-    if found is None or found < (7, 0):
-        return "fp32"
-    return "bf16" if found >= (8, 0) else "fp16"
-
-
 def plan(config, platform: str, devices: list) -> dict:
     """What a cv run of `config` does here: precision, where folds and batches go, and steps
     per dispatch (from the engine's own rules)."""
     from kit.core.errors import KitError
-    from kit.training import precision as precisions
-    from kit.training import programs
+    from kit.training import precision, programs
 
     choice = config.train.precision
     try:
-        precision = precisions.resolve(choice, platform,
-                                       getattr(devices[0], "compute_capability", None))
+        chosen = precision.resolve(choice, platform,
+                                   getattr(devices[0], "compute_capability", None))
     except KitError as refused:
-        precision = f"refused: {refused}"
+        chosen = f"refused: {refused}"
     if choice != "auto":
         rule = f"train.precision={choice} asks for it"
     elif platform == "cpu":
@@ -298,7 +278,7 @@ def plan(config, platform: str, devices: list) -> dict:
     return {
         "fold_placement": f"{config.engine.fold_placement}: " + ", then ".join(
             _part_text(folds, placement) for folds, placement in parts),
-        "precision": precision,
+        "precision": chosen,
         "precision_rule": rule,
         "fold_batching": batching,
         "batch_split_over": split,

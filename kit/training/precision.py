@@ -1,7 +1,6 @@
 """Mixed precision: the dtype the network computes in, and fp16's dynamic loss scale.
 
-`train.precision=auto` follows the device (kit.training.hardware.planned_precision: fp32 on
-CPUs, bf16 on TPUs and on GPUs of compute capability 8.0 or newer, fp16 on 7.x, which has no
+`train.precision=auto` follows the device (`auto_precision`: fp32 on CPUs, bf16 on TPUs and on GPUs of compute capability 8.0 or newer, fp16 on 7.x, which has no
 bf16, fp32 on older cards). Only the network's convolutions and dense layers compute in the
 reduced dtype (kit.model.networks.build); weights, batch norm, the heatmaps' softmax, the loss
 and the optimiser stay fp32. fp16's narrow range needs the loss scaled up before the gradient
@@ -17,7 +16,6 @@ import jax
 import jax.numpy as jnp
 
 from kit.core.errors import KitError
-from kit.training import hardware
 
 # TrainConfig.precision's choices: the network's compute dtype (None: the device decides).
 PRECISIONS = {"auto": None, "fp32": jnp.float32, "bf16": jnp.bfloat16, "fp16": jnp.float16}
@@ -28,13 +26,35 @@ INITIAL_LOSS_SCALE = 2.0**15
 GROWTH_PERIOD = 2000
 
 
+def capability(text: str | None) -> tuple[int, int] | None:
+    """A compute capability ("8.9") as (major, minor); None where there is none."""
+    try:
+        major, minor = str(text).split(".")[:2]
+        return int(major), int(minor)
+    except ValueError:
+        return None
+
+
+def auto_precision(platform: str, compute_capability: str | None) -> str:
+    """train.precision=auto's rule: fp32 on CPUs; bf16 on TPUs and GPUs of compute capability
+    8.0 or newer; fp16 (dynamic loss scaling) on 7.x; fp32 on older cards."""
+    if platform == "tpu":
+        return "bf16"
+    if platform not in ("gpu", "cuda", "rocm"):
+        return "fp32"
+    found = capability(compute_capability)
+    if found is None or found < (7, 0):
+        return "fp32"
+    return "bf16" if found >= (8, 0) else "fp16"
+
+
 def resolve(choice: str, platform: str, compute_capability: str | None) -> str:
     """The precision `choice` trains in on a device of `platform` (jax's name) and compute
     capability ("8.9", None where the device has none); a KitError for bf16 on a GPU without
     bf16 (compute capability below 8.0), where it runs emulated, slower than fp32."""
     if choice == "auto":
-        return hardware.planned_precision(platform, compute_capability)
-    found = hardware.capability(compute_capability)
+        return auto_precision(platform, compute_capability)
+    found = capability(compute_capability)
     if choice == "bf16" and platform in ("gpu", "cuda") and found and found < (8, 0):
         raise KitError(f"train.precision=bf16: this GPU (compute capability "
                        f"{compute_capability}) has no bf16; expected fp16 or auto (fp16 here) "

@@ -127,10 +127,9 @@ def check_supported() -> None:
         raise KitError(problem)
 
 
-def running(config=None) -> dict:
-    """The versions of Python and STACK this process runs (None: not installed), its JAX
-    devices, and the hardware record (kit.training.hardware.survey, with what a run of
-    `config` does here), as engine.json records them."""
+def running() -> dict:
+    """The versions of Python and STACK this process runs (None: not installed) and its JAX
+    devices, as engine.json records them (beside kit.training.hardware's survey)."""
     import importlib.metadata
     import platform
 
@@ -145,9 +144,6 @@ def running(config=None) -> dict:
     devices = jax.devices()
     versions["devices"] = {"platform": devices[0].platform, "kind": devices[0].device_kind,
                            "count": len(devices)}
-    from kit.training import hardware
-
-    versions["hardware"] = hardware.survey(config)
     return versions
 
 
