@@ -3,7 +3,9 @@ accuracy of one fold of the default preset on the practice data.
 
 python -m bench [parse|augment|train|torch|fold|cv ...]   (default: all)
 python -m bench fold [--preset P] [--set KEY=VALUE] [--fold K[,K]] [--seeds N] [KEY=VALUE ...]
-                     (the KEY=VALUE override against its base, paired, with a 95 % interval)
+                     [--lever NAME=KEY=VALUE[,KEY=VALUE...] ...] [--keep DIR]
+                     (the override and each lever against one base, paired, with a 95 %
+                     interval; --keep DIR keeps each side's training as runs)
 python -m bench cv [--preset P] [--set KEY=VALUE] [--epochs E] [--size practice|kaggle]
                    [--engine new|old]
 python -m bench folds [--folds K] [--similarity S ...]   (held-out faces against the test's)

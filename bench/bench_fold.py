@@ -4,12 +4,29 @@ interval from a paired bootstrap over face groups (kit/results/compare.py), in a
 of `make cv`'s time per fold, seed and side.
 
     python -m bench fold [--preset P] [--set KEY=VALUE ...] [--fold K[,K...]] [--seeds N]
+                         [--lever NAME=KEY=VALUE[,KEY=VALUE...] ...] [--keep DIR]
                          [--teacher RUN_DIR] [--data DIR] [--resamples B] [KEY=VALUE ...]
 
 The base is the preset with every --set; the override is the base with the KEY=VALUEs (none:
-the base alone, its estimate and interval). --seeds N trains both N times, train.seed the
-base's and the next N-1, on the same folds (the folds follow the run's seed): the interval is
-over the pooled seeds, and the spread of the per-seed differences is printed beside it.
+the base alone, its estimate and interval). --seeds N trains every side N times, train.seed
+the base's and the next N-1, on the same folds (the folds follow the run's seed): the
+interval is over the pooled seeds, and the spread of the per-seed differences is printed
+beside it.
+
+--lever NAME=KEY=VALUE[,KEY=VALUE...] (repeatable): one more side, the base with those
+settings, compared paired with the same base, so the base trains once for several levers:
+    python -m bench fold --preset default --fold 0,1 \
+        --lever heat=train.heatmap_loss=1.0 --lever noflip=flip_tta=0,tta_shift=0
+NAME is everything before the first '=' (letters, digits, '-' and '_'; not base or
+override); the settings split at each ',' that starts another KEY=, so a list value such as
+subsets=15,4 stays whole. The positional KEY=VALUEs are the side named "override", whose
+figures keep the plain keys (difference, verdict, seed_differences, seed_spread); a lever's
+are prefixed with its name (heat_difference, heat_verdict, ...).
+
+--keep DIR (a new or empty folder): each side and seed's training stays as a partial run,
+DIR/<side>-<seed>/ (config.json, folds.json, oof.csv of the folds trained, the fold
+models), which `python -m kit compare` and `python -m kit ensemble` take like any finished
+run, and each side's OOF pooled over seeds as DIR/<side>.csv (with a `repeat` column).
 
 With --teacher (a finished run of the practice data, anywhere), both are second passes taught
 by it: its folds and its fold-k model's lessons (add `pseudo_labels=1` and the like).
@@ -23,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import re
 import shutil
 import tempfile
 import time
@@ -36,8 +54,13 @@ from kit import config as config_io
 from kit.data import download, tables
 from kit.model import tasks
 from kit.results import compare, intervals, report, teacher
-from kit.runs import cv, folds
+from kit.runs import cv, files, folds
 from kit.training import loop
+
+BASE, OVERRIDE = "base", "override"
+LEVER_NAME = re.compile(r"[A-Za-z0-9_-]+")
+# A ',' splits a lever's settings only where another KEY= follows: list values keep theirs.
+SETTING_START = re.compile(r",(?=[A-Za-z_][A-Za-z0-9_.]*=)")
 
 
 def run(argv: list[str] | None = None) -> dict:
@@ -52,18 +75,24 @@ def run(argv: list[str] | None = None) -> dict:
                         help="a prepared data folder (default: the practice zip)")
     parser.add_argument("--resamples", type=int, default=intervals.RESAMPLES)
     parser.add_argument("--bootstrap-seed", type=int, default=intervals.SEED)
+    parser.add_argument("--lever", type=parse_lever, action="append", default=[],
+                        metavar="NAME=KEY=VALUE[,KEY=VALUE...]",
+                        help="one more side against the same base (repeatable)")
+    parser.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                        help="keep each side and seed's training as a partial run in DIR")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = parser.parse_args(argv or [])
     if args.data is None and not PRACTICE_ZIP.exists():
         return {"skipped": f"{PRACTICE_ZIP} is absent"}
     if args.seeds < 1:
         raise SystemExit(f"--seeds {args.seeds}: expected at least 1")
+    if args.keep is not None and args.keep.exists() and any(args.keep.iterdir()):
+        raise SystemExit(f"--keep {args.keep}: not empty; expected a new or empty folder")
     teacher_setting = [f"teacher={args.teacher.name}"] if args.teacher else []
     base = config_io.override(config_io.preset(args.preset), args.set + teacher_setting)
-    sides = {"base": base}
-    if args.overrides:
-        sides["override"] = config_io.override(base, args.overrides)
+    sides = side_configs(base, args.overrides, args.lever)
     folder = Path(tempfile.mkdtemp(prefix="kit-bench-fold-"))
+    runs_dir = args.keep if args.keep is not None else folder
     try:
         data_dir = args.data
         if data_dir is None:
@@ -82,15 +111,52 @@ def run(argv: list[str] | None = None) -> dict:
         for repeat in range(args.seeds):
             for name, config in sides.items():
                 config = config_io.override(config, [f"train.seed={base.train.seed + repeat}"])
+                run_dir = runs_dir / f"{name}-{repeat}"
                 part = _train_folds(config, training, assignments[name], teachings[name],
-                                    args.fold, folder / f"{name}-{repeat}")
+                                    args.fold, run_dir)
+                if args.keep is not None:
+                    keep_run(run_dir, config, assignments[name], part)
                 oof[name].append(part.assign(**{compare.REPEAT: repeat}))
         minutes = (time.perf_counter() - started) / 60
+        if args.keep is not None:
+            for name, parts in oof.items():
+                pd.concat(parts, ignore_index=True).to_csv(args.keep / f"{name}.csv",
+                                                           index=False, float_format="%.5f")
         groups, groups_from = report.groups_of(assignments["base"], base.group_similarity,
                                                training)
         return _figures(args, sides, oof, training, lookup, groups, groups_from, minutes)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def parse_lever(text: str) -> tuple[str, list[str]]:
+    """'NAME=KEY=VALUE[,KEY=VALUE...]' -> (NAME, ['KEY=VALUE', ...])."""
+    name, _, settings = text.partition("=")
+    if not LEVER_NAME.fullmatch(name) or name in (BASE, OVERRIDE) or "=" not in settings:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected NAME=KEY=VALUE[,KEY=VALUE...] with a NAME of letters, digits, "
+            f"'-' or '_' other than {BASE} and {OVERRIDE}, e.g. heat=train.heatmap_loss=1.0")
+    return name, SETTING_START.split(settings)
+
+
+def side_configs(base, overrides: list[str], levers: list[tuple[str, list[str]]]) -> dict:
+    """Each side's config by name: the base, the positional override, then the levers."""
+    sides = {BASE: base}
+    if overrides:
+        sides[OVERRIDE] = config_io.override(base, overrides)
+    for name, settings in levers:
+        if name in sides:
+            raise SystemExit(f"--lever {name}: named twice; expected each lever's name once")
+        sides[name] = config_io.override(base, settings)
+    return sides
+
+
+def keep_run(run_dir: Path, config, assignment: dict, oof: pd.DataFrame) -> None:
+    """Make a side's trained folds a run the kit's tools read (config.json last, as cv
+    does): its folds.json, the OOF of the folds it trained, its config with this seed."""
+    files.write_folds(run_dir, assignment)
+    files.write_oof(run_dir, oof[list(files.OOF_COLUMNS)])
+    files.write_config(run_dir, config)
 
 
 def _folds(text: str) -> tuple[int, ...]:
@@ -117,14 +183,16 @@ def _train_folds(config, training, assignment: dict, teaching, fold_numbers: tup
 
 def _figures(args, sides: dict, oof: dict[str, list[pd.DataFrame]], training, lookup,
              groups: np.ndarray, groups_from: str, minutes: float) -> dict:
-    """What the bench prints: each side's figures (pooled over seeds), B - A and its interval,
-    the per-seed differences and their spread."""
+    """What the bench prints: each side's figures (pooled over seeds) and, for the override
+    and each lever, B - A and its interval, the per-seed differences and their spread."""
     pooled = {name: pd.concat(parts, ignore_index=True) for name, parts in oof.items()}
     figures = {name: report.compute(table, training, lookup, groups=groups)
                for name, table in pooled.items()}
-    last = "override" if "override" in sides else "base"
+    last = OVERRIDE if OVERRIDE in sides else BASE
     out = {"preset": args.preset, "set": " ".join(args.set) or "none",
            "overrides": " ".join(args.overrides) or "none",
+           "levers": " ".join(f"{name}={','.join(settings)}" for name, settings in args.lever)
+                     or "none",
            "teacher": str(args.teacher or "none"),
            "fold": ",".join(map(str, args.fold)), "seeds": args.seeds}
     for name, result in figures.items():
@@ -139,23 +207,36 @@ def _figures(args, sides: dict, oof: dict[str, list[pd.DataFrame]], training, lo
     out["rmse_15"] = _round(figures[last]["subsets"]["15"]["rmse"])
     out["rmse_4"] = _round(figures[last]["subsets"]["4"]["rmse"])
     out["leaderboard_estimate"] = _round(figures[last]["leaderboard_estimate"]["rmse"])
-    if "override" in sides:
-        result = compare.compare_oof(pooled["base"], pooled["override"], training, lookup,
-                                     groups, names=("base", "override"),
-                                     resamples=args.resamples, seed=args.bootstrap_seed)
-        main = result["figures"][0]
-        out["difference"] = (f"{main['measure']} B - A {main['difference']:+.4f} "
-                             f"[{main['low']:+.4f}, {main['high']:+.4f}] {main['verdict']}")
-        out["bootstrap"] = (f"paired over {result['groups']} face groups ({groups_from}), "
-                            f"{args.resamples} resamples, seed {args.bootstrap_seed}")
-        if args.seeds > 1:
-            per_seed = [_estimate(override, training, lookup) - _estimate(base, training, lookup)
-                        for base, override in zip(oof["base"], oof["override"])]
-            out["seed_differences"] = " ".join(f"{d:+.4f}" for d in per_seed)
-            out["seed_spread"] = round(float(np.std(per_seed, ddof=1)), 4)
-        out["verdict"] = compare.headline(result)
+    for name in sides:
+        if name != BASE:
+            paired, face_groups = _against_base(args, oof, pooled, name, training, lookup,
+                                                groups)
+            out["bootstrap"] = (f"paired over {face_groups} face groups ({groups_from}), "
+                                f"{args.resamples} resamples, seed {args.bootstrap_seed}")
+            # The override keeps the plain keys the bench always printed; a lever's carry its name.
+            prefix = "" if name == OVERRIDE else f"{name}_"
+            out.update({prefix + key: value for key, value in paired.items()})
     out["minutes"] = round(minutes, 2)
     return out
+
+
+def _against_base(args, oof: dict[str, list[pd.DataFrame]], pooled: dict[str, pd.DataFrame],
+                  name: str, training, lookup, groups: np.ndarray) -> tuple[dict, int]:
+    """One side against the base, paired: the difference line, the per-seed differences and
+    their spread, the verdict; and how many face groups the bootstrap resampled."""
+    result = compare.compare_oof(pooled[BASE], pooled[name], training, lookup, groups,
+                                 names=(BASE, name), resamples=args.resamples,
+                                 seed=args.bootstrap_seed)
+    main = result["figures"][0]
+    out = {"difference": f"{main['measure']} B - A {main['difference']:+.4f} "
+                         f"[{main['low']:+.4f}, {main['high']:+.4f}] {main['verdict']}"}
+    if args.seeds > 1:
+        per_seed = [_estimate(side, training, lookup) - _estimate(base, training, lookup)
+                    for base, side in zip(oof[BASE], oof[name])]
+        out["seed_differences"] = " ".join(f"{d:+.4f}" for d in per_seed)
+        out["seed_spread"] = round(float(np.std(per_seed, ddof=1)), 4)
+    out["verdict"] = compare.headline(result)
+    return out, result["groups"]
 
 
 def _estimate(oof: pd.DataFrame, training, lookup) -> float:
