@@ -75,6 +75,8 @@ def test_v1_is_b2cd740s_default_exactly():
     early = (now["train"].pop("early_size"), now["train"].pop("early_share"))
     assert early == (0, 0)  # every epoch at the input size
     assert now["train"].pop("precision") == "fp32"  # computed in fp32 on every device
+    assert now["train"].pop("heatmap_loss") == 0.0  # the coordinate loss alone
+    now["train"].pop("heatmap_sigma")  # which then shapes nothing
     assert (now.pop("tta_zoom"), now.pop("tta_rotate")) == (0.0, 0.0)  # and shifted views
     occlusion = (now["augment"].pop("occlude_prob"), now["augment"].pop("occlude_size"))
     assert occlusion == (0.0, 0.4)  # and nothing covered

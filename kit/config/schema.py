@@ -154,6 +154,15 @@ class TrainConfig:
     optimizer: str = setting("adamw", names=OPTIMIZERS)  # "sgd": the report's plain SGD
     schedule: str = setting("onecycle", names=SCHEDULES)
     loss: str = setting("mse", names=LOSSES)
+    # DSNT's heatmap term (arXiv 1801.07372): this weight times the Jensen-Shannon divergence
+    # between each keypoint's soft-argmax heatmap and a normalised Gaussian at its target,
+    # added to the coordinate loss; 0: none. Only the soft-argmax head has heatmaps
+    # (_check_heatmap_loss).
+    heatmap_loss: float = setting(0.0, ">= 0")
+    # The Gaussian's standard deviation in pixels of the 96-pixel frame: one cell of a
+    # stride-8 grid (DSNT's one heatmap pixel), so it spreads over neighbouring cells and
+    # still says where within a cell the keypoint sits.
+    heatmap_sigma: float = setting(8.0, "> 0")
     # Epochs without a better validation RMSE before stopping.
     patience: int = setting(12, ">= 1")
     eval_batch_size: int = setting(256, ">= 1")
@@ -303,6 +312,7 @@ def check(config: Any) -> None:
     if isinstance(config, Config):
         _check_teacher(config)
         _check_early_size(config)
+        _check_heatmap_loss(config)
         _check_validation(config.train)
 
 
@@ -330,6 +340,14 @@ def _check_validation(train: TrainConfig) -> None:
                        f"train.select={train.select!r}: expected train.validate_every=1 "
                        "(each epoch's score chooses the weights and may stop the fold), "
                        "or train.select=last")
+
+
+def _check_heatmap_loss(config: Config) -> None:
+    """The heatmap term shapes the soft-argmax head's maps: another head has none to shape."""
+    weight, head = config.train.heatmap_loss, config.model.head
+    if weight and head != "soft_argmax":
+        raise KitError(f"train.heatmap_loss={weight!r}: expected model.head=soft_argmax (a "
+                       f"{head} head has no heatmaps), or train.heatmap_loss=0")
 
 
 def _check_early_size(config: Config) -> None:

@@ -42,6 +42,8 @@ V1 = {
         "optimizer": "adamw",
         "schedule": "onecycle",
         "loss": "mse",
+        "heatmap_loss": 0.0,
+        "heatmap_sigma": 8.0,
         "patience": 12,
         "eval_batch_size": 256,
         "select": "best",

@@ -1,4 +1,5 @@
-"""The networks, as plain Haiku functions of (images, is_training) -> keypoints in [-1, 1].
+"""The networks, as plain Haiku functions of (images, is_training) -> keypoints in [-1, 1]
+(with `maps=True`, a soft-argmax head's heatmap logits too, for a loss that shapes them).
 
 Targets are scaled to a unit range (the student report's advice): a pixel coordinate c maps to
 (c - 48) / 48, so the head's outputs start near the face's centre.
@@ -98,7 +99,9 @@ class OneChannelConv2D(hk.Module):
 def seed_net(config: ModelConfig, outputs: int):
     """The report's CNN: conv, max-pool, conv, max-pool, flatten, dense; a linear head."""
 
-    def forward(images: jnp.ndarray, is_training: bool) -> jnp.ndarray:
+    def forward(images: jnp.ndarray, is_training: bool, maps: bool = False) -> jnp.ndarray:
+        if maps:
+            raise ValueError("the seed net has no heatmaps: maps=True needs the soft-argmax head")
         x = max_pool_2x2(jax.nn.relu(OneChannelConv2D(config.widths[0])(images)))
         for width in config.widths[1:]:
             x = jax.nn.relu(hk.Conv2D(width, 3)(x))
@@ -129,7 +132,7 @@ def resnet(config: ModelConfig, outputs: int):
         x = _batch_norm()(x, is_training)
         return jax.nn.relu(x) if relu else x
 
-    def forward(images: jnp.ndarray, is_training: bool) -> jnp.ndarray:
+    def forward(images: jnp.ndarray, is_training: bool, maps: bool = False):
         x = conv_bn(images[..., None], config.stem_width, 2, is_training)
         stages = []
         for index, width in enumerate(config.widths):
@@ -140,14 +143,16 @@ def resnet(config: ModelConfig, outputs: int):
                 residual = conv_bn(residual, width, 1, is_training, relu=False)
                 x = jax.nn.relu(x + residual)
             stages.append(x)
-        return HEADS[config.head](config, outputs, stages, images.shape[1], is_training)
+        return HEADS[config.head](config, outputs, stages, images.shape[1], is_training, maps)
 
     return forward
 
 
 def dense_head(config: ModelConfig, outputs: int, stages: list, input_size: int,
-               is_training: bool) -> jnp.ndarray:
+               is_training: bool, maps: bool = False) -> jnp.ndarray:
     """The deepest stage flattened into a dense layer, then a linear read-out."""
+    if maps:
+        raise ValueError("a dense head has no heatmaps: maps=True needs the soft-argmax head")
     x = hk.Flatten()(stages[-1])
     if is_training and config.dropout > 0:
         x = hk.dropout(hk.next_rng_key(), config.dropout, x)
@@ -156,13 +161,14 @@ def dense_head(config: ModelConfig, outputs: int, stages: list, input_size: int,
 
 
 def soft_argmax_head(config: ModelConfig, outputs: int, stages: list, input_size: int,
-                     is_training: bool) -> jnp.ndarray:
+                     is_training: bool, maps: bool = False):
     """Keypoints as the expected positions of per-keypoint heatmaps (integral regression).
 
     The deepest stage is upsampled and merged with each finer one down to `head_stride`, as in
     a feature pyramid: the coarse maps know which face part is where, the fine ones where
     exactly. A heatmap is a softmax over the grid, so the read-out is differentiable and
     sub-pixel, and the same cells answer wherever a face sits: a shifted face moves the map.
+    With `maps`, (keypoints, the (B, H, W, K) fp32 heatmap logits) for a loss on the maps.
     """
     x = hk.Conv2D(config.head_width, 1)(stages[-1])
     for finer in reversed(stages[:-1]):
@@ -175,7 +181,15 @@ def soft_argmax_head(config: ModelConfig, outputs: int, stages: list, input_size
         x = jax.nn.relu(_batch_norm()(x, is_training))
     logits = hk.Conv2D(outputs // 2, 1, w_init=hk.initializers.VarianceScaling(0.01))(x)
     # The softmax over a whole map and its weighted mean need fp32 under mixed precision.
-    return soft_argmax(logits.astype(jnp.float32))
+    logits = logits.astype(jnp.float32)
+    keypoints = soft_argmax(logits)
+    return (keypoints, logits) if maps else keypoints
+
+
+def cell_centres(cells: int) -> jnp.ndarray:
+    """The pixel centres of `cells` heatmap cells spanning the 96-pixel frame along one axis,
+    pixel centres being integers as in Kaggle's coordinates."""
+    return (jnp.arange(cells) + 0.5) / cells * IMAGE_SIZE - 0.5
 
 
 def soft_argmax(logits: jnp.ndarray) -> jnp.ndarray:
@@ -183,19 +197,20 @@ def soft_argmax(logits: jnp.ndarray) -> jnp.ndarray:
 
     The maps span the whole 96-pixel frame whatever the input size, so cell (i, j) of an H x W
     grid has its centre at pixel ((j + 0.5) * 96 / W - 0.5, (i + 0.5) * 96 / H - 0.5), pixel
-    centres being integers as in Kaggle's coordinates.
+    centres being integers as in Kaggle's coordinates (`cell_centres`).
     """
     batch, height, width, points = logits.shape
     weights = jax.nn.softmax(logits.reshape(batch, height * width, points), axis=1)
-    centres_y = to_unit((jnp.arange(height) + 0.5) / height * IMAGE_SIZE - 0.5)
-    centres_x = to_unit((jnp.arange(width) + 0.5) / width * IMAGE_SIZE - 0.5)
+    centres_y = to_unit(cell_centres(height))
+    centres_x = to_unit(cell_centres(width))
     x = jnp.einsum("bnp,n->bp", weights, jnp.tile(centres_x, height))
     y = jnp.einsum("bnp,n->bp", weights, jnp.repeat(centres_y, width))
     return jnp.stack([x, y], axis=-1).reshape(batch, 2 * points)
 
 
 # ModelConfig.head's choices (the resnet's): (config, outputs, the stages' maps, the input
-# size, is_training) -> keypoints in unit coordinates.
+# size, is_training, maps) -> keypoints in unit coordinates (and, with maps, the heatmap
+# logits, which only the soft-argmax head has).
 HEADS = {"dense": dense_head, "soft_argmax": soft_argmax_head}
 # ModelConfig.kind's choices: (config, outputs) -> the forward function.
 NETWORKS = {"seed": seed_net, "resnet": resnet}
@@ -229,14 +244,16 @@ def build(config: ModelConfig, outputs: int, dtype=None) -> hk.TransformedWithSt
     forward = NETWORKS[config.kind](config, outputs)
     reduced = dtype is not None and jnp.dtype(dtype) != jnp.float32
 
-    def net(images, is_training, size=None):
+    def net(images, is_training, size=None, maps=False):
         # `size`: another input size than the config's (progressive resizing's early epochs).
+        # `maps`: (keypoints, heatmap logits) instead of keypoints, for the training step.
         size = size or config.input_size
         if images.shape[1] != size:
             images = jax.image.resize(images, (images.shape[0], size, size), "linear")
         if not reduced:
-            return forward(images, is_training)
+            return forward(images, is_training, maps)
         with mixed_precision(dtype):
-            return forward(images.astype(dtype), is_training).astype(jnp.float32)
+            output = forward(images.astype(dtype), is_training, maps)
+            return jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), output)
 
     return hk.transform_with_state(net)

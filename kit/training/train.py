@@ -146,19 +146,57 @@ def masked_loss(prediction: jnp.ndarray, target: jnp.ndarray, mask: jnp.ndarray,
     return (per_value * mask).sum() / jnp.maximum(mask.sum(), 1.0)
 
 
+def gaussian_log_heatmaps(keypoints: jnp.ndarray, height: int, width: int,
+                          sigma: float) -> jnp.ndarray:
+    """(B, 2K) pixel keypoints -> (B, H * W, K) log of a Gaussian of standard deviation `sigma`
+    pixels centred at each keypoint, normalised over the H x W grid of the soft-argmax head
+    (its cells' centres as networks.soft_argmax places them)."""
+    batch, points = keypoints.shape[0], keypoints.shape[1] // 2
+    x, y = keypoints[:, 0::2], keypoints[:, 1::2]
+    across = (networks.cell_centres(width)[None, :, None] - x[:, None, :]) ** 2  # (B, W, K)
+    down = (networks.cell_centres(height)[None, :, None] - y[:, None, :]) ** 2  # (B, H, K)
+    exponent = -(down[:, :, None, :] + across[:, None, :, :]) / (2 * sigma**2)
+    return jax.nn.log_softmax(exponent.reshape(batch, height * width, points), axis=1)
+
+
+def jensen_shannon(log_p: jnp.ndarray, log_q: jnp.ndarray, axis: int) -> jnp.ndarray:
+    """The Jensen-Shannon divergence (nats, at most log 2) of two distributions given as logs,
+    summed over `axis`: from logs, so a cell far from a narrow Gaussian stays finite."""
+    log_mean = jnp.logaddexp(log_p, log_q) - jnp.log(2.0)
+    return 0.5 * ((jnp.exp(log_p) * (log_p - log_mean)).sum(axis)
+                  + (jnp.exp(log_q) * (log_q - log_mean)).sum(axis))
+
+
+def heatmap_divergence(logits: jnp.ndarray, keypoints: jnp.ndarray, mask: jnp.ndarray,
+                       sigma: float) -> jnp.ndarray:
+    """DSNT's heatmap term: the mean Jensen-Shannon divergence between each keypoint's softmax
+    heatmap ((B, H, W, K) logits) and a Gaussian at its pixel target (`gaussian_log_heatmaps`),
+    over the keypoints present, weighed by their mask as masked_loss weighs values."""
+    batch, height, width, points = logits.shape
+    log_maps = jax.nn.log_softmax(logits.reshape(batch, height * width, points), axis=1)
+    divergence = jensen_shannon(
+        log_maps, gaussian_log_heatmaps(keypoints, height, width, sigma), axis=1)  # (B, K)
+    # A keypoint is present where both of its values are; a doubted value's weight carries.
+    weight = jnp.minimum(mask[:, 0::2], mask[:, 1::2])
+    return (divergence * weight).sum() / jnp.maximum(weight.sum(), 1.0)
+
+
 def make_train_step(net: hk.TransformedWithState, optimizer: optax.GradientTransformation,
                     config: Config, task: Task, input_size: int | None = None,
                     precision: str = "fp32") -> Callable:
     """The step, not jitted: the programs that call it are. The network sees the augmented
     images at `input_size` (None: model.input_size). Under fp16 (`precision`, resolved) the
     loss is scaled by the state's loss scale and a step whose gradient is not finite changes
-    nothing but the scale (halved) and the step count; its metrics are 0.
+    nothing but the scale (halved) and the step count; its metrics are 0. With
+    train.heatmap_loss > 0 the loss adds that weight times `heatmap_divergence`; at 0 the
+    network is asked for no heatmaps, so the step is the coordinate loss's alone.
 
     batch: uint8 "images" (B, 96, 96), pixel "keypoints" and their "mask" (B, outputs), and
     the step's "learning_rate" (a scalar, from `learning_rate`).
     """
     permutation = task.permutation
     scaled = precision == "fp16"
+    heatmap_weight, heatmap_sigma = config.train.heatmap_loss, config.train.heatmap_sigma
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         key, augment_key, dropout_key = jax.random.split(state.key, 3)
@@ -173,9 +211,15 @@ def make_train_step(net: hk.TransformedWithState, optimizer: optax.GradientTrans
             raise ValueError("an fp16 step needs a loss scale: make_init(..., precision='fp16')")
 
         def loss_fn(params):
-            output, net_state = net.apply(params, state.net_state, dropout_key, images, True,
-                                          input_size)
-            loss = masked_loss(output, target, mask, config.train.loss)
+            if heatmap_weight:
+                (output, logits), net_state = net.apply(
+                    params, state.net_state, dropout_key, images, True, input_size, maps=True)
+                loss = (masked_loss(output, target, mask, config.train.loss) + heatmap_weight
+                        * heatmap_divergence(logits, keypoints, mask, heatmap_sigma))
+            else:
+                output, net_state = net.apply(params, state.net_state, dropout_key, images,
+                                              True, input_size)
+                loss = masked_loss(output, target, mask, config.train.loss)
             return (loss * loss_scale.scale if scaled else loss), (loss, net_state, output)
 
         (_, (loss, net_state, output)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
