@@ -82,9 +82,10 @@ def test_v1_is_b2cd740s_default_exactly():
     assert occlusion == (0.0, 0.4)  # and nothing covered
     assert now.pop("engine") == dataclasses.asdict(config_io.EngineConfig())
     taught = {name: now.pop(name)
-              for name in ("teacher", "pseudo_labels", "flagged_labels", "fill_labels")}
+              for name in ("teacher", "pseudo_labels", "flagged_labels", "fill_labels",
+                           "soft_targets", "average_labels")}
     assert taught == {"teacher": "", "pseudo_labels": False, "flagged_labels": "keep",
-                      "fill_labels": False}
+                      "fill_labels": False, "soft_targets": 0.0, "average_labels": 0.0}
     assert now == then
 
 

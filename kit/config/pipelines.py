@@ -15,7 +15,7 @@ from kit.core.errors import KitError
 __all__ = ["OWNED", "PIPELINES", "Pipeline", "Stage", "is_pipeline", "pipeline"]
 
 # The settings only a pipeline gives its stages: which run teaches which, and the run's label.
-OWNED = ("preset", "teacher", "pseudo_labels", "flagged_labels", "fill_labels")
+OWNED = ("preset", "teacher", "pseudo_labels", "flagged_labels", "fill_labels", "soft_targets")
 
 
 @dataclass(frozen=True)

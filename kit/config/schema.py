@@ -257,11 +257,19 @@ class Config:
     # flag as wrong (kit.results.label_noise): "keep", "drop" (left out of training, never out
     # of scoring) or "downweight" (their loss weighs kit.results.teacher.DOWNWEIGHT).
     # `fill_labels` gives the 15-key head, on each fold's training rows, the teacher's fold
-    # model's values where the row's labels are missing. _check_teacher: each needs a teacher.
+    # model's values where the row's labels are missing. `soft_targets` moves each training
+    # label that share of the way to the teacher's out-of-fold prediction of it (0: none; at
+    # 1 the label would be gone). _check_teacher: each needs a teacher.
     teacher: str = setting("", may_be_empty=True)
     pseudo_labels: bool = False
     flagged_labels: str = setting("keep", names=FLAGGED_LABELS)
     fill_labels: bool = False
+    soft_targets: float = setting(0.0, "[0, 1)")
+    # Training learns each label as the mean of it over the frames linked to its row above
+    # this thumbnail similarity (kit.runs.lessons.averaged_labels); 0: labels as given. At 1
+    # only rounding would link two frames. _check_average_labels: with grouped folds, at
+    # least group_similarity, so that no group spans two folds.
+    average_labels: float = setting(0.0, "[0, 1)")
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -311,6 +319,7 @@ def check(config: Any) -> None:
         _check_network(config)
     if isinstance(config, Config):
         _check_teacher(config)
+        _check_average_labels(config)
         _check_early_size(config)
         _check_heatmap_loss(config)
         _check_validation(config.train)
@@ -330,6 +339,21 @@ def _check_teacher(config: Config) -> None:
     if config.flagged_labels != "keep":
         raise KitError(f"flagged_labels={config.flagged_labels!r}: expected 'keep' without a "
                        "teacher run (--set teacher=<run-id> names the run whose OOF flags them)")
+    if config.soft_targets:
+        raise KitError(f"soft_targets={config.soft_targets!r}: expected 0 without a teacher "
+                       "run (--set teacher=<run-id> names the run whose OOF predictions soften "
+                       "the labels)")
+
+
+def _check_average_labels(config: Config) -> None:
+    """Frames linked above a similarity are linked above any lower one, so averaging groups
+    at or above group_similarity lie inside the folds' groups, each in one fold; below it a
+    group could span folds and carry a held-out face's label into training."""
+    if config.average_labels and config.grouped_folds \
+            and config.average_labels < config.group_similarity:
+        raise KitError(f"average_labels={config.average_labels!r}: expected 0 or at least "
+                       f"group_similarity ({config.group_similarity}) with grouped folds, so "
+                       "that each group of averaged frames stays in one fold")
 
 
 def _check_validation(train: TrainConfig) -> None:

@@ -21,6 +21,8 @@ V1 = {
     "pseudo_labels": False,
     "flagged_labels": "keep",
     "fill_labels": False,
+    "soft_targets": 0.0,
+    "average_labels": 0.0,
     "model": {
         "kind": "resnet",
         "stem_width": 16,

@@ -19,6 +19,14 @@ both runs holds out the same faces. Then:
   face. That model trained on exactly those rows, never on fold k's held-out ones, which keep
   their labels as given. A filled row replaces its original in that fold's training only, so
   a fold trains on as many rows as before.
+- soft_targets: on every fold's training rows, each label the teacher's oof.csv predicts
+  becomes (1 - soft_targets) * label + soft_targets * that prediction, in copies that replace
+  their originals in training only; held-out faces and oof.csv's truth keep the labels as
+  given. The leak is flagged_labels': a row of fold j's OOF value was made by the teacher's
+  fold-j model, which trained on fold k's held-out faces, and it then shapes what the
+  student's fold k trains on.
+- average_labels (a plain run's lever too, kit.runs.lessons): applied to the labels before
+  softening, after dropping the doubted ones, so a doubted label moves no mean.
 
 Which head learns which test face follows the submission's convention (kit.data.lookup's
 blocks): faces the lookup table asks more than the 8 core values come from the full
@@ -31,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from kit.config import Config
 from kit.core.errors import KitError
@@ -42,7 +51,7 @@ from kit.model import tasks
 from kit.results import label_noise
 from kit.runs import files
 from kit.runs.folds import fingerprint, fold_rows
-from kit.runs.lessons import Lesson, plain_lesson
+from kit.runs.lessons import Lesson, averaged_labels, changed_rows, own_lesson, with_copies
 from kit.runs.predict import FoldModel, load_fold_models, predict_images
 
 # The loss weight of a doubted label with flagged_labels=downweight: it still pulls, a quarter
@@ -66,6 +75,10 @@ class Teaching:
     # network -> each fold's (training rows with values to fill, the teacher's fold model's
     # outputs on them); empty without fill_labels
     filled: dict[str, list[tuple[np.ndarray, np.ndarray]]]
+    soft_targets: float = 0.0  # the student's config.soft_targets
+    # The teacher's out-of-fold prediction of each training value (N, 30), NaN where none;
+    # None without soft_targets
+    oof_predictions: np.ndarray | None = None
 
     def extra_rows(self, network: str, fold: int) -> int:
         """Rows fold `fold` trains on beyond the training set's: its pseudo-labelled faces."""
@@ -73,55 +86,47 @@ class Teaching:
 
     def lesson(self, config: Config, network: str, training: TrainingSet,
                assignment: dict) -> Lesson:
-        """The plain lesson, with doubted labels' rows replaced in training by copies that
-        drop or down-weight them, and each fold's pseudo-labelled test faces appended."""
-        plain = plain_lesson(config, network, training, assignment)
-        images, targets = [plain.images], [plain.targets]
-        weights = [np.ones_like(plain.targets)]
-        substitute = np.arange(len(training))
+        """The network's own lesson, its rows replaced in training by copies whose labels
+        are dropped or down-weighted where doubted, averaged (average_labels), softened
+        (soft_targets) and filled (fill_labels), and each fold's pseudo-labelled test faces
+        appended."""
+        own = own_lesson(config, network, training, assignment)
+        targets, weights = own.targets.copy(), np.ones_like(own.targets)
         if self.flagged_labels != "keep" and len(self.flagged_rows):
             doubted = doubted_targets(network, training.keypoints, config.common_keypoints,
                                       self.flagged_rows, self.flagged_columns)
-            rows = np.flatnonzero(doubted.any(axis=1))
-            copies, copy_weights = plain.targets[rows].copy(), np.ones_like(plain.targets[rows])
             if self.flagged_labels == "drop":
-                copies[doubted[rows]] = np.nan
+                targets[doubted] = np.nan  # before averaging: a doubted label moves no mean
             else:
-                copy_weights[doubted[rows]] = DOWNWEIGHT
-            substitute[rows] = len(training) + np.arange(len(rows))
-            images.append(training.images[rows])
-            targets.append(copies)
-            weights.append(copy_weights)
-        # Validation reads rows 0..N-1 only, so a held-out face keeps every label.
-        chosen = {fold: substitute[rows] for fold, rows in plain.train_rows.items()}
-        if network in self.filled:
-            base_targets, base_weights = np.concatenate(targets), np.concatenate(weights)
-            missing = tasks.fillable(network, plain.targets)
-            first = len(base_targets)
-            for fold, (rows, outputs) in enumerate(self.filled[network]):
-                copies = base_targets[substitute[rows]].copy()
-                copies[missing[rows]] = outputs[missing[rows]]
-                # Each fold's own copies: fold j's teacher model filled them, not fold k's.
-                fold_substitute = substitute.copy()
-                fold_substitute[rows] = first + np.arange(len(rows))
-                chosen[fold] = fold_substitute[plain.train_rows[fold]]
-                first += len(rows)
-                images.append(training.images[rows])
-                targets.append(copies)
-                weights.append(base_weights[substitute[rows]])
-        train_rows = {}
-        first = sum(len(t) for t in targets)
+                weights[doubted] = DOWNWEIGHT
+        if config.average_labels:
+            targets = averaged_labels(config, network, training, assignment, targets)
+        if self.soft_targets:
+            targets = softened(targets, self.soft_targets, network, training.keypoints,
+                               config.common_keypoints, self.oof_predictions)
+        changed = changed_rows(own.targets, targets, weights)
+        lesson = with_copies(own, changed, targets[changed], weights[changed])
+        # The row that stands for each of the training set's in every fold's training so far.
+        standing = np.arange(len(training))
+        standing[changed] = len(training) + np.arange(len(changed))
+        missing = tasks.fillable(network, own.targets)
+        for fold, (rows, outputs) in enumerate(self.filled.get(network, ())):
+            copies = targets[rows].copy()
+            copies[missing[rows]] = outputs[missing[rows]]
+            # Each fold's own copies: fold j's teacher model filled them, not fold k's.
+            lesson = with_copies(lesson, standing[rows], copies, weights[rows], folds=(fold,))
         faces, per_fold = self.pseudo.get(network, (np.zeros(0, np.int64), []))
-        for fold in plain.train_rows:
-            pseudo_rows = first + fold * len(faces) + np.arange(len(faces))
-            train_rows[fold] = np.concatenate([chosen[fold], pseudo_rows])
-        for fold_targets in per_fold:
-            images.append(self.test_images[faces])
-            targets.append(fold_targets)
-            weights.append(np.ones_like(fold_targets))
-        all_weights = np.concatenate(weights)
-        return Lesson(np.concatenate(images), np.concatenate(targets),
-                         None if (all_weights == 1).all() else all_weights, train_rows)
+        first = len(lesson.targets)
+        train_rows = {fold: np.concatenate([chosen, first + fold * len(faces)
+                                            + np.arange(len(faces))])
+                      for fold, chosen in lesson.train_rows.items()}
+        all_targets = np.concatenate([lesson.targets, *per_fold])
+        before = (np.ones_like(lesson.targets) if lesson.loss_weights is None
+                  else lesson.loss_weights)
+        all_weights = np.concatenate([before, np.ones_like(all_targets[first:])])
+        return Lesson(np.concatenate([lesson.images, *[self.test_images[faces]] * len(per_fold)]),
+                      all_targets, None if (all_weights == 1).all() else all_weights,
+                      train_rows)
 
     def record(self, config: Config) -> dict:
         """teacher.json: what the teacher contributed to this run."""
@@ -137,6 +142,7 @@ class Teaching:
             "fill_labels": config.fill_labels,
             "filled_rows_per_fold": {network: [len(rows) for rows, _ in per_fold]
                                      for network, per_fold in self.filled.items()},
+            "soft_targets": self.soft_targets,
         }
 
 
@@ -153,6 +159,34 @@ def doubted_targets(network: str, keypoints: np.ndarray, common: tuple[str, ...]
     marked = keypoints.astype(np.float64)
     marked[rows, columns] = np.inf
     return np.isinf(tasks.network_targets(network, marked, common))
+
+
+def softened(targets: np.ndarray, share: float, network: str, keypoints: np.ndarray,
+             common: tuple[str, ...], predictions: np.ndarray) -> np.ndarray:
+    """A network's training `targets` moved `share` of the way to the teacher's out-of-fold
+    `predictions` of the training values (N, 30, NaN where none), where both exist.
+
+    Predictions stand in for the labels they predict and missing ones are marked infinite,
+    so tasks.network_targets lays them out as it lays out the labels (which head, which row)."""
+    labelled = ~np.isnan(keypoints)
+    marked = np.where(labelled & np.isnan(predictions), np.inf, predictions)
+    marked[~labelled] = np.nan
+    teacher = tasks.network_targets(network, marked, common)
+    mix = np.isfinite(teacher) & ~np.isnan(targets)
+    out = targets.copy()
+    out[mix] = ((1.0 - share) * targets[mix].astype(np.float64) + share * teacher[mix])
+    return out
+
+
+def oof_keypoints(oof: pd.DataFrame, shape: tuple[int, int]) -> np.ndarray:
+    """oof.csv's prediction of each training value (`shape`: rows, 30), NaN where it has none;
+    a row's 15-key line over its 4-key one, the answer that learned its source's convention
+    (what tasks.subset_predictions gives a shared network's 4-key line anyway)."""
+    out = np.full(shape, np.nan)
+    for subset in ("4", "15"):
+        lines = oof[oof["subset"] == subset]
+        out[lines["row"].to_numpy(), lines["column"].to_numpy()] = lines["prediction"]
+    return out
 
 
 def pseudo_targets(network: str, outputs: np.ndarray, blocks: np.ndarray,
@@ -203,8 +237,9 @@ def prepare(config: Config, root: Path, training: TrainingSet, test: TestSet | N
     assignment = files.read_folds(run_dir)
     check_data(run_dir, assignment, training)
     rows = columns = np.zeros(0, np.int64)
+    oof = files.read_oof(run_dir) if config.flagged_labels != "keep" or config.soft_targets else None
     if config.flagged_labels != "keep":
-        rows, columns = label_noise.flagged_values(label_noise.flag(files.read_oof(run_dir)))
+        rows, columns = label_noise.flagged_values(label_noise.flag(oof))
     # Each network's fold models, read once for whatever of them the student takes.
     models = ({network: load_fold_models(run_dir, network) for network in tasks.network_names(config)}
               if config.pseudo_labels or config.fill_labels else {})
@@ -230,8 +265,10 @@ def prepare(config: Config, root: Path, training: TrainingSet, test: TestSet | N
                                assignment)
         if any(len(fill_rows) for fill_rows, _ in per_fold):
             filled[network] = per_fold
+    predictions = (oof_keypoints(oof, training.keypoints.shape) if config.soft_targets
+                   else None)
     return Teaching(config.teacher, config.flagged_labels, assignment, rows, columns, images,
-                    pseudo, filled)
+                    pseudo, filled, config.soft_targets, predictions)
 
 
 def fill_values(config: Config, teacher_config: Config, fold_models: list[FoldModel],
