@@ -271,3 +271,129 @@ def test_cli_makes_an_ensemble_and_dry_runs_its_submission(quick_run, shared_run
                      str(quick_run)]) == 1
     error = capsys.readouterr().err
     assert "at least 2 runs" in error and error.strip().count("\n") == 0
+
+
+# ---------------------------------------------------------------- the stacker (--method stack)
+
+
+def constructed_member(name: str, predictions: np.ndarray, truth: np.ndarray,
+                       folds: np.ndarray, config, rows: np.ndarray | None = None
+                       ) -> ensemble.Member:
+    """A 15-key member from wide arrays (rows x 30): its OOF lines, on `rows` only if given."""
+    n, columns = truth.shape
+    keep = np.arange(n) if rows is None else rows
+    oof = pd.DataFrame({"row": np.repeat(keep, columns), "subset": "15",
+                        "fold": np.repeat(folds[keep], columns),
+                        "column": np.tile(np.arange(columns), len(keep)),
+                        "truth": truth[keep].ravel(), "prediction": predictions[keep].ravel()})
+    fold_of_row = np.full(n, -1)
+    fold_of_row[keep] = folds[keep]
+    return ensemble.Member(name, Path(name), dataclasses.replace(config, subsets=("15",)),
+                           fold_of_row, "constructed", n, oof)
+
+
+@pytest.fixture
+def crossed(quick_config):
+    """Truth a fixed mix of A's column j and B's column j+1: no per-column blend sees it."""
+    rng = np.random.default_rng(0)
+    n = 200
+    a, b = rng.normal(48, 6, (n, 30)), rng.normal(48, 6, (n, 30))
+    truth = 0.5 * a + 0.5 * np.roll(b, -1, axis=1) + rng.normal(0, 0.2, (n, 30))
+    folds = np.arange(n) % 5
+    return a, b, truth, folds, quick_config
+
+
+def stacked_rmse(oof: pd.DataFrame) -> float:
+    return float(np.sqrt(np.mean((oof["prediction"] - oof["truth"]) ** 2)))
+
+
+def test_stack_finds_a_mix_of_other_columns_the_blend_cannot(crossed):
+    a, b, truth, folds, config = crossed
+    members = [constructed_member("A", a, truth, folds, config),
+               constructed_member("B", b, truth, folds, config)]
+    blended, _ = ensemble.blend(members)
+    stacked, weights, ridges = ensemble.stack(members)
+    assert stacked_rmse(stacked) < 0.25 * stacked_rmse(blended)
+    assert weights["15"]["nose_tip_x"] == {"A": 0.5, "B": 0.5}  # the residual's base: the mean
+    assert len(ridges["15"]["features"]) == 60
+    # The same lines as the blend's, in the same order.
+    for column in ("row", "subset", "fold", "column", "truth"):
+        assert blended[column].tolist() == stacked[column].tolist()
+
+
+def test_stack_is_cross_fitted_fold_zero_never_sees_its_own_truth(crossed):
+    a, b, truth, folds, config = crossed
+
+    def fold_predictions(truth):
+        members = [constructed_member("A", a, truth, folds, config),
+                   constructed_member("B", b, truth, folds, config)]
+        oof = ensemble.stack(members)[0]
+        return oof[oof["fold"] == 0]["prediction"].to_numpy(), \
+            oof[oof["fold"] == 1]["prediction"].to_numpy()
+
+    before_0, before_1 = fold_predictions(truth)
+    perturbed = truth.copy()
+    perturbed[folds == 0] += np.random.default_rng(1).normal(0, 5, perturbed[folds == 0].shape)
+    after_0, after_1 = fold_predictions(perturbed)
+    np.testing.assert_allclose(after_0, before_0, atol=1e-9)
+    assert np.abs(after_1 - before_1).max() > 1e-3, "fold 0's truth trains the other folds"
+
+
+def test_the_test_path_applies_a_stacks_ridges_as_the_fit_did(crossed):
+    a, b, truth, folds, config = crossed
+    members = [constructed_member("A", a, truth, folds, config),
+               constructed_member("B", b, truth, folds, config)]
+    in_sample, weights, ridges = ensemble.stack(members, cross_fit=False)
+    values = ensemble.stack_record_values(ridges["15"], {"A": a, "B": b}, weights["15"],
+                                          SUBSET_COLUMNS["15"])
+    wide = in_sample.pivot(index="row", columns="column", values="prediction").to_numpy()
+    np.testing.assert_allclose(values, wide, atol=1e-9)
+
+
+def test_members_of_fewer_folds_stack_and_blend_on_the_rows_all_predicted(crossed):
+    a, b, truth, folds, config = crossed
+    partial = np.flatnonzero(folds < 2)
+    members = [constructed_member("A", a, truth, folds, config),
+               constructed_member("B", b, truth, folds, config, rows=partial)]
+    for oof in (ensemble.stack(members)[0], ensemble.blend(members)[0]):
+        assert set(oof["fold"]) == {0, 1} and set(oof["row"]) == set(partial)
+    one_fold = [members[0], constructed_member("B", b, truth, folds, config,
+                                               rows=np.flatnonzero(folds == 3))]
+    message = refusal(lambda: ensemble.stack(one_fold))
+    assert "all in fold 3" in message and "at least 2 folds" in message
+
+
+def test_a_method_other_than_blend_or_stack_is_refused_in_one_line(quick_run, shared_run, synth_competition,
+                                                  tmp_path, capsys):
+    _, data_dir = synth_competition
+    assert cli.main(["--data", str(data_dir), "ensemble", str(quick_run), str(shared_run),
+                     "--runs", str(tmp_path), "--method", "vote"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert "--method vote: unknown; expected one of blend, stack" in error
+    assert error.count("\n") == 0 and not list(tmp_path.glob("ensemble-*"))
+
+
+def test_cli_stack_run_is_reported_compared_and_submitted(quick_run, shared_run, ensemble_run,
+                                                          synth_competition, training,
+                                                          tmp_path, capsys):
+    made, data_dir = synth_competition
+    root = tmp_path / "cv"
+    assert cli.main(["--data", str(data_dir), "ensemble", str(quick_run), str(shared_run),
+                     "--runs", str(root), "--method", "stack"]) == 0
+    (stacked,) = root.glob("ensemble-stack-*")
+    record = files.read_ensemble(stacked)
+    assert record["method"] == "stack" and set(record["stack"]) == {"15", "4"}
+    assert files.has_report(stacked) and "Members" in capsys.readouterr().out
+    assert cli.main(["--data", str(data_dir), "compare", str(ensemble_run), str(stacked)]) == 0
+    assert "face groups" in capsys.readouterr().out
+    # The test path: the members' predictions through the stored ridges.
+    images = training.images[:4]
+    members = {run.name: predict.predict_run(run, "4", images) for run in (quick_run, shared_run)}
+    expected = ensemble.stack_record_values(record["stack"]["4"], members,
+                                            record["weights"]["4"], SUBSET_COLUMNS["4"])
+    np.testing.assert_allclose(predict.predict_run(stacked, "4", images), expected, atol=1e-5)
+    assert np.abs(expected - predict.predict_run(ensemble_run, "4", images)).max() > 1e-3
+    assert cli.main(["--data", str(data_dir), "--runs", str(root), "submit", str(stacked.name),
+                     "--dry-run", "--solution", str(made["solution"]),
+                     "--out", str(tmp_path / "out")]) == 0
+    assert f"score against {made['solution']}" in capsys.readouterr().out

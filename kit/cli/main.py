@@ -128,8 +128,8 @@ def cmd_ensemble(args) -> None:
     members = [folders.resolve_run(args.runs, name) for name in args.members]
     training = tables.load_training(args.data)
     lookup = lookup_or_none(args.data)
-    with console.status("blending the members' out-of-fold predictions"):
-        run_dir = ensemble.make_ensemble(members, args.runs, training)
+    with console.status(f"{args.method}ing the members' out-of-fold predictions"):
+        run_dir = ensemble.make_ensemble(members, args.runs, training, method=args.method)
         result = report.write(run_dir, training, lookup)
     print_report(result)
     console.print(f"[green]ensemble[/] {run_dir} (now {args.runs / 'latest'}); report: "
@@ -302,6 +302,9 @@ def parser() -> argparse.ArgumentParser:
                    help="two or more finished runs (ids or folders) of the same data and folds")
     p.add_argument("--runs", type=Path, default=argparse.SUPPRESS,
                    help="CV runs folder, where the ensemble run goes too (default cv/)")
+    p.add_argument("--method", default="blend",
+                   help="blend: per keypoint value, non-negative weights summing to 1 (the "
+                        "default); stack: a ridge per value over every member's values")
     p.set_defaults(handler=cmd_ensemble)
 
     p = verbs.add_parser("compare", help="B - A of two runs' RMSEs on the OOF rows both "

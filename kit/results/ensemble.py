@@ -14,11 +14,20 @@ An ensemble run lives beside the CV runs, in cv/ensemble-<date>-<hash of the mem
 Weights are non-negative and sum to 1, chosen to minimise the column's OOF mean squared error.
 Members must have finished (oof.csv), be made on the same data (fingerprint, training rows)
 and share folds (every row two members both hold is in the same fold in each); a member
-without OOF for a column has no weight there.
+without OOF for a column has no weight there. Members that held out different rows (a
+partial run of `bench fold --keep`, folds 0 and 1 only) are fitted and cross-fitted on the
+rows they all predicted, by the folds those rows are in.
+
+method "stack" (`--method stack`): for each subset and target column, a ridge regression over
+every member's predictions of every column of the subset (the 30 values of a 15-key row, the
+8 of a 4-key row), predicting the truth's difference from the members' mean; cross-fitted by
+fold as the blend is, its penalty chosen by leave-one-fold-out on the fitting rows.
+ensemble.json keeps the mean's weights as `weights` and the fitted ridges as `stack`.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import time
@@ -29,6 +38,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.optimize import nnls
+from sklearn.linear_model import RidgeCV
+from sklearn.model_selection import PredefinedSplit
 
 from kit.config import SUBSETS, Config
 from kit.core.errors import KitError
@@ -37,9 +48,13 @@ from kit.data.tables import TrainingSet
 from kit.runs import files
 from kit.runs.folders import new_named_dir, point_latest
 from kit.runs.folds import fingerprint, fold_of_row
+from kit.runs.predict import stacked_values
 
 PRESET = "ensemble"
 NETWORK = "ensemble"  # the one "network" of an ensemble's folds.json: the members' fold map
+METHODS = ("blend", "stack")
+# Ridge penalties per fitting row, so a penalty means the same shrinkage at any data size.
+STACK_PENALTIES = np.logspace(-3, 3, 7)
 
 
 @dataclass(frozen=True)
@@ -137,11 +152,19 @@ def blend_column(predictions: np.ndarray, truth: np.ndarray, folds: np.ndarray,
     weights = simplex_weights(predictions, truth)
     if not cross_fit:
         return predictions @ weights, weights
+    check_folds(folds)
     blended = np.empty(len(truth))
     for fold in np.unique(folds):
         held = folds == fold
         blended[held] = predictions[held] @ simplex_weights(predictions[~held], truth[~held])
     return blended, weights
+
+
+def check_folds(folds: np.ndarray) -> None:
+    """Cross-fitting predicts each fold from the others: the rows must span two folds."""
+    if len(np.unique(folds)) < 2:
+        raise KitError(f"the members' common out-of-fold rows are all in fold {folds[0]}; "
+                       "expected rows of at least 2 folds to cross-fit the ensemble by fold")
 
 
 def column_evidence(members: Sequence[Member], subset: str, column: int):
@@ -157,17 +180,24 @@ def column_evidence(members: Sequence[Member], subset: str, column: int):
             f"no member has out-of-fold predictions for {subset}-key {COLUMNS[column]}; "
             f"expected at least one run of {', '.join(m.name for m in members)} with "
             f"{subset}-key models")
-    first_index, first = next(iter(parts.items()))
-    for index, part in parts.items():
-        if not np.array_equal(part["row"].to_numpy(), first["row"].to_numpy()):
-            raise KitError(
-                f"runs {members[first_index].name} and {members[index].name} predict different "
-                f"rows for {subset}-key {COLUMNS[column]} ({len(first)} against {len(part)}); "
-                "expected the same out-of-fold rows")
+    parts = common_rows(members, parts, f"{subset}-key {COLUMNS[column]}")
+    first = next(iter(parts.values()))
     predictions = np.column_stack([part["prediction"].to_numpy(np.float64)
                                    for part in parts.values()])
     return (first["row"].to_numpy(), first["fold"].to_numpy(),
             first["truth"].to_numpy(np.float64), predictions, list(parts))
+
+
+def common_rows(members: Sequence[Member], parts: dict[int, pd.DataFrame],
+                what: str) -> dict[int, pd.DataFrame]:
+    """Each member's lines (indexed by member, one line a row) cut to the rows all of them
+    hold: members of fewer folds are blended where every member has a prediction."""
+    rows = functools.reduce(np.intersect1d, [part["row"].to_numpy() for part in parts.values()])
+    if len(rows) == 0:
+        names = ", ".join(members[i].name for i in parts)
+        raise KitError(f"runs {names} hold no out-of-fold row of {what} in common; expected "
+                       "runs that held out some of the same rows")
+    return {index: part[part["row"].isin(rows)] for index, part in parts.items()}
 
 
 def ensemble_subsets(members: Sequence[Member]) -> tuple[str, ...]:
@@ -190,38 +220,153 @@ def blend(members: Sequence[Member], cross_fit: bool = True) -> tuple[pd.DataFra
             tables.append(pd.DataFrame({"row": rows, "subset": subset, "fold": folds,
                                         "column": column, "truth": truth,
                                         "prediction": blended}))
-    oof = pd.concat(tables, ignore_index=True)
-    # The order the CV runs write: subset, fold, row, then the columns of a row.
+    return _in_run_order(pd.concat(tables, ignore_index=True)), weights
+
+
+def _in_run_order(oof: pd.DataFrame) -> pd.DataFrame:
+    """The order the CV runs write: subset, fold, row, then the columns of a row."""
     oof = oof.sort_values(["subset", "fold", "row", "column"], kind="stable",
                           key=lambda c: c.map(SUBSETS.index) if c.name == "subset" else c)
-    return oof.reset_index(drop=True), weights
+    return oof.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- the stacker
+
+
+def subset_evidence(members: Sequence[Member], subset: str):
+    """A subset's rows every member with OOF for it predicted, as wide arrays: rows, folds,
+    truth (rows x the subset's columns), each such member's predictions of those columns
+    (members x rows x columns), and which members those are."""
+    columns = [COLUMN_INDEX[name] for name in SUBSET_COLUMNS[subset]]
+    parts = {}
+    for index, member in enumerate(members):
+        part = member.oof[member.oof["subset"] == subset]
+        if len(part):
+            parts[index] = part.pivot(index="row", columns="column",
+                                      values=["prediction", "truth", "fold"])
+    if not parts:
+        raise KitError(f"no member has out-of-fold predictions for the {subset}-key subset; "
+                       f"expected at least one run of {', '.join(m.name for m in members)} with "
+                       f"{subset}-key models")
+    # A row is a stacking row where each member predicted every column of the subset.
+    complete = {index: wide[wide["prediction"].reindex(columns=columns).notna().all(axis=1)]
+                for index, wide in parts.items()}
+    complete = common_rows(members, {i: w.reset_index() for i, w in complete.items()},
+                           f"the {subset}-key subset with all its columns")
+    first = next(iter(complete.values())).sort_values("row")
+    predictions = np.stack([wide.sort_values("row")["prediction"][columns].to_numpy(np.float64)
+                            for wide in complete.values()])
+    return (first["row"].to_numpy(), first["fold"][columns].max(axis=1).to_numpy(np.int64),
+            first["truth"][columns].to_numpy(np.float64), predictions, list(complete))
+
+
+def ridge_column(features: np.ndarray, residual: np.ndarray,
+                 folds: np.ndarray) -> tuple[float, np.ndarray, float]:
+    """A ridge of the residual on the features: (intercept, coefficients, penalty), the penalty
+    chosen by leave-one-fold-out over the fitting rows' folds (leave-one-out with one fold)."""
+    inner = PredefinedSplit(folds) if len(np.unique(folds)) > 1 else None
+    model = RidgeCV(alphas=STACK_PENALTIES * len(residual), cv=inner,
+                    scoring="neg_mean_squared_error" if inner is not None else None)
+    model.fit(features, residual)
+    return float(model.intercept_), model.coef_.astype(np.float64), float(model.alpha_)
+
+
+def stack_subset(predictions: np.ndarray, truth: np.ndarray, folds: np.ndarray,
+                 cross_fit: bool = True) -> tuple[np.ndarray, list[tuple[float, np.ndarray, float]]]:
+    """A subset's stacked OOF (rows x columns) and each column's ridge fitted on all its rows.
+
+    Residual form around the members' mean: a strong penalty falls back to the mean, never to
+    the column's average face. Cross-fitted as blend_column: fold k's rows are predicted by
+    ridges fitted on the other folds' rows only.
+    """
+    members, rows, columns = predictions.shape
+    features = predictions.transpose(1, 0, 2).reshape(rows, members * columns)
+    mean = predictions.mean(axis=0)
+    residual = truth - mean
+    fitted = [ridge_column(features, residual[:, j], folds) for j in range(columns)]
+    if not cross_fit:
+        return mean + np.column_stack([b + features @ w for b, w, _ in fitted]), fitted
+    check_folds(folds)
+    stacked = np.empty_like(truth)
+    for fold in np.unique(folds):
+        held = folds == fold
+        for j in range(columns):
+            intercept, weights, _ = ridge_column(features[~held], residual[~held, j],
+                                                 folds[~held])
+            stacked[held, j] = mean[held, j] + intercept + features[held] @ weights
+    return stacked, fitted
+
+
+def stack(members: Sequence[Member], cross_fit: bool = True) -> tuple[pd.DataFrame, dict, dict]:
+    """The stacked OOF table, the members' mean weights per subset and column (the residual's
+    base), and per subset the ridges: features (member, column) and each column's fit."""
+    tables, weights, ridges = [], {}, {}
+    for subset in ensemble_subsets(members):
+        names = SUBSET_COLUMNS[subset]
+        rows, folds, truth, predictions, which = subset_evidence(members, subset)
+        stacked, fitted = stack_subset(predictions, truth, folds, cross_fit)
+        share = dict.fromkeys((m.name for m in members), 0.0)
+        share.update({members[i].name: 1.0 / len(which) for i in which})
+        weights[subset] = {name: dict(share) for name in names}
+        ridges[subset] = {
+            "features": [[members[i].name, name] for i in which for name in names],
+            "columns": {name: {"intercept": b, "coefficients": w.tolist(), "penalty": a}
+                        for name, (b, w, a) in zip(names, fitted)},
+        }
+        for j, name in enumerate(names):
+            tables.append(pd.DataFrame({"row": rows, "subset": subset, "fold": folds,
+                                        "column": COLUMN_INDEX[name], "truth": truth[:, j],
+                                        "prediction": stacked[:, j]}))
+    return _in_run_order(pd.concat(tables, ignore_index=True)), weights, ridges
+
+
+def stack_record_values(ridge: dict, member_predictions: dict[str, np.ndarray],
+                        weights: dict, columns: Sequence[str]) -> np.ndarray:
+    """What a stacked subset predicts from its members' predictions (name -> rows x columns),
+    as the test set meets it: the mean's weights plus the ridges' residual."""
+    base = sum(np.array([weights[c].get(name, 0.0) for c in columns]) * values
+               for name, values in member_predictions.items())
+    return base + stacked_values(ridge, member_predictions, columns)
 
 
 # ---------------------------------------------------------------- the ensemble run
 
 
-def run_name(members: Sequence[Member], now: time.struct_time | None = None) -> str:
-    """ensemble-<UTC date>-<short hash of the member ids>: the same members, the same hash."""
+def run_name(members: Sequence[Member], now: time.struct_time | None = None,
+             method: str = "blend") -> str:
+    """ensemble-<UTC date>-<short hash of the member ids> (ensemble-stack-... for a stack):
+    the same members, the same hash."""
     digest = hashlib.sha256("\n".join(sorted(m.name for m in members)).encode()).hexdigest()
-    return f"ensemble-{time.strftime('%Y%m%d', now or time.gmtime())}-{digest[:8]}"
+    kind = "" if method == "blend" else f"{method}-"
+    return f"ensemble-{kind}{time.strftime('%Y%m%d', now or time.gmtime())}-{digest[:8]}"
 
 
 def make_ensemble(run_dirs: Sequence[Path], root: Path,
-                  training: TrainingSet | None = None) -> Path:
-    """Check the members, blend their OOF, write the ensemble run (all but its report)."""
+                  training: TrainingSet | None = None, method: str = "blend") -> Path:
+    """Check the members, blend (or stack) their OOF, write the ensemble run (all but its
+    report)."""
+    if method not in METHODS:
+        raise KitError(f"--method {method}: unknown; expected one of {', '.join(METHODS)}")
     members = [load_member(Path(d)) for d in run_dirs]
     check_members(members, training)
-    oof, weights = blend(members)
+    ridges = None
+    if method == "stack":
+        oof, weights, ridges = stack(members)
+    else:
+        oof, weights = blend(members)
     first = members[0]
     union = np.flatnonzero(np.any([m.fold_of_row >= 0 for m in members], axis=0))
     fold_of_row = np.max([m.fold_of_row for m in members], axis=0)  # shared: any holder's
-    run_dir = new_named_dir(root, run_name(members))
+    run_dir = new_named_dir(root, run_name(members, method=method))
     files.write_ensemble(run_dir, {
         "members": [{"run": m.name, "path": os.path.relpath(m.path, Path(root).resolve())}
                     for m in members],
+        "method": method,
         "weights": weights,
-        "fitted_on": "every OOF row of the members; oof.csv's fold k uses weights fitted on "
-                     "the other folds",
+        **({"stack": ridges} if ridges is not None else {}),
+        "fitted_on": "every OOF row all the members predicted; oof.csv's fold k uses "
+                     + ("ridges" if ridges is not None else "weights")
+                     + " fitted on the other folds",
     })
     files.write_folds(run_dir, {
         "groups": None, "fingerprint": first.fingerprint, "training_rows": first.training_rows,

@@ -94,18 +94,38 @@ def predict_run(run_dir: Path, subset: str, images: np.ndarray,
 
 def _predict_ensemble(run_dir: Path, members: list[Path], subset: str, images: np.ndarray,
                       full: np.ndarray | None) -> np.ndarray:
-    weights = files.read_weights(run_dir).get(subset)
+    record = files.read_ensemble(run_dir)
+    weights = record["weights"].get(subset)
     if weights is None:
         raise KitError(f"{run_dir / files.ENSEMBLE}: no {subset}-key weights; expected a run "
                        f"that answers the {subset}-key subset")
+    ridge = (record.get("stack") or {}).get(subset)
     columns = SUBSET_COLUMNS[subset]
     total = np.zeros((len(images), len(columns)))
+    predictions = {}
     for member in members:
         member_weights = np.array([weights[c].get(member.name, 0.0) for c in columns])
-        if not member_weights.any():
-            continue  # no weight anywhere in this subset: its networks need not run
-        total += member_weights * predict_run(member, subset, images, full)
+        if not member_weights.any() and not (
+                ridge and any(name == member.name for name, _ in ridge["features"])):
+            continue  # no weight and no stacked feature in this subset: its networks need not run
+        predictions[member.name] = predict_run(member, subset, images, full)
+        total += member_weights * predictions[member.name]
+    if ridge:
+        total += stacked_values(ridge, predictions, columns)
     return total
+
+
+def stacked_values(ridge: dict, member_predictions: dict[str, np.ndarray],
+                   columns: tuple[str, ...]) -> np.ndarray:
+    """A stack ensemble's residual for one subset (ensemble.json's `stack` entry): each
+    column's intercept plus its coefficients over the (member, column) features, from each
+    member's predictions (name -> rows x `columns`)."""
+    position = {name: i for i, name in enumerate(columns)}
+    features = np.column_stack([member_predictions[member][:, position[column]]
+                                for member, column in ridge["features"]])
+    return np.column_stack([ridge["columns"][c]["intercept"]
+                            + features @ np.asarray(ridge["columns"][c]["coefficients"])
+                            for c in columns])
 
 
 def predict_test(run_dir: Path, subsets: tuple[str, ...], images: np.ndarray,
