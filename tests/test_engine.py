@@ -334,6 +334,27 @@ def test_sigterm_mid_epoch_saves_that_chunk_and_resumes_exactly(small, training,
     assert_same(train_folds(config, training, checkpoint_dir=tmp_path), uninterrupted)
 
 
+@pytest.mark.slow
+def test_a_finished_group_is_checkpointed_so_a_stop_before_its_models_are_written_retrains_nothing(
+        small, training, tmp_path):
+    """A SIGTERM (or kill -9) after the last epoch, while the run writes the folds' models:
+    the checkpoints stand finished, so the rerun writes the same models and trains no step."""
+    config = config_io.override(small, ["engine.checkpoint_seconds=3600"])
+    first = train_folds(config, training, checkpoint_dir=tmp_path)
+    for fold in (0, 1):
+        saved = checkpoints.peek_progress(tmp_path / f"fold-{fold}.npz")
+        assert saved.epoch == config.train.epochs and saved.step == 0
+
+    class Steps(loop.Listener):
+        steps = 0
+
+        def progress(self, network, fold_steps):
+            Steps.steps += fold_steps
+
+    assert_same(train_folds(config, training, checkpoint_dir=tmp_path, listener=Steps()), first)
+    assert Steps.steps == 0
+
+
 # ---------------------------------------------------------------- the loop's rules
 
 

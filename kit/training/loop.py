@@ -87,6 +87,13 @@ class Stats:
     def images_per_second(self) -> float:
         return self.images / self.train_seconds if self.train_seconds else 0.0
 
+    def add_group(self, network: str, group: Group, seconds: float) -> None:
+        self.train_seconds += seconds
+        self.groups.append({"network": network, "folds": group.folds,
+                            "batching": group.batching, "placement": group.placement.way,
+                            "devices": group.placement.devices, "seconds": round(seconds, 2),
+                            "compile_seconds": round(group.programs.compile_seconds, 2)})
+
 
 class Listener:
     """Hooks a display implements; the defaults do nothing (tests and scripts)."""
@@ -112,128 +119,48 @@ def train_folds(config: Config, task: train.Task, network: str, data: NetworkDat
     placement = programs.Placement.for_batch(config.train.batch_size)
     with failures_named(f"{network} network, placing the data", placement, config):
         arrays = placement.replicated(device_arrays(data))
-    batching = programs.resolve_batching(config.engine.fold_batching)
-    auto_group = not config.engine.fold_group
     pending = fold_groups(jobs, config.engine.fold_group, listener.note)
     while pending:
-        jobs = pending.pop(0)
-        # Whole folds on every device, or each batch split over them (engine.fold_placement);
-        # a group whose folds do not divide evenly over the devices trains in parts.
-        parts = programs.group_placements(config.engine.fold_placement,
-                                          config.train.batch_size, len(jobs))
-        if len(parts) > 1:
-            pending[:0] = fold_parts(jobs, [size for size, _ in parts])
+        group = prepare_group(config, task, network, arrays, pending.pop(0), listener.note)
+        if isinstance(group, list):  # the jobs train in smaller groups, these first
+            pending[:0] = group
             continue
-        placement = parts[0][1]
-        arrays = placement.replicated(arrays)
-        folds = [job.fold for job in jobs]
-        where = f"{network} network, {fold_names(jobs)}"
-        # Set up: each fold's state from its checkpoint (or fresh), the programs compiled;
-        # a group too big for the device's memory trains in halves.
-        try:
-            states, best, progress = load_group(config, task, network, jobs, listener.note)
-            group = compile_group(config, task, batching, placement, arrays, jobs, states, best)
-        except jax.errors.JaxRuntimeError as error:
-            if not (auto_group and len(jobs) > 1 and is_out_of_memory(error)):
-                raise KitError(failure_line(error, f"{where}, compiling", placement,
-                                            config)) from None
-            group = None
-        too_big = oversize(group, len(jobs)) if auto_group and len(jobs) > 1 else None
-        if too_big:
-            listener.note(too_big)
-            half = math.ceil(len(jobs) / 2)
-            pending[:0] = [jobs[:half], jobs[half:]]
-            continue
-        stats.compile_seconds += group.compile_seconds
-        listener.group_started(network, folds, progress[0].epoch, config.train.epochs)
-
+        run = group.run
+        stats.compile_seconds += group.programs.compile_seconds
+        listener.group_started(network, group.folds, run.progress[0].epoch, config.train.epochs)
         started = time.perf_counter()
-        steps = group.steps_per_epoch
-        chunk = 1  # steps a dispatch: 1 until a chunk is timed
-        stage = f"{where}, the first step"
-        states, best = placement.per_fold((states, best))
-        sums, step = None, progress[0].step
         with checkpoints.BackgroundWriter() as writer, interrupts.Deferred() as interrupt:
-            last_saved = time.monotonic()
+            saver = Saver(writer, group.jobs, interrupt, config.engine.checkpoint_seconds)
             try:
-                while not finished(config, progress):
+                while not finished(config, run.progress):
                     epoch_started = time.perf_counter()
-                    epoch = progress[0].epoch
-                    program = group.early if train.is_early(config.train, epoch) else group.step
-                    order, valid = epoch_batches(config, jobs, progress, steps)
-                    batches = (arrays, placement.batches(order, 2), placement.per_fold(valid),
-                               group.totals)
-                    sums = placement.per_fold(progress_sums(progress))
-                    step = progress[0].step
-                    # The epoch's steps in chunks, two in flight: the device starts the next
-                    # while the host reads the last one's figures. states, sums and step are
-                    # always the last dispatched chunk's, so a checkpoint may be taken while
-                    # that chunk still runs.
-                    in_flight: collections.deque = collections.deque()
-                    last_done = time.perf_counter()
-                    while step < steps or in_flight:
-                        if step < steps and len(in_flight) < 2:
-                            end = min(steps, step + chunk)
-                            states, sums = run_chunk(program, group.calls, placement, states,
-                                                     sums, batches, valid, step, end)
-                            in_flight.append((step, end, sums))
-                            step = end
-                            continue
-                        begin, end, done = in_flight.popleft()
-                        jax.block_until_ready(done)
-                        now = time.perf_counter()
-                        chunk = chunk_size(end - begin, now - last_done,
-                                           config.engine.chunk_seconds, steps)
-                        last_done = now
-                        stage = f"{where}, epoch {epoch + 1}"
-                        fold_steps = int(valid[:, begin:end].sum())
-                        stats.images += fold_steps * config.train.batch_size
-                        listener.progress(network, fold_steps)
-                        if step < steps and checkpoint_due(time.monotonic() - last_saved,
-                                                           config.engine.checkpoint_seconds,
-                                                           interrupt.requested):
-                            save_group(writer, jobs, states, best, sums, progress, step)
-                            last_saved = time.monotonic()
-                            interrupt.check()
-
+                    train_epoch(config, group, run, listener, stats, saver)
                     # The epoch's end: score the held-out rows where due, keep the weights.
-                    errors = (np.asarray(group.evaluate(
-                        *train.kept_weights(states), arrays, group.val_rows, group.val_real,
-                        placement.per_fold(np.array([not p.stopped for p in progress]))))
-                        if train.is_validated(config.train, epoch) else None)
-                    improved, next_progress, reports = end_epoch(
-                        config, network, jobs, progress, jax.device_get(sums), errors,
-                        time.perf_counter() - epoch_started)
-                    best = group.keep_best(best, states, placement.per_fold(improved))
-                    progress, step, sums = next_progress, 0, None
+                    improved, progress, reports = end_epoch(
+                        config, network, group.jobs, run.progress, jax.device_get(run.sums),
+                        held_out_errors(config, group, run), time.perf_counter() - epoch_started)
+                    run.best = group.programs.keep_best(run.best, run.states,
+                                                        group.placement.per_fold(improved))
+                    run.progress, run.step, run.sums = progress, 0, None
                     listener.epoch(network, reports)
-                    if not finished(config, progress) and checkpoint_due(
-                            time.monotonic() - last_saved, config.engine.checkpoint_seconds,
-                            interrupt.requested):
-                        save_group(writer, jobs, states, best, sums, progress, step)
-                        last_saved = time.monotonic()
-                        interrupt.check()
-                # A Ctrl-C in the last epoch stops here, saved as finished: a rerun writes
-                # the group's models without training again.
+                    if not finished(config, run.progress):
+                        saver.when_due(run)
+                # Saved as finished, so a run stopped before every fold's model is written
+                # writes the rest on its rerun without training again.
+                saver.save(run)
                 interrupt.check()
             except KeyboardInterrupt:
-                # A listener's or the held signal's, raised where states, best, progress,
-                # step and sums agree: the last dispatched chunk finishes and is saved. A
-                # second signal stops at once, with nothing saved.
+                # A listener's or the held signal's, raised where the run's fields agree: the
+                # last dispatched chunk finishes and is saved. A second signal stops at once.
                 if not interrupt.forced:
-                    jax.block_until_ready(states)
-                    save_group(writer, jobs, states, best, sums, progress, step)
+                    jax.block_until_ready(run.states)
+                    saver.save(run)
                     writer.wait()
                 raise
             except jax.errors.JaxRuntimeError as error:
-                raise KitError(failure_line(error, stage, placement, config)) from None
-
-        seconds = time.perf_counter() - started
-        stats.train_seconds += seconds
-        stats.groups.append({"network": network, "folds": folds, "batching": batching,
-                             "placement": placement.way, "devices": placement.devices, "seconds": round(seconds, 2),
-                             "compile_seconds": round(group.compile_seconds, 2)})
-        yield from fold_results(jobs, best, progress)
+                raise KitError(failure_line(error, run.stage, group.placement, config)) from None
+        stats.add_group(network, group, time.perf_counter() - started)
+        yield from fold_results(group.jobs, run.best, run.progress)
 
 
 # ---------------------------------------------------------------- set-up
@@ -355,6 +282,147 @@ def compile_group(config: Config, task: train.Task, batching: str,
              if train.early_epochs(config.train) else None)
     return GroupPrograms(step, early, way.calls, evaluate, keep_best, totals, val_rows,
                          val_real, steps, sum(seconds))
+
+
+# ---------------------------------------------------------------- a group and its run
+
+
+@dataclass
+class GroupRun:
+    """A group's training as last dispatched, which is what a checkpoint saves: the stacked
+    states and kept weights, the epoch's metric sums so far (None between epochs), each
+    fold's progress and the step of the epoch in hand. `chunk`: steps the next dispatch
+    takes; `stage`: where a runtime error would have struck, for its one line."""
+
+    states: object
+    best: object
+    sums: object
+    progress: list[Progress]
+    step: int
+    chunk: int = 1  # 1 until a chunk is timed
+    stage: str = ""
+
+
+@dataclass(frozen=True)
+class Group:
+    """Folds that train together, set up: their jobs, where they run, the data placed there,
+    the compiled programs, and their run (from checkpoints or fresh), which training updates."""
+
+    network: str
+    jobs: list[FoldJob]
+    placement: programs.Placement
+    arrays: dict
+    programs: GroupPrograms
+    batching: str
+    where: str  # "15 network, folds 1, 2", for error lines
+    run: GroupRun
+
+    @property
+    def folds(self) -> list[int]:
+        return [job.fold for job in self.jobs]
+
+
+@dataclass
+class Saver:
+    """Checkpoints of a group, written by the background writer: when `every` seconds have
+    passed since the last, or at once where a held Ctrl-C or SIGTERM waits for one (which
+    then stops the run)."""
+
+    writer: checkpoints.BackgroundWriter
+    jobs: list[FoldJob]
+    interrupt: interrupts.Deferred
+    every: float
+    last_saved: float = field(default_factory=time.monotonic)
+
+    def when_due(self, run: GroupRun) -> None:
+        if checkpoint_due(time.monotonic() - self.last_saved, self.every,
+                          self.interrupt.requested):
+            self.save(run)
+            self.interrupt.check()
+
+    def save(self, run: GroupRun) -> None:
+        save_group(self.writer, self.jobs, run.states, run.best, run.sums, run.progress,
+                   run.step)
+        self.last_saved = time.monotonic()
+
+
+def prepare_group(config: Config, task: train.Task, network: str, arrays: dict,
+                  jobs: list[FoldJob], note: Callable[[str], None]) -> Group | list[list[FoldJob]]:
+    """The jobs set up to train together, or the smaller groups they must train in instead:
+    parts that divide evenly over the devices (engine.fold_placement), or halves where the
+    group does not fit the device's memory (only with engine.fold_group 0, "auto")."""
+    parts = programs.group_placements(config.engine.fold_placement, config.train.batch_size,
+                                      len(jobs))
+    if len(parts) > 1:
+        return fold_parts(jobs, [size for size, _ in parts])
+    placement = parts[0][1]
+    arrays = placement.replicated(arrays)
+    batching = programs.resolve_batching(config.engine.fold_batching)
+    where = f"{network} network, {fold_names(jobs)}"
+    auto_group = not config.engine.fold_group and len(jobs) > 1
+    try:
+        states, best, progress = load_group(config, task, network, jobs, note)
+        compiled = compile_group(config, task, batching, placement, arrays, jobs, states, best)
+    except jax.errors.JaxRuntimeError as error:
+        if not (auto_group and is_out_of_memory(error)):
+            raise KitError(failure_line(error, f"{where}, compiling", placement,
+                                        config)) from None
+        compiled = None
+    too_big = oversize(compiled, len(jobs)) if auto_group else None
+    if too_big:
+        note(too_big)
+        half = math.ceil(len(jobs) / 2)
+        return [jobs[:half], jobs[half:]]
+    states, best = placement.per_fold((states, best))
+    run = GroupRun(states, best, None, progress, progress[0].step,
+                   stage=f"{where}, the first step")
+    return Group(network, jobs, placement, arrays, compiled, batching, where, run)
+
+
+def train_epoch(config: Config, group: Group, run: GroupRun, listener: Listener,
+                stats: Stats, saver: Saver) -> None:
+    """The rest of the epoch in hand, in chunks of steps, two in flight: the device starts
+    the next while the host reads the last one's figures. run's states, sums and step are
+    always the last dispatched chunk's, so a checkpoint may be taken while it still runs."""
+    placement, steps, epoch = group.placement, group.programs.steps_per_epoch, run.progress[0].epoch
+    program = group.programs.early if train.is_early(config.train, epoch) else group.programs.step
+    order, valid = epoch_batches(config, group.jobs, run.progress, steps)
+    batches = (group.arrays, placement.batches(order, 2), placement.per_fold(valid),
+               group.programs.totals)
+    run.sums = placement.per_fold(progress_sums(run.progress))
+    in_flight: collections.deque = collections.deque()
+    last_done = time.perf_counter()
+    while run.step < steps or in_flight:
+        if run.step < steps and len(in_flight) < 2:
+            end = min(steps, run.step + run.chunk)
+            run.states, run.sums = run_chunk(program, group.programs.calls, placement,
+                                             run.states, run.sums, batches, valid, run.step,
+                                             end)
+            in_flight.append((run.step, end, run.sums))
+            run.step = end
+            continue
+        begin, end, done = in_flight.popleft()
+        jax.block_until_ready(done)
+        now = time.perf_counter()
+        run.chunk = chunk_size(end - begin, now - last_done, config.engine.chunk_seconds, steps)
+        last_done = now
+        run.stage = f"{group.where}, epoch {epoch + 1}"
+        fold_steps = int(valid[:, begin:end].sum())
+        stats.images += fold_steps * config.train.batch_size
+        listener.progress(group.network, fold_steps)
+        if run.step < steps:
+            saver.when_due(run)
+
+
+def held_out_errors(config: Config, group: Group, run: GroupRun) -> np.ndarray | None:
+    """(folds, 2) squared error and value count of each fold's held-out rows under its kept
+    weights, at the epochs train.validate_every scores (None at the others)."""
+    if not train.is_validated(config.train, run.progress[0].epoch):
+        return None
+    active = group.placement.per_fold(np.array([not p.stopped for p in run.progress]))
+    return np.asarray(group.programs.evaluate(*train.kept_weights(run.states), group.arrays,
+                                              group.programs.val_rows,
+                                              group.programs.val_real, active))
 
 
 # ---------------------------------------------------------------- the loop's helpers
