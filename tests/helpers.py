@@ -23,7 +23,8 @@ def init_state(config: Config, task: train.Task, fold_seed: int) -> train.TrainS
     """The fresh TrainState of one fold, as the engine makes it for a group of folds."""
     net, optimizer, _ = train.build(config, task)
     return jax.jit(train.make_init(net, optimizer, config.train.ema,
-                                   train.resolved_precision(config)))(
+                                   train.resolved_precision(config),
+                                   swa=bool(config.train.swa_epochs)))(
         train.fold_key(config, task, fold_seed))
 
 

@@ -77,6 +77,8 @@ def test_v1_is_b2cd740s_default_exactly():
     assert now["train"].pop("precision") == "fp32"  # computed in fp32 on every device
     assert now["train"].pop("heatmap_loss") == 0.0  # the coordinate loss alone
     now["train"].pop("heatmap_sigma")  # which then shapes nothing
+    assert now["train"].pop("swa_epochs") == 0  # no weight averaging
+    now["train"].pop("swa_rate")  # which then sets no rate
     assert (now.pop("tta_zoom"), now.pop("tta_rotate")) == (0.0, 0.0)  # and shifted views
     occlusion = (now["augment"].pop("occlude_prob"), now["augment"].pop("occlude_size"))
     assert occlusion == (0.0, 0.4)  # and nothing covered

@@ -179,6 +179,13 @@ class TrainConfig:
     # validation, early stopping and the kept weights then use the average. A decay of 1
     # would never move from the initial weights.
     ema: float = setting(0.0, "[0, 1)")
+    # Stochastic weight averaging (SWA, arXiv 1803.05407): the last `swa_epochs` epochs train
+    # at a constant rate, swa_rate times learning_rate (the schedule runs over the epochs
+    # before and never falls below it), and the kept weights are the plain mean of the
+    # weights after each of those epochs' steps, their batch-norm statistics gathered anew
+    # by the averaged weights themselves (_check_swa). 0: none.
+    swa_epochs: int = setting(0, ">= 0")
+    swa_rate: float = setting(0.05, "(0, 1]")
     # Training's own seed (initial weights, batches, augmentation); the folds follow the
     # run's seed alone, so runs that differ here are an ensemble's members. 0: the run's seed.
     # jax.random.fold_in takes an int32.
@@ -322,6 +329,7 @@ def check(config: Any) -> None:
         _check_average_labels(config)
         _check_early_size(config)
         _check_heatmap_loss(config)
+        _check_swa(config.train)
         _check_validation(config.train)
 
 
@@ -372,6 +380,27 @@ def _check_heatmap_loss(config: Config) -> None:
     if weight and head != "soft_argmax":
         raise KitError(f"train.heatmap_loss={weight!r}: expected model.head=soft_argmax (a "
                        f"{head} head has no heatmaps), or train.heatmap_loss=0")
+
+
+def early_epochs(train: TrainConfig) -> int:
+    """How many of the first epochs train at train.early_size: the share of train.epochs,
+    rounded down (so at least the last epoch trains at the full size)."""
+    return math.floor(train.early_share * train.epochs + 1e-9) if train.early_size else 0
+
+
+def _check_swa(train: TrainConfig) -> None:
+    """The averaged window ends the run, at the full input size (the averaged weights'
+    batch-norm statistics would otherwise mix two sizes), and replaces a moving average."""
+    if not train.swa_epochs:
+        return
+    room = train.epochs - early_epochs(train)
+    if train.swa_epochs >= train.epochs or train.swa_epochs > room:
+        raise KitError(f"train.swa_epochs={train.swa_epochs!r}: expected fewer than "
+                       f"train.epochs ({train.epochs}) and at most the {room} epochs after "
+                       "progressive resizing's early ones")
+    if train.ema:
+        raise KitError(f"train.swa_epochs={train.swa_epochs!r} with train.ema={train.ema!r}: "
+                       "expected one average of the weights, not both")
 
 
 def _check_early_size(config: Config) -> None:

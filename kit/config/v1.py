@@ -51,6 +51,8 @@ V1 = {
         "select": "best",
         "validate_every": 1,
         "ema": 0.0,
+        "swa_epochs": 0,
+        "swa_rate": 0.05,
         "seed": 0,
         "early_size": 0,
         "early_share": 0.0,

@@ -224,7 +224,8 @@ def load_group(config: Config, task: train.Task, network: str, jobs: list[FoldJo
     progress."""
     net, optimizer, _ = train.build(config, task)
     init = jax.jit(jax.vmap(train.make_init(net, optimizer, config.train.ema,
-                                            train.resolved_precision(config))))
+                                            train.resolved_precision(config),
+                                            swa=bool(config.train.swa_epochs))))
     fresh = init(jnp.stack([train.fold_key(config, task, job.fold) for job in jobs]))
     states, bests, progress = [], [], []
     for index, job in enumerate(jobs):

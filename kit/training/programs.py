@@ -221,6 +221,8 @@ def _one_fold_step(train_step: Callable, train_config: TrainConfig) -> Callable:
             "mask": data["mask"][rows],
             "learning_rate": train.learning_rate(train_config, state.step, total),
         }
+        if train_config.swa_epochs:
+            batch["average_rate"] = train.average_rate(train_config, state.step, total)
         # A select, not a lax.cond: XLA:CPU compiles a conditional's branches like a loop's
         # body (the same slow gradients), and under vmap a cond computes both sides anyway.
         stepped, metrics = train_step(state, batch)

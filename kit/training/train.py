@@ -21,6 +21,7 @@ import numpy as np
 import optax
 
 from kit.config import Config, TrainConfig
+from kit.config.schema import early_epochs  # the rule lives beside the checks that use it
 from kit.core.keypoints import IMAGE_SIZE
 from kit.model import augment, networks
 from kit.model.tasks import Task
@@ -40,11 +41,16 @@ class TrainState(NamedTuple):
     average: hk.Params | tuple = ()
     # fp16's dynamic loss scale (kit.training.precision), else () as `average`.
     loss_scale: precisions.LossScale | tuple = ()
+    # Under SWA (train.swa_epochs), the batch-norm statistics of `average`, gathered by the
+    # averaged weights themselves; else ().
+    average_state: hk.State | tuple = ()
 
 
 def kept_weights(state: TrainState) -> tuple[hk.Params, hk.State]:
-    """The weights a fold is judged and kept by: the moving average where there is one."""
-    return (state.params if isinstance(state.average, tuple) else state.average), state.net_state
+    """The weights a fold is judged and kept by: the moving average or SWA's mean where there
+    is one, with SWA's own batch-norm statistics."""
+    return ((state.params if isinstance(state.average, tuple) else state.average),
+            (state.net_state if isinstance(state.average_state, tuple) else state.average_state))
 
 
 def update_average(average: hk.Params, params: hk.Params, decay: float,
@@ -115,8 +121,24 @@ SCHEDULES = {"onecycle": _onecycle, "constant": _constant}
 
 def learning_rate(train: TrainConfig, step: jax.Array, total_steps: jax.Array) -> jax.Array:
     """The rate at `step` of a fold with `total_steps`: both may be traced, so one program
-    serves folds of any length."""
-    return SCHEDULES[train.schedule](train.learning_rate, step, total_steps)
+    serves folds of any length. Under SWA the schedule runs over the steps before its window
+    and the rate never falls below SWA's constant one."""
+    if not train.swa_epochs:
+        return SCHEDULES[train.schedule](train.learning_rate, step, total_steps)
+    scheduled = SCHEDULES[train.schedule](train.learning_rate, step, swa_start(train, total_steps))
+    return jnp.maximum(scheduled, jnp.float32(train.swa_rate * train.learning_rate))
+
+
+def swa_start(train: TrainConfig, total_steps: jax.Array) -> jax.Array:
+    """The first step of SWA's window: the last train.swa_epochs of the fold's epochs."""
+    return total_steps - total_steps * train.swa_epochs // train.epochs
+
+
+def average_rate(train: TrainConfig, step: jax.Array, total_steps: jax.Array) -> jax.Array:
+    """How far step `step` moves SWA's mean toward the new weights: all the way before and at
+    the window's first step, then 1/(n+1) at its n-th further one (a plain mean)."""
+    since = step - swa_start(train, total_steps)
+    return jnp.where(since > 0, 1.0 / (since + 1.0), 1.0).astype(jnp.float32)
 
 
 def _squared(error: jnp.ndarray) -> jnp.ndarray:
@@ -229,22 +251,41 @@ def make_train_step(net: hk.TransformedWithState, optimizer: optax.GradientTrans
             grads = precisions.unscale(loss_scale, grads)
         direction, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = apply_update(state.params, direction, batch["learning_rate"])
-        average = state.average
+        average, average_state = state.average, state.average_state
         if config.train.ema:
             average = update_average(average, params, config.train.ema, state.step)
+        if config.train.swa_epochs:
+            average, average_state = swa_update(net, state, params, images, dropout_key,
+                                                batch["average_rate"], input_size)
         squared = ((output - target) * networks.HALF) ** 2 * mask
         metrics = {"loss": loss, "squared_error": squared.sum(), "count": mask.sum()}
         if scaled:
             finite = jmp.all_finite(grads)
             loss_scale = precisions.adjust(loss_scale, finite)
-            params, net_state, opt_state, average = jmp.select_tree(
-                finite, (params, net_state, opt_state, average),
-                (state.params, state.net_state, state.opt_state, state.average))
+            params, net_state, opt_state, average, average_state = jmp.select_tree(
+                finite, (params, net_state, opt_state, average, average_state),
+                (state.params, state.net_state, state.opt_state, state.average,
+                 state.average_state))
             metrics = {name: jnp.where(finite, value, 0.0) for name, value in metrics.items()}
         return TrainState(params, net_state, opt_state, key, state.step + 1, average,
-                          loss_scale), metrics
+                          loss_scale, average_state), metrics
 
     return train_step
+
+
+def swa_update(net: hk.TransformedWithState, state: TrainState, params: hk.Params,
+               images: jnp.ndarray, key: jax.Array, rate: jax.Array, input_size: int | None):
+    """SWA's mean moved `rate` of the way to `params`, and its batch-norm statistics: inside
+    the window, the averaged weights' forward pass over this step's batch updates them (the
+    network's own statistics belong to weights that moved on); before it, nothing runs."""
+    average = jax.tree_util.tree_map(lambda a, p: a + rate * (p - a), state.average, params)
+
+    def gathered():
+        return net.apply(average, state.average_state, key, images, True, input_size)[1]
+
+    # A cond, not a select: the forward pass costs a third of a step, and the window is short.
+    average_state = jax.lax.cond(rate < 1.0, gathered, lambda: state.average_state)
+    return average, average_state
 
 
 def tta_views(shift: float = 0.0, zoom: float = 0.0,
@@ -349,12 +390,6 @@ def early_step(config: Config, task: Task) -> Callable:
                            resolved_precision(config))
 
 
-def early_epochs(train: TrainConfig) -> int:
-    """How many of the first epochs train at train.early_size: the share of train.epochs,
-    rounded down (so at least the last epoch trains at the full size)."""
-    return math.floor(train.early_share * train.epochs + 1e-9) if train.early_size else 0
-
-
 def is_early(train: TrainConfig, epoch: int) -> bool:
     """Whether epoch `epoch` (from 0) trains at train.early_size."""
     return epoch < early_epochs(train)
@@ -374,17 +409,18 @@ def fold_key(config: Config, task: Task, fold_seed: int) -> jax.Array:
 
 
 def make_init(net: hk.TransformedWithState, optimizer: optax.GradientTransformation,
-              ema: float = 0.0, precision: str = "fp32") -> Callable:
+              ema: float = 0.0, precision: str = "fp32", swa: bool = False) -> Callable:
     """key -> a fresh TrainState; pure, so folds are initialised together under vmap.
     `precision`: the resolved one (`resolved_precision`), fp16's state carrying a loss
-    scale."""
+    scale; `swa`: the state carries SWA's mean and its batch-norm statistics."""
 
     def init(key: jax.Array) -> TrainState:
         init_key, key = jax.random.split(key)
         dummy = jnp.zeros((2, IMAGE_SIZE, IMAGE_SIZE), jnp.float32)
         params, net_state = net.init(init_key, dummy, True)
         return TrainState(params, net_state, optimizer.init(params), key,
-                          jnp.zeros((), jnp.int32), params if ema else (),
-                          precisions.initial_loss_scale(precision))
+                          jnp.zeros((), jnp.int32), params if ema or swa else (),
+                          precisions.initial_loss_scale(precision),
+                          net_state if swa else ())
 
     return init
