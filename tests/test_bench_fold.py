@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 
+import numpy as np
 import pytest
 
 from kit.cli import main as cli
@@ -35,39 +36,67 @@ def test_a_lever_named_twice_is_refused(synth_competition, tmp_path):
                         "--lever", "a=flip_tta=0", "--lever", "a=tta_shift=1"])
 
 
-@pytest.mark.slow
-def test_two_levers_share_one_base_and_keep_runs_compare_reads(synth_competition, tmp_path,
-                                                               capsys):
-    """Trained for real (quick, one epoch, fold 0): the base once, each lever once."""
+@pytest.fixture(scope="module")
+def two_levers(synth_competition, tmp_path_factory):
+    """Trained for real (quick, one epoch, fold 0, two seeds): the base once a seed, each
+    lever once a seed, every side kept."""
     from bench import bench_fold
 
     _, data_dir = synth_competition
-    keep = tmp_path / "keep"
+    keep = tmp_path_factory.mktemp("bench-fold") / "keep"
     settings = [item for setting in [*QUICK, "train.epochs=1"] for item in ("--set", setting)]
     figures = bench_fold.run(["--preset", "quick", "--data", str(data_dir), *settings,
-                              "--resamples", "200", "--keep", str(keep),
+                              "--resamples", "200", "--seeds", "2", "--keep", str(keep),
                               "--lever", "noflip=flip_tta=0",
                               "--lever", "shift=tta_shift=1.0,flip_tta=0"])
+    return figures, keep
+
+
+@pytest.mark.slow
+def test_two_levers_share_one_base_each_paired_over_the_seeds(two_levers):
+    figures, _ = two_levers
     assert figures["levers"] == "noflip=flip_tta=0 shift=tta_shift=1.0,flip_tta=0"
+    assert figures["seeds"] == 2 and "200 resamples, seed 0" in figures["bootstrap"]
     assert "difference" not in figures and "verdict" not in figures
     for lever in ("noflip", "shift"):
-        assert re.fullmatch(r"leaderboard estimate B - A [-+.0-9]+ \[[-+.0-9]+, [-+.0-9]+\] .+",
-                            figures[f"{lever}_difference"])
-        assert "LB estimate" in figures[lever] and figures[f"{lever}_verdict"]
+        assert "LB estimate" in figures[lever]
+        pooled, low, high, verdict = re.fullmatch(
+            r"leaderboard estimate B - A ([-+.0-9]+) \[([-+.0-9]+), ([-+.0-9]+)\] (.+)",
+            figures[f"{lever}_difference"]).groups()
+        assert float(low) <= float(pooled) <= float(high)
+        assert verdict == ("within noise" if float(low) <= 0 <= float(high)
+                           else "B better" if float(high) < 0 else "B worse")
+        assert figures[f"{lever}_verdict"]
+        per_seed = [float(word) for word in figures[f"{lever}_seed_differences"].split()]
+        assert len(per_seed) == 2
+        assert figures[f"{lever}_seed_spread"] == pytest.approx(np.std(per_seed, ddof=1),
+                                                                abs=2e-4)
+    low, high = re.search(r"LB estimate [.0-9]+ \[([.0-9]+), ([.0-9]+)\]$",
+                          figures["base"]).groups()
+    assert float(low) < float(high)
+
+
+@pytest.mark.slow
+def test_kept_sides_are_runs_the_kits_compare_reads(two_levers, synth_competition, capsys):
+    figures, keep = two_levers
+    _, data_dir = synth_competition
     # One run folder per side and seed, each with fold 0 of each network trained once.
     assert sorted(p.name for p in keep.iterdir()) == [
-        "base-0", "base.csv", "noflip-0", "noflip.csv", "shift-0", "shift.csv"]
-    for side in ("base-0", "noflip-0", "shift-0"):
+        "base-0", "base-1", "base.csv", "noflip-0", "noflip-1", "noflip.csv", "shift-0",
+        "shift-1", "shift.csv"]
+    for side in ("base-0", "noflip-1", "shift-0"):
         assert sorted(p.name for p in (keep / side / "folds").iterdir()) == ["15-0", "4-0"]
         assert set(files.read_oof(keep / side)["fold"]) == {0}
-        assert files.read_config(keep / side).flip_tta == (side == "base-0")
-    # The kit's compare takes kept runs: the same lines, so the bench's difference.
+        assert files.read_config(keep / side).flip_tta == side.startswith("base")
+    assert files.read_config(keep / "base-1").train.seed == files.read_config(
+        keep / "base-0").train.seed + 1
+    # The kit's compare takes kept runs: the same lines, so seed 0's difference.
     training = tables.load_training(data_dir)
     lookup = tables.load_lookup(data_dir, tables.load_test(data_dir).image_ids)
     result = compare.compare_runs(keep / "base-0", keep / "noflip-0", training, lookup,
                                   resamples=200)
-    bench_difference = float(figures["noflip_difference"].split()[5])
-    assert result["figures"][0]["difference"] == pytest.approx(bench_difference, abs=2e-4)
+    seed_0 = float(figures["noflip_seed_differences"].split()[0])
+    assert result["figures"][0]["difference"] == pytest.approx(seed_0, abs=2e-4)
     assert cli.main(["--data", str(data_dir), "compare", str(keep / "base-0"),
                      str(keep / "shift-0")]) == 0
     assert "face groups" in capsys.readouterr().out

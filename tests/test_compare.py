@@ -5,7 +5,6 @@ so nothing here trains but the bench and cv tests."""
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 
@@ -316,42 +315,3 @@ def test_a_blends_report_gives_each_member_and_itself_an_interval(quick_run, tmp
     assert "leaderboard estimate [95 %]" in markdown
 
 
-# ---------------------------------------------------------------- bench fold
-
-
-@pytest.mark.slow
-def test_bench_fold_pairs_an_override_with_its_base_over_seeds(synth_competition):
-    """Trained for real (quick, two seeds): a lever that only changes the test-time views."""
-    from bench import bench_fold
-
-    _, data_dir = synth_competition
-    settings = [item for setting in [*QUICK, "train.epochs=1"] for item in ("--set", setting)]
-    figures = bench_fold.run(["--preset", "quick", "--data", str(data_dir), *settings,
-                              "--resamples", "200", "--seeds", "2", "flip_tta=0"])
-    assert figures["seeds"] == 2 and figures["overrides"] == "flip_tta=0"
-    assert "200 resamples, seed 0" in figures["bootstrap"]
-    assert "LB estimate" in figures["base"] and "LB estimate" in figures["override"]
-    per_seed = [float(word) for word in figures["seed_differences"].split()]
-    assert len(per_seed) == 2
-    assert figures["seed_spread"] == pytest.approx(np.std(per_seed, ddof=1), abs=2e-4)
-    pooled, low, high, verdict = re.fullmatch(
-        r"leaderboard estimate B - A ([-+.0-9]+) \[([-+.0-9]+), ([-+.0-9]+)\] (.+)",
-        figures["difference"]).groups()
-    assert float(low) <= float(pooled) <= float(high)
-    expected = ("within noise" if float(low) <= 0 <= float(high)
-                else "B better" if float(high) < 0 else "B worse")
-    assert verdict == expected
-
-
-@pytest.mark.slow
-def test_bench_fold_of_the_base_alone_gives_its_estimate_and_interval(synth_competition):
-    from bench import bench_fold
-
-    _, data_dir = synth_competition
-    settings = [item for setting in [*QUICK, "train.epochs=1"] for item in ("--set", setting)]
-    figures = bench_fold.run(["--preset", "quick", "--data", str(data_dir), *settings,
-                              "--resamples", "200"])
-    assert "difference" not in figures and figures["overrides"] == "none"
-    low, high = re.search(r"LB estimate [.0-9]+ \[([.0-9]+), ([.0-9]+)\]$",
-                          figures["base"]).groups()
-    assert float(low) <= figures["leaderboard_estimate"] <= float(high)
