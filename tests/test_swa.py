@@ -40,6 +40,7 @@ def test_the_rate_follows_the_schedule_before_the_window_and_holds_in_it(swa_con
     assert moves == pytest.approx([1.0, 1.0, 1.0, 1 / 2, 1 / 3, 1 / 50])
 
 
+@pytest.mark.slow
 def test_the_kept_weights_are_the_windows_mean_with_statistics_of_their_own(swa_config,
                                                                            training):
     """Four steps by hand, the window their last three: the kept params are the mean of the
