@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
 
 
-def session_compile_cache() -> Path:
-    """A compile cache of this test session: shared by its xdist workers (one run id), new for
-    every session, so no test reads a program compiled by another checkout's code."""
-    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-    if run_id is None:
-        return Path(tempfile.mkdtemp(prefix="kit-test-compile-cache-"))
-    folder = Path(tempfile.gettempdir()) / f"kit-test-compile-cache-{run_id}"
-    folder.mkdir(exist_ok=True)
-    return folder
+def session_folder() -> Path:
+    """This test session's scratch folder (its compile cache, a Kaggle root that holds
+    nothing): made by the first process, inherited by its pytest-xdist workers and their
+    subprocesses through the environment, so all share one cache and none reads a program
+    compiled by another checkout's code; removed when the session ends."""
+    if "KIT_TEST_SESSION_DIR" not in os.environ:
+        os.environ["KIT_TEST_SESSION_DIR"] = tempfile.mkdtemp(prefix="kit-test-session-")
+    return Path(os.environ["KIT_TEST_SESSION_DIR"])
 
 
 # The test networks are tiny: compiling them costs more than running them, so XLA spends
@@ -26,8 +26,10 @@ os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 # Set up as an entry point does, before anything starts JAX: compiled programs go to a cache
 # of the test session's own, one for all its pytest-xdist workers and the subprocesses they
 # start; no Kaggle mount of the machine the tests run on is taken for the data.
-os.environ["KIT_COMPILE_CACHE"] = str(session_compile_cache())
-os.environ.setdefault("KIT_KAGGLE_ROOT", tempfile.mkdtemp(prefix="kit-test-no-kaggle-"))
+SESSION_FOLDER = session_folder()
+os.environ["KIT_COMPILE_CACHE"] = str(SESSION_FOLDER / "compile-cache")
+(SESSION_FOLDER / "no-kaggle").mkdir(exist_ok=True)
+os.environ.setdefault("KIT_KAGGLE_ROOT", str(SESSION_FOLDER / "no-kaggle"))
 
 from kit.training import runtime
 
@@ -49,6 +51,13 @@ QUICK = ["folds=2", "train.epochs=2", "grouped_folds=0"]
 # fixture) is in the slow tier, which `make test-fast` leaves out.
 TRAINING_FIXTURES = frozenset({"quick_run", "shared_run", "tiny", "teacher_root", "student",
                                "shared_teacher", "alone", "folds_alone"})
+
+
+def pytest_sessionfinish(session):
+    """The session's scratch folder goes with the process that made it (a worker's session
+    ends before its controller's)."""
+    if not hasattr(session.config, "workerinput"):
+        shutil.rmtree(SESSION_FOLDER, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items):
