@@ -79,6 +79,7 @@ def test_v1_is_b2cd740s_default_exactly():
     now["train"].pop("heatmap_sigma")  # which then shapes nothing
     assert now["train"].pop("swa_epochs") == 0  # no weight averaging
     now["train"].pop("swa_rate")  # which then sets no rate
+    assert now["augment"].pop("mirror_x") == 47.5  # x -> 95 - x, as v1 mirrored
     assert (now.pop("tta_zoom"), now.pop("tta_rotate")) == (0.0, 0.0)  # and shifted views
     occlusion = (now["augment"].pop("occlude_prob"), now["augment"].pop("occlude_size"))
     assert occlusion == (0.0, 0.4)  # and nothing covered

@@ -299,12 +299,14 @@ def parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("ensemble", help="blend finished runs per keypoint by their OOF "
                          "evidence into an ensemble run")
     p.add_argument("members", nargs="+", metavar="RUN",
-                   help="two or more finished runs (ids or folders) of the same data and folds")
+                   help="finished runs (ids or folders) of the same data and folds: two or "
+                        "more to blend, one or more to stack")
     p.add_argument("--runs", type=Path, default=argparse.SUPPRESS,
                    help="CV runs folder, where the ensemble run goes too (default cv/)")
     p.add_argument("--method", default="blend",
                    help="blend: per keypoint value, non-negative weights summing to 1 (the "
-                        "default); stack: a ridge per value over every member's values")
+                        "default); stack: a ridge per value over every member's values, "
+                        "which also corrects an offset every face shares")
     p.set_defaults(handler=cmd_ensemble)
 
     p = verbs.add_parser("compare", help="B - A of two runs' RMSEs on the OOF rows both "

@@ -83,6 +83,10 @@ class AugmentConfig:
     """Per-batch augmentation drawn on the device; strengths are maxima of uniform draws."""
 
     flip_prob: float = setting(0.5, PROBABILITY)
+    # The x a left-right mirror keeps in place, for training's flips and flip_tta's alike:
+    # 47.5, the middle of 96 pixels counted from 0; 48.5 where the labels count from 1. A
+    # wrong one shifts every predicted x by the labels' offset (`kit report` shows it).
+    mirror_x: float = setting(47.5, "[44, 52]")
     affine_prob: float = setting(0.9, PROBABILITY)
     rotate_degrees: float = setting(12.0, "[0, 180]")
     # The zoom factor is drawn from [1 - scale, 1 + scale], whose lower end stays above 0.

@@ -60,6 +60,7 @@ V1 = {
     },
     "augment": {
         "flip_prob": 0.5,
+        "mirror_x": 47.5,
         "affine_prob": 0.9,
         "rotate_degrees": 8.0,
         "scale": 0.05,

@@ -35,15 +35,16 @@ from kit.config import AugmentConfig
 
 
 def hflip(
-    images: jax.Array, keypoints: jax.Array, permutation: np.ndarray | jax.Array
+    images: jax.Array, keypoints: jax.Array, permutation: np.ndarray | jax.Array,
+    mirror_x: float = 47.5,
 ) -> tuple[jax.Array, jax.Array]:
-    """Mirror every image left-right: x -> (W - 1) - x, and relabel left/right columns.
+    """Mirror every image left-right: x -> 2 * mirror_x - x (augment.mirror_x: 47.5 maps x to
+    95 - x), and relabel left/right columns.
 
     `permutation` is `kit.core.keypoints.flip_permutation(columns)`; even columns are x.
     """
-    width = images.shape[-1]
     is_x = (jnp.arange(keypoints.shape[-1]) % 2) == 0
-    mirrored = jnp.where(is_x, (width - 1.0) - keypoints, keypoints)
+    mirrored = jnp.where(is_x, 2.0 * mirror_x - keypoints, keypoints)
     return images[..., ::-1], mirrored[..., jnp.asarray(permutation)]
 
 
@@ -230,7 +231,7 @@ def augment(
 
     if config.flip_prob > 0:
         flip = jax.random.uniform(flip_key, (batch,)) < config.flip_prob
-        flipped_images, flipped_keypoints = hflip(images, keypoints, permutation)
+        flipped_images, flipped_keypoints = hflip(images, keypoints, permutation, config.mirror_x)
         images = jnp.where(flip[:, None, None], flipped_images, images)
         keypoints = jnp.where(flip[:, None], flipped_keypoints, keypoints)
         present = jnp.where(flip[:, None], present[:, jnp.asarray(permutation)], present)

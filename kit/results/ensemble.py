@@ -52,7 +52,9 @@ from kit.runs.predict import stacked_values
 
 PRESET = "ensemble"
 NETWORK = "ensemble"  # the one "network" of an ensemble's folds.json: the members' fold map
-METHODS = ("blend", "stack")
+# --method's choices and the fewest runs each combines.
+METHOD_FEWEST = {"blend": 2, "stack": 1}
+METHODS = tuple(METHOD_FEWEST)
 # Ridge penalties per fitting row, so a penalty means the same shrinkage at any data size.
 STACK_PENALTIES = np.logspace(-3, 3, 7)
 
@@ -91,11 +93,14 @@ def load_member(run_dir: Path) -> Member:
     )
 
 
-def check_members(members: Sequence[Member], training: TrainingSet | None = None) -> None:
-    """Refuse members that cannot be blended: too few, repeated, other data, other folds."""
-    if len(members) < 2:
-        raise KitError(f"an ensemble needs at least 2 runs; got {len(members)}"
-                       + (f" ({members[0].name})" if members else ""))
+def check_members(members: Sequence[Member], training: TrainingSet | None = None,
+                  fewest: int = 2) -> None:
+    """Refuse members that cannot be combined: too few, repeated, other data, other folds.
+    `fewest`: 2 for a blend (a blend of one run is that run); a stack of one run still
+    corrects what its predictions get wrong the same way on every face."""
+    if len(members) < fewest:
+        raise KitError(f"an ensemble needs at least {fewest} run{'s' if fewest > 1 else ''}"
+                       f"; got {len(members)}" + (f" ({members[0].name})" if members else ""))
     names = [m.name for m in members]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
@@ -348,7 +353,7 @@ def make_ensemble(run_dirs: Sequence[Path], root: Path,
     if method not in METHODS:
         raise KitError(f"--method {method}: unknown; expected one of {', '.join(METHODS)}")
     members = [load_member(Path(d)) for d in run_dirs]
-    check_members(members, training)
+    check_members(members, training, fewest=METHOD_FEWEST[method])
     ridges = None
     if method == "stack":
         oof, weights, ridges = stack(members)

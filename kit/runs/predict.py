@@ -55,7 +55,8 @@ def predict_images(config: Config, task: Task, fold_models: list[FoldModel],
                    images: np.ndarray) -> np.ndarray:
     """The fold models' mean pixel keypoints (each with the run's test-time views)."""
     predict = _predictor(config.model, task, config.flip_tta,
-                         train.tta_views(config.tta_shift, config.tta_zoom, config.tta_rotate))
+                         train.tta_views(config.tta_shift, config.tta_zoom, config.tta_rotate),
+                         config.augment.mirror_x)
     outputs = [
         programs.predict_batched(predict, m.params, m.net_state, images,
                                  config.train.eval_batch_size)
@@ -65,8 +66,8 @@ def predict_images(config: Config, task: Task, fold_models: list[FoldModel],
 
 
 @functools.lru_cache(maxsize=8)
-def _predictor(model: ModelConfig, task: Task, flip_tta: bool, views: tuple):
-    return train.make_predict(nets.build(model, task.outputs), task, flip_tta, views)
+def _predictor(model: ModelConfig, task: Task, flip_tta: bool, views: tuple, mirror_x: float):
+    return train.make_predict(nets.build(model, task.outputs), task, flip_tta, views, mirror_x)
 
 
 def predict_run(run_dir: Path, subset: str, images: np.ndarray,

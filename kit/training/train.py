@@ -305,13 +305,14 @@ def tta_views(shift: float = 0.0, zoom: float = 0.0,
 
 
 def make_predict(net: hk.TransformedWithState, task: Task, flip_tta: bool,
-                 views: tuple[tuple[float, float, float, float], ...] = ((0.0, 1.0, 0.0, 0.0),)
-                 ) -> Callable:
+                 views: tuple[tuple[float, float, float, float], ...] = ((0.0, 1.0, 0.0, 0.0),),
+                 mirror_x: float = 47.5) -> Callable:
     """A jitted (params, net_state, uint8 images) -> pixel keypoints.
 
     Test-time augmentation averages the predictions of transformed copies, each mapped back
     to the original frame: every view of `tta_views` (warped, predicted, then its keypoints
-    pushed through the warp's inverse), each with its mirror image too if flip_tta.
+    pushed through the warp's inverse), each with its mirror image too if flip_tta (mapped
+    back about augment.mirror_x, as training's flips map the labels).
     """
     permutation = task.permutation
 
@@ -321,7 +322,7 @@ def make_predict(net: hk.TransformedWithState, task: Task, flip_tta: bool,
             return pixels
         flipped = networks.to_pixels(net.apply(params, net_state, None, images[:, :, ::-1],
                                              False)[0])[:, permutation]
-        flipped = flipped.at[:, 0::2].set((IMAGE_SIZE - 1) - flipped[:, 0::2])
+        flipped = flipped.at[:, 0::2].set(2.0 * mirror_x - flipped[:, 0::2])
         return (pixels + flipped) / 2
 
     def predict(params, net_state, images):
