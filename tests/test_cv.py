@@ -65,6 +65,10 @@ def test_report_rmse_equals_a_direct_computation_from_oof_csv(run_dir, training)
             np.sqrt(np.mean((fold0["prediction"] - fold0["truth"]) ** 2)), rel=1e-9)
     assert written["leaderboard_estimate"]["rmse"] > 0
     assert f"{written['overall_rmse']:.4f}" in (run_dir / "report.md").read_text()
+    is_x = raw["column"] % 2 == 0
+    assert written["systematic_offset"]["x"] == pytest.approx(-error[is_x].mean(), rel=1e-9)
+    assert f"{written['systematic_offset']['y']:+.2f} px in y" in (
+        run_dir / "report.md").read_text()
 
 
 def test_saved_fold_model_reloads_and_predicts_its_oof_values(run_dir, training, quick_config):
@@ -279,6 +283,10 @@ def test_test_time_views_and_flips_are_mapped_back(views):
     for view in views[1:]:
         alone = train.make_predict(net, task, flip_tta=False, views=(view,))
         np.testing.assert_allclose(alone(params, state, images), expected, atol=0.05)
+    # A mirror about 48.5 maps the flipped copy's x to x + 2: the mean moves by 1 in x alone.
+    shifted = train.make_predict(net, task, flip_tta=True, views=views, mirror_x=48.5)
+    np.testing.assert_allclose(shifted(params, state, images),
+                               expected + np.tile([1.0, 0.0], 15), atol=0.05)
 
 
 def test_reshape_max_pool_equals_haikus_max_pool():

@@ -164,6 +164,27 @@ def mean_baseline(oof: pd.DataFrame, training: TrainingSet) -> dict:
                         for s in dict.fromkeys(subsets)}}
 
 
+# A mean error (pixels) beyond this in x or y is worth a line of advice: a shift every face
+# shares is error a model need not make.
+OFFSET_WORTH_SAYING = 0.25
+
+
+def systematic_offset(oof: pd.DataFrame) -> dict:
+    """The predictions' mean error in x and in y (truth minus prediction, pixels, over every
+    OOF value) and, where one is large, what removes it: an x offset alone is the mirror the
+    flips assume (augment.mirror_x), any offset a stack (`ensemble RUN --method stack`)."""
+    error = oof["truth"] - oof["prediction"]
+    is_x = (oof["column"] % 2 == 0).to_numpy()
+    x, y = float(error[is_x].mean()), float(error[~is_x].mean())
+    advice = None
+    if max(abs(x), abs(y)) > OFFSET_WORTH_SAYING:
+        advice = "`python -m kit ensemble RUN --method stack` removes it from the predictions"
+        if abs(x) > OFFSET_WORTH_SAYING >= abs(y):
+            advice += (f"; in x alone it is the labels' mirror: try --set augment.mirror_x="
+                       f"{47.5 + x:.1f} (the x a flip keeps in place, now 47.5)")
+    return {"x": x, "y": y, "advice": advice}
+
+
 def _root_mean(squared: np.ndarray) -> float | None:
     squared = squared[np.isfinite(squared)]
     return float(np.sqrt(squared.mean())) if len(squared) else None
@@ -230,6 +251,7 @@ def compute(oof: pd.DataFrame, training: TrainingSet, lookup: LookupTable | None
             "rmse": None, "reason": "needs both subsets and data/IdLookupTable.csv"
         }
     report["mean_baseline"] = mean_baseline(oof, training)
+    report["systematic_offset"] = systematic_offset(oof)
     warning = worse_than_mean(report)
     if warning:
         report["warning"] = warning
@@ -465,6 +487,12 @@ def markdown(report: dict) -> str:
                        "scores below it).")]
     if interval_line(estimate):
         lines += ["", interval_line(estimate)]
+    offset = report.get("systematic_offset")
+    if offset:
+        lines += ["", (f"Systematic offset: the predictions' mean error (truth minus prediction) "
+                       f"is {offset['x']:+.2f} px in x and {offset['y']:+.2f} px in y"
+                       + (f"; {offset['advice']}." if offset["advice"] else ", too small to "
+                          "correct.")).replace("..", ".")]
     if "train_seconds" in report:
         lines += ["", f"Training took {report['train_seconds'] / 60:.1f} minutes."]
     if "engine" in report:
