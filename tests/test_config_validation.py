@@ -294,6 +294,10 @@ def test_each_choice_the_schema_accepts_is_a_key_of_the_code_that_acts_on_it():
     assert config_io.SCHEDULES == tuple(train.SCHEDULES)
     assert config_io.LOSSES == tuple(train.LOSSES)
     assert config_io.PRECISIONS == tuple(precision.PRECISIONS)
+    from kit.config import pipelines
+    from kit.results import ensemble
+
+    assert pipelines.ENSEMBLE_METHODS == ensemble.METHODS
 
 
 @pytest.mark.parametrize("widths, input_size", [((8,), 32), ((8, 8), 48), ((8, 8, 8), 96),

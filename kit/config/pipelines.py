@@ -14,6 +14,9 @@ from kit.core.errors import KitError
 
 __all__ = ["OWNED", "PIPELINES", "Pipeline", "Stage", "is_pipeline", "pipeline"]
 
+# `kit ensemble --method`'s names (kit.results.ensemble.METHODS; a test checks they agree).
+ENSEMBLE_METHODS = ("blend", "stack")
+
 # The settings only a pipeline gives its stages: which run teaches which, and the run's label.
 OWNED = ("preset", "teacher", "pseudo_labels", "flagged_labels", "fill_labels", "soft_targets")
 
@@ -24,6 +27,7 @@ class Stage:
     sets: tuple[str, ...] = ()  # `--set` assignments on the base preset that make the stage
     teacher: str = ""  # the earlier stage whose run teaches this one (its folds reused)
     members: tuple[str, ...] = ()  # a blend: the earlier stages whose runs it blends
+    method: str = "blend"  # how a blend stage combines its members: one of ENSEMBLE_METHODS
     # The stage's network this many times as wide as its base's (after the user's --set):
     # a factor rather than widths, so that on `gpu`, already wider, the stage stays wider.
     widen: float = 1.0
@@ -48,6 +52,9 @@ class Pipeline:
                 if not factor > 0:
                     raise KitError(f"pipeline {self.name}: stage {stage.name} {field}={factor}: "
                                    "expected a factor above 0")
+            if stage.method not in ENSEMBLE_METHODS:
+                raise KitError(f"pipeline {self.name}: stage {stage.name} method="
+                               f"{stage.method!r}: expected one of {', '.join(ENSEMBLE_METHODS)}")
             for earlier in (*stage.members, *([stage.teacher] if stage.teacher else [])):
                 if earlier not in seen:
                     raise KitError(f"pipeline {self.name}: stage {stage.name} needs stage "
@@ -67,14 +74,15 @@ class Pipeline:
 
 # The base preset's shared trunk teaches a network twice as wide, for 44 of every 48 epochs
 # (the teacher's soft labels and flagged rows are what make the wider network pay for its
-# time), and the blend weighs the two by their OOF: the best width and length found for
+# time), and a stack of the two (a ridge per value over both runs' values) combines them and
+# removes the offset every face's prediction shares: the best width and length found for
 # about 5x v1's `make cv` time on 2 CPU cores. Each candidate's score and time, and what each
 # stage adds: docs/results.md, "The best pipeline".
 SECOND_PASS = ("pseudo_labels=1", "flagged_labels=drop")
 _BEST = Pipeline("best", (
     Stage("shared"),
     Stage("taught", sets=SECOND_PASS, teacher="shared", widen=2.0, lengthen=44 / 48),
-    Stage("blend", members=("taught", "shared")),
+    Stage("stack", members=("taught", "shared"), method="stack"),
 ))
 
 PIPELINES: dict[str, Pipeline] = {"best": _BEST}

@@ -218,7 +218,8 @@ def _run_stage(pipeline: Pipeline, step: StagePlan, arguments: Arguments,
     if step.stage.is_blend:
         members = [runs[name] for name in step.stage.members]
         with listener.busy(f"blending {', '.join(m.name for m in members)} by their OOF"):
-            return ensemble.make_ensemble(members, root, training), None
+            return ensemble.make_ensemble(members, root, training,
+                                          method=step.stage.method), None
     config = _with_teacher(pipeline, step, arguments, runs)
     teaching = None
     if config.teacher:
