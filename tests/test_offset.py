@@ -21,7 +21,7 @@ def oof_with(dx: float, dy: float) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("dx, dy, says", [
-    (1.0, 0.0, "augment.mirror_x=48.5"),
+    (1.0, 0.0, "move augment.mirror_x (the x a flip keeps in place; 47.5 in every preset) by +1.0"),
     (-0.6, 0.8, "--method stack"),
     (0.05, -0.05, None),
 ])

@@ -180,8 +180,8 @@ def systematic_offset(oof: pd.DataFrame) -> dict:
     if max(abs(x), abs(y)) > OFFSET_WORTH_SAYING:
         advice = "`python -m kit ensemble RUN --method stack` removes it from the predictions"
         if abs(x) > OFFSET_WORTH_SAYING >= abs(y):
-            advice += (f"; in x alone it is the labels' mirror: try --set augment.mirror_x="
-                       f"{47.5 + x:.1f} (the x a flip keeps in place, now 47.5)")
+            advice += (f"; in x alone it is the labels' mirror: move augment.mirror_x (the x "
+                       f"a flip keeps in place; 47.5 in every preset) by {x:+.1f}")
     return {"x": x, "y": y, "advice": advice}
 
 
