@@ -64,3 +64,16 @@ def train_folds(config, training, folds=(0, 1), checkpoint_dir=None, listener=No
     results = loop.train_folds(config, tasks.task_for(NETWORK), NETWORK, data, jobs,
                                listener or loop.Listener(), stats or loop.Stats())
     return {result.fold: result for result in results}
+
+
+class Chunks(loop.Listener):
+    """Counts the loop's chunks of steps; raises KeyboardInterrupt after the `stop`-th (0:
+    never), where a Ctrl-C held until that chunk's end would stop the run."""
+
+    def __init__(self, stop: int = 0):
+        self.stop, self.count = stop, 0
+
+    def progress(self, network, fold_steps):
+        self.count += 1
+        if self.count == self.stop:
+            raise KeyboardInterrupt

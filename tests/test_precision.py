@@ -14,9 +14,9 @@ import pytest
 
 from kit import config as config_io
 from kit.model import networks, tasks
-from kit.training import checkpoints, hardware, loop, precision, train
+from kit.training import checkpoints, hardware, precision, train
 from tests.conftest import refusal
-from tests.helpers import NETWORK, batch_of, small_config, train_folds
+from tests.helpers import NETWORK, Chunks, batch_of, small_config, train_folds
 
 WIDE = {np.dtype(np.float32), np.dtype(np.int32)}  # weights, statistics, their counters
 
@@ -140,23 +140,13 @@ def test_fp32_states_carry_no_loss_scale(small):
     assert train.make_init(net, optimizer)(jax.random.PRNGKey(0)).loss_scale == ()
 
 
-class AtChunk(loop.Listener):
-    def __init__(self, chunk: int):
-        self.chunk, self.chunks = chunk, 0
-
-    def progress(self, network, fold_steps):
-        self.chunks += 1
-        if self.chunks == self.chunk:
-            raise KeyboardInterrupt
-
-
 @pytest.mark.slow
 def test_an_interrupted_fp16_run_resumes_exactly_with_its_loss_scale(small, training,
                                                                       tmp_path):
     config = config_io.override(small, ["train.precision=fp16"])
     uninterrupted = train_one_fold(config, training)
     with pytest.raises(KeyboardInterrupt):
-        train_one_fold(config, training, checkpoint_dir=tmp_path, listener=AtChunk(4))
+        train_one_fold(config, training, checkpoint_dir=tmp_path, listener=Chunks(4))
     path = tmp_path / "fold-0.npz"
     task = tasks.task_for(NETWORK)
     net, optimizer, _ = train.build(config, task)

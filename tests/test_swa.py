@@ -11,8 +11,8 @@ import pytest
 from kit import config as config_io
 from kit.core.errors import KitError
 from kit.model import tasks
-from kit.training import loop, train
-from tests.helpers import NETWORK, batch_of, init_state, small_config, train_folds
+from kit.training import train
+from tests.helpers import NETWORK, Chunks, batch_of, init_state, small_config, train_folds
 
 SWA = ["train.epochs=4", "train.swa_epochs=2", "train.swa_rate=0.1"]
 
@@ -62,18 +62,6 @@ def test_the_kept_weights_are_the_windows_mean_with_statistics_of_their_own(swa_
     own = jax.tree_util.tree_leaves(statistics)
     network = jax.tree_util.tree_leaves(state.net_state)
     assert any(not np.allclose(a, b) for a, b in zip(own, network))
-
-
-class Chunks(loop.Listener):
-    """Counts the chunks of steps; raises KeyboardInterrupt after the `stop`-th."""
-
-    def __init__(self, stop: int = 0):
-        self.stop, self.count = stop, 0
-
-    def progress(self, network, fold_steps):
-        self.count += 1
-        if self.count == self.stop:
-            raise KeyboardInterrupt
 
 
 @pytest.mark.slow
