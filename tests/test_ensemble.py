@@ -344,8 +344,8 @@ def test_the_test_path_applies_a_stacks_ridges_as_the_fit_did(crossed):
     members = [constructed_member("A", a, truth, folds, config),
                constructed_member("B", b, truth, folds, config)]
     in_sample, weights, ridges = ensemble.stack(members, cross_fit=False)
-    values = ensemble.stack_record_values(ridges["15"], {"A": a, "B": b}, weights["15"],
-                                          SUBSET_COLUMNS["15"])
+    values = predict.ensemble_values(weights["15"], ridges["15"], {"A": a, "B": b},
+                                     SUBSET_COLUMNS["15"])
     wide = in_sample.pivot(index="row", columns="column", values="prediction").to_numpy()
     np.testing.assert_allclose(values, wide, atol=1e-9)
 
@@ -389,8 +389,8 @@ def test_cli_stack_run_is_reported_compared_and_submitted(quick_run, shared_run,
     # The test path: the members' predictions through the stored ridges.
     images = training.images[:4]
     members = {run.name: predict.predict_run(run, "4", images) for run in (quick_run, shared_run)}
-    expected = ensemble.stack_record_values(record["stack"]["4"], members,
-                                            record["weights"]["4"], SUBSET_COLUMNS["4"])
+    expected = predict.ensemble_values(record["weights"]["4"], record["stack"]["4"], members,
+                                       SUBSET_COLUMNS["4"])
     np.testing.assert_allclose(predict.predict_run(stacked, "4", images), expected, atol=1e-5)
     assert np.abs(expected - predict.predict_run(ensemble_run, "4", images)).max() > 1e-3
     assert cli.main(["--data", str(data_dir), "--runs", str(root), "submit", str(stacked.name),

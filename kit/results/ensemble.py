@@ -48,7 +48,6 @@ from kit.data.tables import TrainingSet
 from kit.runs import files
 from kit.runs.folders import new_named_dir, point_latest
 from kit.runs.folds import fingerprint, fold_of_row
-from kit.runs.predict import stacked_values
 
 PRESET = "ensemble"
 NETWORK = "ensemble"  # the one "network" of an ensemble's folds.json: the members' fold map
@@ -323,15 +322,6 @@ def stack(members: Sequence[Member], cross_fit: bool = True) -> tuple[pd.DataFra
                                         "column": COLUMN_INDEX[name], "truth": truth[:, j],
                                         "prediction": stacked[:, j]}))
     return _in_run_order(pd.concat(tables, ignore_index=True)), weights, ridges
-
-
-def stack_record_values(ridge: dict, member_predictions: dict[str, np.ndarray],
-                        weights: dict, columns: Sequence[str]) -> np.ndarray:
-    """What a stacked subset predicts from its members' predictions (name -> rows x columns),
-    as the test set meets it: the mean's weights plus the ridges' residual."""
-    base = sum(np.array([weights[c].get(name, 0.0) for c in columns]) * values
-               for name, values in member_predictions.items())
-    return base + stacked_values(ridge, member_predictions, columns)
 
 
 # ---------------------------------------------------------------- the ensemble run

@@ -51,7 +51,14 @@ from kit.model import tasks
 from kit.results import label_noise
 from kit.runs import files
 from kit.runs.folds import fingerprint, fold_rows
-from kit.runs.lessons import Lesson, averaged_labels, changed_rows, own_lesson, with_copies
+from kit.runs.lessons import (
+    Lesson,
+    appended,
+    averaged_labels,
+    changed_rows,
+    own_lesson,
+    with_copies,
+)
 from kit.runs.predict import FoldModel, load_fold_models, predict_images
 
 # The loss weight of a doubted label with flagged_labels=downweight: it still pulls, a quarter
@@ -120,13 +127,10 @@ class Teaching:
         train_rows = {fold: np.concatenate([chosen, first + fold * len(faces)
                                             + np.arange(len(faces))])
                       for fold, chosen in lesson.train_rows.items()}
-        all_targets = np.concatenate([lesson.targets, *per_fold])
-        before = (np.ones_like(lesson.targets) if lesson.loss_weights is None
-                  else lesson.loss_weights)
-        all_weights = np.concatenate([before, np.ones_like(all_targets[first:])])
-        return Lesson(np.concatenate([lesson.images, *[self.test_images[faces]] * len(per_fold)]),
-                      all_targets, None if (all_weights == 1).all() else all_weights,
-                      train_rows)
+        pseudo_targets = np.concatenate([lesson.targets[:0], *per_fold])
+        return appended(lesson, np.concatenate([lesson.images[:0],
+                                                *[self.test_images[faces]] * len(per_fold)]),
+                        pseudo_targets, np.ones_like(pseudo_targets), train_rows)
 
     def record(self, config: Config) -> dict:
         """teacher.json: what the teacher contributed to this run."""

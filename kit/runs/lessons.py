@@ -74,10 +74,17 @@ def with_copies(lesson: Lesson, rows: np.ndarray, targets: np.ndarray, weights: 
     place[rows] = first + np.arange(len(rows))
     train_rows = {fold: place[chosen] if folds is None or fold in folds else chosen
                   for fold, chosen in lesson.train_rows.items()}
+    return appended(lesson, lesson.images[rows], targets, weights, train_rows)
+
+
+def appended(lesson: Lesson, images: np.ndarray, targets: np.ndarray, weights: np.ndarray,
+             train_rows: dict[int, np.ndarray]) -> Lesson:
+    """The lesson with these rows after its own (images, targets, loss weights), training on
+    `train_rows`, which the caller has pointed at them."""
     before = (np.ones_like(lesson.targets) if lesson.loss_weights is None
               else lesson.loss_weights)
     all_weights = np.concatenate([before, weights])
-    return Lesson(np.concatenate([lesson.images, lesson.images[rows]]),
+    return Lesson(np.concatenate([lesson.images, images]),
                   np.concatenate([lesson.targets, targets]),
                   None if (all_weights == 1).all() else all_weights, train_rows)
 

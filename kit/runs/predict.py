@@ -102,18 +102,21 @@ def _predict_ensemble(run_dir: Path, members: list[Path], subset: str, images: n
                        f"that answers the {subset}-key subset")
     ridge = (record.get("stack") or {}).get(subset)
     columns = SUBSET_COLUMNS[subset]
-    total = np.zeros((len(images), len(columns)))
-    predictions = {}
-    for member in members:
-        member_weights = np.array([weights[c].get(member.name, 0.0) for c in columns])
-        if not member_weights.any() and not (
-                ridge and any(name == member.name for name, _ in ridge["features"])):
-            continue  # no weight and no stacked feature in this subset: its networks need not run
-        predictions[member.name] = predict_run(member, subset, images, full)
-        total += member_weights * predictions[member.name]
-    if ridge:
-        total += stacked_values(ridge, predictions, columns)
-    return total
+    needed = {name for name, _ in ridge["features"]} if ridge else set()
+    needed |= {name for column in columns for name, w in weights[column].items() if w}
+    # A member with no weight and no stacked feature in this subset need not run.
+    predictions = {member.name: predict_run(member, subset, images, full)
+                   for member in members if member.name in needed}
+    return ensemble_values(weights, ridge, predictions, columns)
+
+
+def ensemble_values(weights: dict, ridge: dict | None, member_predictions: dict[str, np.ndarray],
+                    columns: tuple[str, ...]) -> np.ndarray:
+    """An ensemble's values of one subset from its members' (name -> rows x `columns`), as
+    ensemble.json says: each column's weighted sum, plus a stack's ridges' residual."""
+    total = sum(np.array([weights[c].get(name, 0.0) for c in columns]) * values
+                for name, values in member_predictions.items())
+    return total + stacked_values(ridge, member_predictions, columns) if ridge else total
 
 
 def stacked_values(ridge: dict, member_predictions: dict[str, np.ndarray],

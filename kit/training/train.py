@@ -59,7 +59,11 @@ def update_average(average: hk.Params, params: hk.Params, decay: float,
     (as tf.train.ExponentialMovingAverage's num_updates), so the early, random weights
     are forgotten within the first epochs instead of dragging on a short run's average."""
     t = jnp.asarray(step, jnp.float32)
-    rate = 1.0 - jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+    return moved_toward(average, params, 1.0 - jnp.minimum(decay, (1.0 + t) / (10.0 + t)))
+
+
+def moved_toward(average: hk.Params, params: hk.Params, rate: jax.Array) -> hk.Params:
+    """`average` moved `rate` of the way to `params` (1: onto them)."""
     return jax.tree_util.tree_map(lambda a, p: a + rate * (p - a), average, params)
 
 
@@ -233,15 +237,14 @@ def make_train_step(net: hk.TransformedWithState, optimizer: optax.GradientTrans
             raise ValueError("an fp16 step needs a loss scale: make_init(..., precision='fp16')")
 
         def loss_fn(params):
+            output, net_state = net.apply(params, state.net_state, dropout_key, images, True,
+                                          input_size, maps=bool(heatmap_weight))
             if heatmap_weight:
-                (output, logits), net_state = net.apply(
-                    params, state.net_state, dropout_key, images, True, input_size, maps=True)
-                loss = (masked_loss(output, target, mask, config.train.loss) + heatmap_weight
-                        * heatmap_divergence(logits, keypoints, mask, heatmap_sigma))
-            else:
-                output, net_state = net.apply(params, state.net_state, dropout_key, images,
-                                              True, input_size)
-                loss = masked_loss(output, target, mask, config.train.loss)
+                output, logits = output
+            loss = masked_loss(output, target, mask, config.train.loss)
+            if heatmap_weight:
+                loss = loss + heatmap_weight * heatmap_divergence(logits, keypoints, mask,
+                                                                  heatmap_sigma)
             return (loss * loss_scale.scale if scaled else loss), (loss, net_state, output)
 
         (_, (loss, net_state, output)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -278,7 +281,7 @@ def swa_update(net: hk.TransformedWithState, state: TrainState, params: hk.Param
     """SWA's mean moved `rate` of the way to `params`, and its batch-norm statistics: inside
     the window, the averaged weights' forward pass over this step's batch updates them (the
     network's own statistics belong to weights that moved on); before it, nothing runs."""
-    average = jax.tree_util.tree_map(lambda a, p: a + rate * (p - a), state.average, params)
+    average = moved_toward(state.average, params, rate)
 
     def gathered():
         return net.apply(average, state.average_state, key, images, True, input_size)[1]
