@@ -3,6 +3,8 @@ training state, a batch built on the host, a network's parameter count, and fold
 network trained through the loop."""
 from __future__ import annotations
 
+import os
+
 import jax
 import numpy as np
 
@@ -17,6 +19,12 @@ NETWORK = "4"  # on the 60 synthetic rows: 30 training rows a fold, 3 steps of 8
 # every path in a few seconds.
 SMALL = ["train.batch_size=8", "train.eval_batch_size=16", "train.epochs=2",
          "engine.checkpoint_seconds=0", "engine.chunk_seconds=0.000001"]
+
+
+def one_device_environment(**more: str) -> dict[str, str]:
+    """The environment of a kit process a test starts where the test is not about devices:
+    its tiny network on one CPU device, not split over two that wait on each other."""
+    return dict(os.environ, KIT_CPU_DEVICES="1", **more)
 
 
 def init_state(config: Config, task: train.Task, fold_seed: int) -> train.TrainState:

@@ -15,13 +15,14 @@ from kit.core.errors import KitError
 from kit.results import ensemble
 from kit.runs import files, predict
 from tests.conftest import QUICK
+from tests.helpers import one_device_environment
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def kit(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "kit", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+                          text=True, timeout=timeout, check=False, env=one_device_environment())
 
 
 @pytest.fixture

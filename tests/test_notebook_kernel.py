@@ -23,6 +23,7 @@ from kit.cli import console
 from kit.data import synth, tables
 from kit.submit import validate
 from tests.fake_kaggle import isolated_kaggle_home
+from tests.helpers import one_device_environment
 from tests.test_notebook import kaggle_tree, snapshot
 
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -97,7 +98,7 @@ def test_the_kaggle_notebook_runs_in_a_kernel_and_writes_a_scoring_submission(
     kaggle_tree(root, made["archive"], "nested")
     before = snapshot(root / "input")
     isolated_kaggle_home(tmp_path, monkeypatch)  # a notebook without credentials
-    environment = {name: value for name, value in os.environ.items()
+    environment = {name: value for name, value in one_device_environment().items()
                    if name not in ("KIT_DATA", "KIT_RUNS", "KIT_SUBMISSIONS",
                                    "KAGGLE_KERNEL_RUN_TYPE")}
     environment.update({
@@ -105,9 +106,6 @@ def test_the_kaggle_notebook_runs_in_a_kernel_and_writes_a_scoring_submission(
                                                     environment.get("PYTHONPATH")])),
         "KIT_KAGGLE_ROOT": str(root),
         "KAGGLE_KERNEL_RUN_TYPE": "Interactive",  # as Kaggle sets it while editing
-        # The test is of the notebook, not of placements: its tiny network on one device, not
-        # split over two that wait on each other every step.
-        "KIT_CPU_DEVICES": "1",
     })
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     notebook.cells = cells_for_the_test(notebook)

@@ -21,6 +21,7 @@ from kit.recipes.progress import PipelineListener
 from kit.remote import kernels
 from kit.runs import files
 from tests.conftest import QUICK, refusal
+from tests.helpers import one_device_environment
 from tests.test_remote import credentials, runs, scripted  # noqa: F401 - fixtures
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,7 +50,8 @@ def test_best_is_one_command_that_resumes_at_the_stage_it_stopped_and_submits(
 
     # Stopped (SIGTERM, as a scheduler or Kaggle's session end does) once the first taught
     # stage is training.
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE,
+    process = subprocess.Popen(command, cwd=REPO, env=one_device_environment(),
+                               stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     said, in_stage = [], False
     for line in process.stdout:
@@ -64,7 +66,8 @@ def test_best_is_one_command_that_resumes_at_the_stage_it_stopped_and_submits(
              if files.has_report(p)}
     assert len(first) == taught - 1 and not (root / "latest" / files.PIPELINE).exists()
 
-    again = subprocess.run(command, check=False, cwd=REPO, capture_output=True, text=True, timeout=900)
+    again = subprocess.run(command, check=False, cwd=REPO, env=one_device_environment(),
+                           capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     for number, stage in enumerate(stages[:taught - 1], 1):
         assert f"stage {number}/{len(stages)} {stage.name}: finished earlier, kept" in again.stdout
