@@ -8,6 +8,7 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
+from unittest import mock
 
 
 def session_folder() -> Path:
@@ -34,14 +35,11 @@ os.environ.setdefault("KIT_KAGGLE_ROOT", str(SESSION_FOLDER / "no-kaggle"))
 from kit.training import runtime
 
 # This process trains its tiny networks on one CPU device: split over two, every step waits
-# for the other core (and xdist's other worker wants it). The subprocesses it starts (the
-# command line, signals, pipelines) get the entry point's own devices, a user's path.
-_asked_devices = os.environ.pop("KIT_CPU_DEVICES", None)
-os.environ["KIT_CPU_DEVICES"] = "1"
-runtime.prepare_process()
-del os.environ["KIT_CPU_DEVICES"]
-if _asked_devices is not None:
-    os.environ["KIT_CPU_DEVICES"] = _asked_devices
+# for the other core (and xdist's other worker wants it). The environment is put back before
+# JAX starts, so the subprocesses it starts (the command line, signals, pipelines) get the
+# entry point's own devices, a user's path.
+with mock.patch.dict(os.environ, KIT_CPU_DEVICES="1"):
+    runtime.prepare_process()
 
 import pytest
 

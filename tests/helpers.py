@@ -21,10 +21,10 @@ SMALL = ["train.batch_size=8", "train.eval_batch_size=16", "train.epochs=2",
          "engine.checkpoint_seconds=0", "engine.chunk_seconds=0.000001"]
 
 
-def one_device_environment(**more: str) -> dict[str, str]:
+def one_device_environment() -> dict[str, str]:
     """The environment of a kit process a test starts where the test is not about devices:
     its tiny network on one CPU device, not split over two that wait on each other."""
-    return dict(os.environ, KIT_CPU_DEVICES="1", **more)
+    return dict(os.environ, KIT_CPU_DEVICES="1")
 
 
 def init_state(config: Config, task: train.Task, fold_seed: int) -> train.TrainState:
