@@ -50,7 +50,12 @@ from kit.results import report
 from kit.runs import cv
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-QUICK = ["folds=2", "train.epochs=2", "grouped_folds=0"]
+# The quick preset cut to 2 folds of 2 epochs.
+QUICK_RUN = ["folds=2", "train.epochs=2", "grouped_folds=0"]
+# Its network cut to one stage without residual blocks, the same soft-argmax head: tests
+# trace and compile programs far more than they run them, and every layer costs in both.
+SMALL_NETWORK = ["model.widths=8", "model.blocks_per_stage=0"]
+QUICK = QUICK_RUN + SMALL_NETWORK
 
 
 # Fixtures that train networks: a test that asks for one (directly or through another
@@ -89,6 +94,13 @@ def training(synth_competition):
 @pytest.fixture(scope="session")
 def quick_config():
     return config_io.override(config_io.preset("quick"), QUICK)
+
+
+@pytest.fixture(scope="session")
+def learning_config():
+    """The quick preset's own network, 2 folds of 2 epochs: for tests of how far a network
+    learns, which the small one barely does in a few steps."""
+    return config_io.override(config_io.preset("quick"), QUICK_RUN)
 
 
 @pytest.fixture(scope="session")

@@ -331,8 +331,8 @@ def test_the_report_says_how_each_folds_weights_were_kept(run_dir, train_setting
 
 @pytest.mark.slow
 def test_a_run_that_diverges_stops_in_one_line_instead_of_writing_nan(tmp_path, training,
-                                                                       quick_config):
-    config = config_io.override(quick_config, ["train.learning_rate=1000"])
+                                                                       learning_config):
+    config = config_io.override(learning_config, ["train.learning_rate=1000"])
     with pytest.raises(KitError) as caught:
         cv.run_cv(config, training, tmp_path / "cv")
     message = str(caught.value)

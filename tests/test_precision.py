@@ -168,8 +168,8 @@ def test_an_interrupted_fp16_run_resumes_exactly_with_its_loss_scale(small, trai
 
 
 @pytest.fixture(scope="module")
-def four_epochs(small):
-    return config_io.override(small, ["train.epochs=4"])
+def four_epochs(learning_config):
+    return config_io.override(small_config(learning_config), ["train.epochs=4"])
 
 
 @pytest.fixture(scope="module")
