@@ -21,6 +21,11 @@ SMALL = ["train.batch_size=8", "train.eval_batch_size=16", "train.epochs=2",
          "engine.checkpoint_seconds=0", "engine.chunk_seconds=0.000001"]
 
 
+def set_flags(assignments: list[str]) -> list[str]:
+    """Config assignments as the command line takes them: --set KEY=VALUE each."""
+    return [word for assignment in assignments for word in ("--set", assignment)]
+
+
 def one_device_environment() -> dict[str, str]:
     """The environment of a kit process a test starts where the test is not about devices:
     its tiny network on one CPU device, not split over two that wait on each other."""

@@ -13,6 +13,7 @@ from kit.data import tables
 from kit.results import compare
 from kit.runs import files
 from tests.conftest import QUICK
+from tests.helpers import set_flags
 
 
 def test_a_levers_settings_split_only_where_another_setting_starts():
@@ -44,7 +45,7 @@ def two_levers(synth_competition, tmp_path_factory):
 
     _, data_dir = synth_competition
     keep = tmp_path_factory.mktemp("bench-fold") / "keep"
-    settings = [item for setting in [*QUICK, "train.epochs=1"] for item in ("--set", setting)]
+    settings = set_flags([*QUICK, "train.epochs=1"])
     figures = bench_fold.run(["--preset", "quick", "--data", str(data_dir), *settings,
                               "--resamples", "200", "--seeds", "2", "--keep", str(keep),
                               "--lever", "noflip=flip_tta=0",

@@ -16,6 +16,7 @@ from kit.data import tables
 from kit.results import compare, ensemble, intervals, report
 from kit.runs import files
 from tests.conftest import QUICK, refusal
+from tests.helpers import set_flags
 
 
 @pytest.fixture(scope="module")
@@ -293,7 +294,7 @@ def test_cv_ends_with_the_warning_of_a_run_worse_than_the_means(tmp_path, synth_
     """Trained for real at a rate too small to move the network from its first guess (the
     image's centre): every keypoint's mean is nearer."""
     _, data_dir = synth_competition
-    settings = [item for setting in QUICK for item in ("--set", setting)]
+    settings = set_flags(QUICK)
     assert cli.main(["--data", str(data_dir), "--runs", str(tmp_path / "cv"), "cv",
                      "--preset", "quick", *settings, "--set", "train.learning_rate=1e-9"]) == 0
     err = capsys.readouterr().err.strip().splitlines()

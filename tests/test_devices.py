@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import SMALL_NETWORK
+
 REPO = Path(__file__).resolve().parents[1]
 
 SCRIPT = """
@@ -27,6 +29,7 @@ from kit import config as config_io
 from kit.training import loop, programs
 from kit.data import synth
 stop_after, folder, runs = int(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3])
+SMALL_NETWORK = json.loads(sys.argv[4])
 images, points = synth.make_faces(48, seed=3, source="full")
 data = loop.NetworkData(images, points.astype(np.float32))
 rows = np.arange(48)
@@ -45,7 +48,7 @@ out = {"devices": jax.device_count(), "runs": [],
        "auto_parts": [[placement.way, placement.devices, count] for count, placement in parts]}
 for placement, folds in runs:  # [placement, [fold, ...]]: one train_folds call each
     config = config_io.override(config_io.preset("quick"), [
-        "train.epochs=2", "train.batch_size=8", "augment.noise_std=0",
+        "train.epochs=2", "train.batch_size=8", "augment.noise_std=0", *SMALL_NETWORK,
         "engine.checkpoint_seconds=0", f"engine.fold_placement={placement}"])
     jobs = [loop.FoldJob(f, rows[rows % 3 != f], rows[rows % 3 == f],
                          folder / placement / f"fold-{f}.npz") for f in folds]
@@ -68,7 +71,7 @@ def run(devices: int, folder: Path, runs: list, stop_after: int = 0) -> dict:
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
                JAX_PLATFORMS="cpu")
     done = subprocess.run([sys.executable, "-c", SCRIPT, str(stop_after), str(folder),
-                           json.dumps(runs)], cwd=REPO, env=env, capture_output=True,
+                           json.dumps(runs), json.dumps(SMALL_NETWORK)], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])

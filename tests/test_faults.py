@@ -15,7 +15,7 @@ from kit.core.errors import KitError
 from kit.results import ensemble
 from kit.runs import files, predict
 from tests.conftest import QUICK
-from tests.helpers import one_device_environment
+from tests.helpers import one_device_environment, set_flags
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,7 +49,7 @@ def test_a_full_disk_ends_in_one_line_and_the_run_resumes_once_there_is_room(
         synth_competition, small_disk):
     _, data_dir = synth_competition
     runs, grow = small_disk
-    overrides = [arg for item in QUICK for arg in ("--set", item)]
+    overrides = set_flags(QUICK)
     command = ("--data", str(data_dir), "--runs", str(runs), "cv", "--preset", "quick",
                *overrides)
     full = kit(*command)

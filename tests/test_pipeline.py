@@ -21,22 +21,18 @@ from kit.recipes.progress import PipelineListener
 from kit.remote import kernels
 from kit.runs import files
 from tests.conftest import QUICK, refusal
-from tests.helpers import one_device_environment
+from tests.helpers import one_device_environment, set_flags
 from tests.test_remote import credentials, runs, scripted  # noqa: F401 - fixtures
 
 REPO = Path(__file__).resolve().parents[1]
 # The default network shrunk to seconds: every --set applies to every CV stage.
 SMALL = ["folds=2", "train.epochs=1", "grouped_folds=0", "model.stem_width=8",
-         "model.widths=8,16", "model.head_width=16", "model.input_size=48",
-         "model.head_stride=4", "tta_shift=0", "train.early_size=32"]
+         "model.widths=8", "model.blocks_per_stage=0", "model.head_width=16",
+         "model.input_size=48", "model.head_stride=4", "tta_shift=0", "train.early_size=32"]
 
 
 def kit_command(data_dir: Path, runs_dir: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "kit", "--data", str(data_dir), "--runs", str(runs_dir), *args]
-
-
-def sets(assignments: list[str]) -> list[str]:
-    return [word for item in assignments for word in ("--set", item)]
 
 
 @pytest.mark.slow
@@ -44,7 +40,7 @@ def test_best_is_one_command_that_resumes_at_the_stage_it_stopped_and_submits(
         synth_competition, tmp_path, capsys):
     made, data_dir = synth_competition
     root = tmp_path / "cv"
-    command = kit_command(data_dir, root, "cv", "--preset", "best", *sets(SMALL))
+    command = kit_command(data_dir, root, "cv", "--preset", "best", *set_flags(SMALL))
     stages = pipeline("best").stages
     taught = next(n for n, s in enumerate(stages, 1) if s.teacher)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SHARED
+from tests.conftest import SHARED, SMALL_NETWORK
 
 REPO = Path(__file__).resolve().parents[1]
 PRACTICE = SHARED / "data" / "practice"
@@ -36,7 +36,7 @@ def test_practice_download_tiny_cv_submit_dry_run_and_score(tmp_path):
                KIT_SUBMISSIONS=str(tmp_path / "submissions"))
     make("download", f"ARCHIVE={PRACTICE / 'facial-keypoints-detection.zip'}", env=env)
     assert (tmp_path / "data" / "training.csv").exists()
-    make("cv", "PRESET=quick", "EPOCHS=1", "FOLDS=2", env=env)
+    make("cv", "PRESET=quick", "EPOCHS=1", "FOLDS=2", f"SET={' '.join(SMALL_NETWORK)}", env=env)
     assert (tmp_path / "cv" / "latest" / "report.json").exists()
     make("submit", "DRY_RUN=1", env=env)
     written = sorted((tmp_path / "submissions").glob("*.csv"))

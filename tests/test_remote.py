@@ -25,8 +25,9 @@ from kit.core.errors import KitError
 from kit.data import download
 from kit.kaggle import client, kernel_api, kernel_setup, places
 from kit.remote import code, kernels
-from tests.conftest import refusal
+from tests.conftest import SMALL_NETWORK, refusal
 from tests.fake_kaggle import FakeKaggle, isolated_kaggle_home
+from tests.helpers import set_flags
 
 FAKE_USER = "fake-user"
 FAKE_KEY = "remotekey0123456789abcdef"
@@ -539,7 +540,8 @@ def test_remote_cv_runs_the_pushed_code_and_comes_back_as_a_submittable_run(
     with FakeKaggle(competition_files=competition, kernel_home=tmp_path / "kaggle") as fake:
         fake.install(monkeypatch)
         code = cli.main(["--runs", str(runs), "cv", "--preset", "quick", "--folds", "2",
-                         "--epochs", "1", "--remote", "kaggle", "--poll", "0.5"])
+                         "--epochs", "1", *set_flags(SMALL_NETWORK), "--remote", "kaggle",
+                         "--poll", "0.5"])
         kernel = fake.wait_for_kernel()
     out = capsys.readouterr().out
     log = "".join(entry["data"] for entry in kernel.log_entries)

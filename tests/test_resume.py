@@ -15,6 +15,7 @@ import pandas as pd
 
 from kit.runs import files
 from tests.conftest import QUICK
+from tests.helpers import set_flags
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_USER = "resume-test-user"
@@ -24,9 +25,8 @@ FAKE_KEY = "0123456789abcdef-resume-test-key"
 def cv_command(data_dir: Path, runs: Path) -> list[str]:
     # A checkpoint at every chunk of steps, each chunk a step or two: a kill lands anywhere,
     # mid-epoch too (engine settings are not part of the work: the run still resumes).
-    overrides = [arg for item in QUICK + ["engine.checkpoint_seconds=0",
-                                          "engine.chunk_seconds=0.000001"]
-                 for arg in ("--set", item)]
+    overrides = set_flags(QUICK + ["engine.checkpoint_seconds=0",
+                                   "engine.chunk_seconds=0.000001"])
     return [sys.executable, "-m", "kit", "--data", str(data_dir), "--runs", str(runs), "cv",
             "--preset", "quick", *overrides]
 
