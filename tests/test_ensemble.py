@@ -307,6 +307,28 @@ def stacked_rmse(oof: pd.DataFrame) -> float:
     return float(np.sqrt(np.mean((oof["prediction"] - oof["truth"]) ** 2)))
 
 
+@pytest.mark.parametrize("fold_count", [1, 2, 4])
+def test_a_columns_ridge_is_what_scikit_learns_ridgecv_chooses_and_fits(fold_count):
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import PredefinedSplit
+
+    rng = np.random.default_rng(fold_count)
+    for _ in range(20):
+        rows, width = rng.integers(20, 120), rng.integers(2, 12)
+        features = rng.normal(size=(rows, width)) * rng.uniform(0.1, 10) + rng.normal(size=width)
+        residual = (features @ rng.normal(size=width) * rng.uniform(0, 1)
+                    + rng.normal(size=rows) * rng.uniform(0.1, 5))
+        folds = np.arange(rows) % fold_count
+        intercept, coefficients, penalty = ensemble.ridge_column(features, residual, folds)
+        inner = PredefinedSplit(folds) if fold_count > 1 else None  # one fold: leave-one-out
+        model = RidgeCV(alphas=ensemble.STACK_PENALTIES * rows, cv=inner,
+                        scoring="neg_mean_squared_error" if inner is not None else None)
+        model.fit(features, residual)
+        assert penalty == model.alpha_
+        assert intercept == pytest.approx(model.intercept_, abs=1e-9)
+        np.testing.assert_allclose(coefficients, model.coef_, atol=1e-9)
+
+
 def test_stack_finds_a_mix_of_other_columns_the_blend_cannot(crossed):
     a, b, truth, folds, config = crossed
     members = [constructed_member("A", a, truth, folds, config),

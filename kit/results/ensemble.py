@@ -38,8 +38,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.optimize import nnls
-from sklearn.linear_model import RidgeCV
-from sklearn.model_selection import PredefinedSplit
 
 from kit.config import SUBSETS, Config
 from kit.core.errors import KitError
@@ -264,15 +262,53 @@ def subset_evidence(members: Sequence[Member], subset: str):
             first["truth"][columns].to_numpy(np.float64), predictions, list(complete))
 
 
+def ridge_fits(features: np.ndarray, target: np.ndarray,
+               penalties: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge regressions of target on features with an unpenalised intercept, one for each
+    penalty (the squared error plus penalty x the coefficients' squared norm, as
+    scikit-learn's Ridge): (intercepts (penalties,), coefficients (penalties, features))."""
+    feature_mean, target_mean = features.mean(axis=0), target.mean()
+    centred = features - feature_mean
+    eigenvalues, vectors = np.linalg.eigh(centred.T @ centred)
+    projected = vectors.T @ (centred.T @ (target - target_mean))
+    coefficients = (projected / (eigenvalues + penalties[:, None])) @ vectors.T
+    return target_mean - coefficients @ feature_mean, coefficients
+
+
+def leave_one_out_errors(features: np.ndarray, target: np.ndarray,
+                         penalties: np.ndarray) -> np.ndarray:
+    """Each penalty's mean squared leave-one-row-out error of ridge_fits, in closed form
+    (each row's residual over one minus its leverage)."""
+    centred, deviation = features - features.mean(axis=0), target - target.mean()
+    eigenvalues, vectors = np.linalg.eigh(centred.T @ centred)
+    rotated = centred @ vectors
+    shrink = 1.0 / (eigenvalues[:, None] + penalties[None, :])  # (features, penalties)
+    fitted = rotated @ (shrink * (rotated.T @ deviation)[:, None])
+    leverage = 1.0 / len(target) + rotated**2 @ shrink
+    return (((deviation[:, None] - fitted) / (1.0 - leverage)) ** 2).mean(axis=0)
+
+
 def ridge_column(features: np.ndarray, residual: np.ndarray,
                  folds: np.ndarray) -> tuple[float, np.ndarray, float]:
     """A ridge of the residual on the features: (intercept, coefficients, penalty), the penalty
-    chosen by leave-one-fold-out over the fitting rows' folds (leave-one-out with one fold)."""
-    inner = PredefinedSplit(folds) if len(np.unique(folds)) > 1 else None
-    model = RidgeCV(alphas=STACK_PENALTIES * len(residual), cv=inner,
-                    scoring="neg_mean_squared_error" if inner is not None else None)
-    model.fit(features, residual)
-    return float(model.intercept_), model.coef_.astype(np.float64), float(model.alpha_)
+    the first with the least mean squared error, leave-one-fold-out over the fitting rows'
+    folds (each fold's error weighing alike), leave-one-row-out with one fold: what
+    scikit-learn's RidgeCV chooses, without its per-fit overhead."""
+    penalties = STACK_PENALTIES * len(residual)
+    inner = np.unique(folds)
+    if len(inner) > 1:
+        errors = []
+        for fold in inner:
+            held = folds == fold
+            intercepts, coefficients = ridge_fits(features[~held], residual[~held], penalties)
+            predicted = features[held] @ coefficients.T + intercepts
+            errors.append(((predicted - residual[held, None]) ** 2).mean(axis=0))
+        error = np.mean(errors, axis=0)
+    else:
+        error = leave_one_out_errors(features, residual, penalties)
+    best = int(np.argmin(error))
+    intercepts, coefficients = ridge_fits(features, residual, penalties[best:best + 1])
+    return float(intercepts[0]), coefficients[0], float(penalties[best])
 
 
 def stack_subset(predictions: np.ndarray, truth: np.ndarray, folds: np.ndarray,
