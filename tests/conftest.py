@@ -56,6 +56,8 @@ QUICK_RUN = ["folds=2", "train.epochs=2", "grouped_folds=0"]
 # trace and compile programs far more than they run them, and every layer costs in both.
 SMALL_NETWORK = ["model.widths=8", "model.blocks_per_stage=0"]
 QUICK = QUICK_RUN + SMALL_NETWORK
+# The same as the notebook API's overrides dictionary.
+SMALL_NETWORK_FIELDS = dict(setting.split("=") for setting in SMALL_NETWORK)
 
 
 # Fixtures that train networks: a test that asks for one (directly or through another

@@ -71,8 +71,8 @@ def run(devices: int, folder: Path, runs: list, stop_after: int = 0) -> dict:
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
                JAX_PLATFORMS="cpu")
     done = subprocess.run([sys.executable, "-c", SCRIPT, str(stop_after), str(folder),
-                           json.dumps(runs), json.dumps(SMALL_NETWORK)], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600, check=False)
+                           json.dumps(runs), json.dumps(SMALL_NETWORK)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["devices"] == devices

@@ -19,7 +19,7 @@ from kit.core.keypoints import KEYPOINT_NAMES
 from kit.data import archive as archive_io
 from kit.data import download, tables
 from kit.kaggle import places
-from tests.conftest import SMALL_NETWORK
+from tests.conftest import SMALL_NETWORK_FIELDS
 
 LAYOUTS = ("nested", "extracted")
 
@@ -175,8 +175,7 @@ def test_notebook_api_runs_cv_shows_it_and_writes_submission_csv(synth_competiti
     root = on_kaggle(synth_competition[0]["archive"])
     before = snapshot(root / "input")
     run = kn.cv(preset="quick", folds=2, epochs=1,
-                overrides={"grouped_folds": 0,
-                           **dict(setting.split("=") for setting in SMALL_NETWORK)})
+                overrides={"grouped_folds": 0, **SMALL_NETWORK_FIELDS})
     assert run.parent == root / "working" / "cv" and (run / "report.json").is_file()
     kn.show(run)
     path = kn.submit(run)

@@ -22,6 +22,7 @@ from nbclient import NotebookClient
 from kit.cli import console
 from kit.data import synth, tables
 from kit.submit import validate
+from tests.conftest import SMALL_NETWORK_FIELDS
 from tests.fake_kaggle import isolated_kaggle_home
 from tests.helpers import one_device_environment
 from tests.test_notebook import kaggle_tree, snapshot
@@ -31,9 +32,9 @@ NOTEBOOK = CHECKOUT / "notebooks" / "kaggle.ipynb"
 # quick's network cut to one stage (tests.conftest.SMALL_NETWORK) with the plain dense head,
 # 30 epochs, no early stopping: about 2.6 px on this synthetic competition against the mean
 # face's 2.9 (soft-argmax needs more epochs).
-TEST_PARAMETERS = ('PRESET = "quick"\n'
-                   'OVERRIDES = {"model.head": "dense", "model.widths": "8", '
-                   '"model.blocks_per_stage": 0, "train.epochs": 30, "train.patience": 30}')
+TEST_OVERRIDES = {"model.head": "dense", **SMALL_NETWORK_FIELDS, "train.epochs": 30,
+                  "train.patience": 30}
+TEST_PARAMETERS = f'PRESET = "quick"\nOVERRIDES = {TEST_OVERRIDES!r}'
 PICTURES = ("curves.png", "keypoint-error.png", "errors-on-face.png", "worst.png",
             "label-noise.png")
 

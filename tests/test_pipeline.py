@@ -20,15 +20,15 @@ from kit.recipes import pipeline as runner
 from kit.recipes.progress import PipelineListener
 from kit.remote import kernels
 from kit.runs import files
-from tests.conftest import QUICK, refusal
+from tests.conftest import QUICK, SMALL_NETWORK, refusal
 from tests.helpers import one_device_environment, set_flags
 from tests.test_remote import credentials, runs, scripted  # noqa: F401 - fixtures
 
 REPO = Path(__file__).resolve().parents[1]
 # The default network shrunk to seconds: every --set applies to every CV stage.
-SMALL = ["folds=2", "train.epochs=1", "grouped_folds=0", "model.stem_width=8",
-         "model.widths=8", "model.blocks_per_stage=0", "model.head_width=16",
-         "model.input_size=48", "model.head_stride=4", "tta_shift=0", "train.early_size=32"]
+SMALL = ["folds=2", "train.epochs=1", "grouped_folds=0", "model.stem_width=8", *SMALL_NETWORK,
+         "model.head_width=16", "model.input_size=48", "model.head_stride=4", "tta_shift=0",
+         "train.early_size=32"]
 
 
 def kit_command(data_dir: Path, runs_dir: Path, *args: str) -> list[str]:

@@ -262,25 +262,30 @@ def subset_evidence(members: Sequence[Member], subset: str):
             first["truth"][columns].to_numpy(np.float64), predictions, list(complete))
 
 
+def centred_spectrum(features: np.ndarray, target: np.ndarray):
+    """Features and target less their means, and the eigenvalues and eigenvectors of the
+    centred features' Gram matrix: what every penalty's ridge is solved from."""
+    centred, deviation = features - features.mean(axis=0), target - target.mean()
+    eigenvalues, vectors = np.linalg.eigh(centred.T @ centred)
+    return centred, deviation, eigenvalues, vectors
+
+
 def ridge_fits(features: np.ndarray, target: np.ndarray,
                penalties: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Ridge regressions of target on features with an unpenalised intercept, one for each
     penalty (the squared error plus penalty x the coefficients' squared norm, as
     scikit-learn's Ridge): (intercepts (penalties,), coefficients (penalties, features))."""
-    feature_mean, target_mean = features.mean(axis=0), target.mean()
-    centred = features - feature_mean
-    eigenvalues, vectors = np.linalg.eigh(centred.T @ centred)
-    projected = vectors.T @ (centred.T @ (target - target_mean))
+    centred, deviation, eigenvalues, vectors = centred_spectrum(features, target)
+    projected = vectors.T @ (centred.T @ deviation)
     coefficients = (projected / (eigenvalues + penalties[:, None])) @ vectors.T
-    return target_mean - coefficients @ feature_mean, coefficients
+    return target.mean() - coefficients @ features.mean(axis=0), coefficients
 
 
 def leave_one_out_errors(features: np.ndarray, target: np.ndarray,
                          penalties: np.ndarray) -> np.ndarray:
     """Each penalty's mean squared leave-one-row-out error of ridge_fits, in closed form
     (each row's residual over one minus its leverage)."""
-    centred, deviation = features - features.mean(axis=0), target - target.mean()
-    eigenvalues, vectors = np.linalg.eigh(centred.T @ centred)
+    centred, deviation, eigenvalues, vectors = centred_spectrum(features, target)
     rotated = centred @ vectors
     shrink = 1.0 / (eigenvalues[:, None] + penalties[None, :])  # (features, penalties)
     fitted = rotated @ (shrink * (rotated.T @ deviation)[:, None])
