@@ -23,6 +23,11 @@ subsets=15,4 stays whole. The positional KEY=VALUEs are the side named "override
 figures keep the plain keys (difference, verdict, seed_differences, seed_spread); a lever's
 are prefixed with its name (heat_difference, heat_verdict, ...).
 
+A side that differs from an earlier one of its seed only in prediction-only settings (the
+test-time views: flip_tta, tta_shift, tta_zoom, tta_rotate) trains nothing: it predicts the
+held-out rows again with that side's fold models, which is what training it would give
+(figure trained_once names such sides).
+
 --keep DIR (a new or empty folder): each side and seed's training stays as a partial run,
 DIR/<side>-<seed>/ (config.json, folds.json, oof.csv of the folds trained, the fold
 models), which `python -m kit compare` and `python -m kit ensemble` take like any finished
@@ -54,7 +59,7 @@ from kit import config as config_io
 from kit.data import download, tables
 from kit.model import tasks
 from kit.results import compare, intervals, report, teacher
-from kit.runs import cv, files, folds
+from kit.runs import cv, files, folds, predict
 from kit.training import loop
 
 BASE, OVERRIDE = "base", "override"
@@ -108,12 +113,22 @@ def run(argv: list[str] | None = None) -> dict:
                        else folds.assign_folds(config, training) for name, config in sides.items()}
         started = time.perf_counter()
         oof = {name: [] for name in sides}
+        reused = {}  # side -> the side whose trained networks it predicts with
         for repeat in range(args.seeds):
+            trained = {}  # this seed's sides that trained: name -> (config, run folder)
             for name, config in sides.items():
                 config = config_io.override(config, [f"train.seed={base.train.seed + repeat}"])
                 run_dir = runs_dir / f"{name}-{repeat}"
-                part = _train_folds(config, training, assignments[name], teachings[name],
-                                    args.fold, run_dir)
+                twin = next((other for other, (other_config, _) in trained.items()
+                             if config_io.trains_alike(other_config, config)), None)
+                if twin is None:
+                    part = _train_folds(config, training, assignments[name], teachings[name],
+                                        args.fold, run_dir)
+                    trained[name] = (config, run_dir)
+                else:
+                    part = _predict_again(config, training, assignments[name], args.fold,
+                                          trained[twin][1], run_dir)
+                    reused[name] = twin
                 if args.keep is not None:
                     keep_run(run_dir, config, assignments[name], part)
                 oof[name].append(part.assign(**{compare.REPEAT: repeat}))
@@ -124,7 +139,10 @@ def run(argv: list[str] | None = None) -> dict:
                                                            index=False, float_format="%.5f")
         groups, groups_from = report.groups_of(assignments["base"], base.group_similarity,
                                                training)
-        return _figures(args, sides, oof, training, lookup, groups, groups_from, minutes)
+        figures = _figures(args, sides, oof, training, lookup, groups, groups_from, minutes)
+        figures["trained_once"] = " ".join(f"{name} on {twin}'s networks"
+                                           for name, twin in reused.items()) or "none"
+        return figures
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -178,6 +196,25 @@ def _train_folds(config, training, assignment: dict, teaching, fold_numbers: tup
                          loop.Stats(), only=fold_numbers, lesson=lesson)
         parts += [table for fold in fold_numbers
                   for table in cv.fold_oof(config, training, run_dir, network, fold)]
+    return pd.concat(parts, ignore_index=True)
+
+
+def _predict_again(config, training, assignment: dict, fold_numbers: tuple[int, ...],
+                   trained_dir: Path, run_dir: Path) -> pd.DataFrame:
+    """The OOF lines of a side that trains as the one in `trained_dir` does (config.trains_alike):
+    its fold folders copied, each fold's held-out rows predicted again under `config`'s
+    views, as training would have predicted them."""
+    parts = []
+    for network in tasks.network_names(config):
+        task = tasks.task_for(network)
+        for fold in fold_numbers:
+            folder = files.fold_dir(run_dir, network, fold)
+            shutil.copytree(files.fold_dir(trained_dir, network, fold), folder)
+            rows = folds.fold_rows(assignment, network, fold)[1]
+            model = predict.load_fold_model(config, network, folder)
+            files.write_fold_oof(folder, rows, predict.predict_images(config, task, [model],
+                                                                      training.images[rows]))
+            parts += cv.fold_oof(config, training, run_dir, network, fold)
     return pd.concat(parts, ignore_index=True)
 
 

@@ -6,6 +6,7 @@ import argparse
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from kit.cli import main as cli
@@ -75,6 +76,25 @@ def test_two_levers_share_one_base_each_paired_over_the_seeds(two_levers):
     low, high = re.search(r"LB estimate [.0-9]+ \[([.0-9]+), ([.0-9]+)\]$",
                           figures["base"]).groups()
     assert float(low) < float(high)
+
+
+@pytest.mark.slow
+def test_a_side_that_differs_only_in_test_time_views_is_the_training_it_skips(
+        two_levers, synth_competition, tmp_path):
+    """Both levers change only prediction settings: the base trained alone, and each lever's
+    OOF is what training that side would have given, line for line."""
+    from bench import bench_fold
+
+    figures, keep = two_levers
+    assert figures["trained_once"] == "noflip on base's networks shift on base's networks"
+    _, data_dir = synth_competition
+    alone = bench_fold.run(["--preset", "quick", "--data", str(data_dir),
+                            *set_flags([*QUICK, "train.epochs=1", "flip_tta=0"]),
+                            "--resamples", "20", "--keep", str(tmp_path)])
+    assert alone["trained_once"] == "none"
+    trained = files.read_oof(tmp_path / "base-0")
+    pd.testing.assert_frame_equal(files.read_oof(keep / "noflip-0"), trained)
+    assert not files.read_oof(keep / "base-0")["prediction"].equals(trained["prediction"])
 
 
 @pytest.mark.slow

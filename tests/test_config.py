@@ -171,3 +171,13 @@ def test_the_schemas_fold_placements_are_the_engines():
 
     assert ("auto", *programs.FOLD_PLACEMENTS) == config_io.FOLD_PLACEMENTS
     assert config_io.EngineConfig().fold_placement == "auto"
+
+
+def test_configs_that_differ_only_in_test_time_views_train_alike():
+    assert config_io.prediction_only_fields() == ("flip_tta", "tta_shift", "tta_zoom",
+                                                  "tta_rotate")
+    base = config_io.preset("default")
+    views = config_io.override(base, ["flip_tta=0", "tta_shift=1.5", "tta_zoom=0.1"])
+    assert config_io.trains_alike(base, views) and config_io.trains_alike(views, base)
+    for other in ("train.epochs=3", "train.seed=1", "augment.mirror_x=48.5", "folds=4"):
+        assert not config_io.trains_alike(base, config_io.override(views, [other]))

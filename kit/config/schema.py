@@ -42,10 +42,12 @@ __all__ = [
     "check",
     "from_dict",
     "load",
+    "prediction_only_fields",
     "rules_of",
     "setting",
     "settings_lines",
     "to_dict",
+    "trains_alike",
 ]
 
 COMPETITION = "facial-keypoints-detection"
@@ -71,11 +73,14 @@ PROBABILITY = "[0, 1]"
 
 
 def setting(default: Any, range: str = "", *, names: tuple[str, ...] = (),
-            may_be_empty: bool = False, distinct: bool = False) -> Any:
+            may_be_empty: bool = False, distinct: bool = False,
+            prediction_only: bool = False) -> Any:
     """A field with its rule beside it: `range` for a number (">= 1", "[0, 1)", ...), `names`
-    for a choice; the kind, and whether the field is a list of items, come from its type."""
+    for a choice; the kind, and whether the field is a list of items, come from its type.
+    `prediction_only`: training never reads it (kit.runs.predict does), so two configs that
+    differ only in such fields train the same networks (trains_alike)."""
     rule = {"range": range, "names": names, "may_be_empty": may_be_empty, "distinct": distinct}
-    return field(default=default, metadata={"rule": rule})
+    return field(default=default, metadata={"rule": rule, "prediction_only": prediction_only})
 
 
 @dataclass(frozen=True)
@@ -255,12 +260,14 @@ class Config:
     # any other name would silently change nothing.
     common_keypoints: tuple[str, ...] = setting((), names=CORE_KEYPOINTS, may_be_empty=True,
                                                 distinct=True)
-    flip_tta: bool = True
-    tta_shift: float = setting(0.0, HALF_FRAME)  # pixels; > 0 adds four shifted copies to TTA
+    # The test-time views: each prediction is the mean over the image's views.
+    flip_tta: bool = setting(True, prediction_only=True)
+    # Pixels; > 0 adds four shifted copies to TTA.
+    tta_shift: float = setting(0.0, HALF_FRAME, prediction_only=True)
     # > 0 adds copies zoomed by 1 +- tta_zoom; beyond 0.5 a view shrinks the face to a thumbnail.
-    tta_zoom: float = setting(0.0, "[0, 0.5]")
+    tta_zoom: float = setting(0.0, "[0, 0.5]", prediction_only=True)
     # Degrees; > 0 adds copies turned both ways. Faces are upright: a larger turn is another task.
-    tta_rotate: float = setting(0.0, "[0, 45]")
+    tta_rotate: float = setting(0.0, "[0, 45]", prediction_only=True)
     # A second pass (kit.results.teacher): a finished run's id in the same runs folder (never a
     # path; empty: none), whose folds this run reuses. With it, `pseudo_labels` adds the test
     # faces labelled by the teacher's model of each fold to that fold's training, and
@@ -461,6 +468,17 @@ def _check_network(model: ModelConfig, size: int | None = None,
                        f"{', '.join(map(str, strides))} (the strides of the resnet's stages "
                        f"at {key}={size} with {len(model.widths)} "
                        f"widths, leaving at least 2x2 heatmap cells)")
+
+
+def prediction_only_fields() -> tuple[str, ...]:
+    """The Config fields that training never reads (`setting(..., prediction_only=True)`)."""
+    return tuple(f.name for f in fields(Config) if f.metadata.get("prediction_only"))
+
+
+def trains_alike(a: Config, b: Config) -> bool:
+    """Whether `a` and `b` train the same networks: they differ in prediction-only fields at
+    most, so one's trained fold models serve the other, predicted again under its views."""
+    return replace(b, **{name: getattr(a, name) for name in prediction_only_fields()}) == a
 
 
 def to_dict(config: Config) -> dict[str, Any]:

@@ -37,18 +37,27 @@ def save_fold_model(folder: Path, params, net_state) -> None:
 
 def load_fold_models(run_dir: Path, network: str) -> list[FoldModel]:
     config = files.read_config(run_dir)
-    task = tasks.task_for(network)
-    net = nets.build(config.model, task.outputs)
-    like = net.init(jax.random.PRNGKey(0), np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.float32),
+    return [load_fold_model(config, network, files.fold_dir(run_dir, network, fold))
+            for fold in range(config.folds)]
+
+
+def load_fold_model(config: Config, network: str, folder: Path) -> FoldModel:
+    """The model a fold's folder keeps, of the network `config` builds."""
+    path = Path(folder) / files.MODEL
+    if not path.exists():
+        raise KitError(f"{path}: missing; the run is unfinished (run `make cv` to finish it)")
+    (params, net_state), _ = checkpoints.load_tree(
+        path, _model_like(config.model, tasks.task_for(network).outputs))
+    return FoldModel(params, net_state)
+
+
+@functools.lru_cache(maxsize=8)
+def _model_like(model: ModelConfig, outputs: int):
+    """A model's (params, net_state) of the right shapes, the template a saved one loads into
+    (never changed by a load)."""
+    net = nets.build(model, outputs)
+    return net.init(jax.random.PRNGKey(0), np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.float32),
                     True)
-    fold_models = []
-    for fold in range(config.folds):
-        path = files.fold_dir(run_dir, network, fold) / files.MODEL
-        if not path.exists():
-            raise KitError(f"{path}: missing; the run is unfinished (run `make cv` to finish it)")
-        (params, net_state), _ = checkpoints.load_tree(path, like)
-        fold_models.append(FoldModel(params, net_state))
-    return fold_models
 
 
 def predict_images(config: Config, task: Task, fold_models: list[FoldModel],
