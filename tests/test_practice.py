@@ -3,7 +3,6 @@ download from the archive, a tiny cv run, `make submit DRY_RUN=1`, and the indep
 scorer accepts the file."""
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SHARED, SMALL_NETWORK
+from tests.helpers import one_device_environment
 
 REPO = Path(__file__).resolve().parents[1]
 PRACTICE = SHARED / "data" / "practice"
@@ -32,8 +32,8 @@ def make(*args: str, env: dict) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_practice_download_tiny_cv_submit_dry_run_and_score(tmp_path):
-    env = dict(os.environ, KIT_DATA=str(tmp_path / "data"), KIT_RUNS=str(tmp_path / "cv"),
-               KIT_SUBMISSIONS=str(tmp_path / "submissions"))
+    env = dict(one_device_environment(), KIT_DATA=str(tmp_path / "data"),
+               KIT_RUNS=str(tmp_path / "cv"), KIT_SUBMISSIONS=str(tmp_path / "submissions"))
     make("download", f"ARCHIVE={PRACTICE / 'facial-keypoints-detection.zip'}", env=env)
     assert (tmp_path / "data" / "training.csv").exists()
     make("cv", "PRESET=quick", "EPOCHS=1", "FOLDS=2", f"SET={' '.join(SMALL_NETWORK)}", env=env)
