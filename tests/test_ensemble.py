@@ -138,6 +138,22 @@ def test_a_member_with_other_folds_is_refused(quick_run, quick_config, training,
     assert "seeds 0 and 0" in message  # the copy kept its config: the folds are what differ
 
 
+def test_a_blend_of_grouped_runs_keeps_their_groups_for_its_interval(quick_run, shared_run,
+                                                                    training, tmp_path):
+    """Members whose folds kept near-duplicate groups together: the blend's folds.json holds
+    those groups, and its report's interval resamples them, not a fresh linking."""
+    groups = (np.arange(len(training)) // 3).tolist()
+    copies = [copy_run(run, tmp_path / run.name) for run in (quick_run, shared_run)]
+    for copy in copies:
+        assignment = json.loads((copy / "folds.json").read_text())
+        (copy / "folds.json").write_text(json.dumps({**assignment, "groups": groups}))
+    blended = ensemble.make_ensemble(copies, tmp_path, training)
+    kept, where = report.groups_of(files.read_folds(blended), 0.8, training)
+    assert kept.tolist() == groups and where.startswith("the near-duplicate groups its folds")
+    plain = ensemble.make_ensemble([quick_run, shared_run], tmp_path, training)
+    assert files.read_folds(plain)["groups"] is None
+
+
 def test_a_member_of_other_data_is_refused(quick_run, training, tmp_path):
     other = copy_run(quick_run, tmp_path / "other-data")
     assignment = json.loads((other / "folds.json").read_text())
@@ -289,7 +305,7 @@ def constructed_member(name: str, predictions: np.ndarray, truth: np.ndarray,
     fold_of_row = np.full(n, -1)
     fold_of_row[keep] = folds[keep]
     return ensemble.Member(name, Path(name), dataclasses.replace(config, subsets=("15",)),
-                           fold_of_row, "constructed", n, oof)
+                           fold_of_row, "constructed", n, oof, None)
 
 
 @pytest.fixture

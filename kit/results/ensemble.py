@@ -67,6 +67,7 @@ class Member:
     fingerprint: str
     training_rows: int
     oof: pd.DataFrame
+    groups: list[int] | None  # the near-duplicate groups its folds kept together, if grouped
 
 
 # ---------------------------------------------------------------- members
@@ -86,7 +87,7 @@ def load_member(run_dir: Path) -> Member:
         name=run_dir.name, path=run_dir, config=files.read_config(run_dir),
         fold_of_row=fold_of_row(assignment, run_dir / files.FOLDS),
         fingerprint=assignment["fingerprint"], training_rows=int(assignment["training_rows"]),
-        oof=files.read_oof(run_dir),
+        oof=files.read_oof(run_dir), groups=assignment.get("groups"),
     )
 
 
@@ -404,8 +405,10 @@ def make_ensemble(run_dirs: Sequence[Path], root: Path,
                      + ("ridges" if ridges is not None else "weights")
                      + " fitted on the other folds",
     })
+    # The members share their folds, so the groups one of them kept together are the blend's.
+    groups = next((m.groups for m in members if m.groups is not None), None)
     files.write_folds(run_dir, {
-        "groups": None, "fingerprint": first.fingerprint, "training_rows": first.training_rows,
+        "groups": groups, "fingerprint": first.fingerprint, "training_rows": first.training_rows,
         "networks": {NETWORK: {"rows": union.tolist(), "fold": fold_of_row[union].tolist()}},
     })
     files.write_oof(run_dir, oof)
