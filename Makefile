@@ -79,11 +79,15 @@ submissions: $(STAMP)
 
 # Two workers (pytest-xdist) that take the next test as each finishes (worksteal): modules'
 # costs differ too much for a module per worker. test-fast leaves out the tests that train.
+# The kit's own modules are compiled first: the tests start dozens of Python processes, and
+# where PYTHONDONTWRITEBYTECODE is set each would compile them again.
 TEST_WORKERS ?= 2
 test: $(STAMP)
+	@$(PY) -m compileall -q -j 0 kit tests bench > /dev/null
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 test-fast: $(STAMP)
+	@$(PY) -m compileall -q -j 0 kit tests bench > /dev/null
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not slow"
 
 # The test matrix (noxfile.py): newest versions, Kaggle's image, the declared floor. Each
