@@ -75,9 +75,9 @@ class Pipeline:
 # The base preset's shared trunk teaches a network twice as wide, for 44 of every 48 epochs
 # (the teacher's soft labels and flagged rows are what make the wider network pay for its
 # time), and a stack of the two (a ridge per value over both runs' values) combines them and
-# removes the offset every face's prediction shares: the best width and length found for
-# about 5x v1's `make cv` time on 2 CPU cores. Each candidate's score and time, and what each
-# stage adds: docs/results.md, "The best pipeline".
+# removes the offset every face's prediction shares: the best width and length found within
+# its time budget. The budget, each candidate's score and time, and what each stage adds:
+# docs/results.md, "The best pipeline".
 # Soft targets: each training label moved 0.3 of the way to the teacher's OOF prediction.
 SECOND_PASS = ("pseudo_labels=1", "flagged_labels=drop", "soft_targets=0.3")
 _BEST = Pipeline("best", (
