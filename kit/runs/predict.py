@@ -53,11 +53,11 @@ def load_fold_model(config: Config, network: str, folder: Path) -> FoldModel:
 
 @functools.lru_cache(maxsize=8)
 def _model_like(model: ModelConfig, outputs: int):
-    """A model's (params, net_state) of the right shapes, the template a saved one loads into
-    (never changed by a load)."""
+    """The shapes of a model's (params, net_state), which a saved one loads into: traced,
+    never computed."""
     net = nets.build(model, outputs)
-    return net.init(jax.random.PRNGKey(0), np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.float32),
-                    True)
+    return jax.eval_shape(functools.partial(net.init, is_training=True), jax.random.PRNGKey(0),
+                          np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.float32))
 
 
 def predict_images(config: Config, task: Task, fold_models: list[FoldModel],
