@@ -82,12 +82,13 @@ submissions: $(STAMP)
 # The kit's own modules are compiled first: the tests start dozens of Python processes, and
 # where PYTHONDONTWRITEBYTECODE is set each would compile them again.
 TEST_WORKERS ?= 2
+COMPILE_KIT := $(PY) -m compileall -q -j 0 kit tests bench > /dev/null
 test: $(STAMP)
-	@$(PY) -m compileall -q -j 0 kit tests bench > /dev/null
+	@$(COMPILE_KIT)
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 test-fast: $(STAMP)
-	@$(PY) -m compileall -q -j 0 kit tests bench > /dev/null
+	@$(COMPILE_KIT)
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not slow"
 
 # The test matrix (noxfile.py): newest versions, Kaggle's image, the declared floor. Each

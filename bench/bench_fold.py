@@ -212,9 +212,9 @@ def _predict_again(config, training, assignment: dict, fold_numbers: tuple[int, 
             shutil.copytree(files.fold_dir(trained_dir, network, fold), folder)
             rows = folds.fold_rows(assignment, network, fold)[1]
             model = predict.load_fold_model(config, network, folder)
-            files.write_fold_oof(folder, rows, predict.predict_images(config, task, [model],
-                                                                      training.images[rows]))
-            parts += cv.fold_oof(config, training, run_dir, network, fold)
+            outputs = predict.predict_images(config, task, [model], training.images[rows])
+            files.write_fold_oof(folder, rows, outputs)  # the copied folder's, replaced
+            parts += cv.oof_tables(config, training, network, fold, rows, outputs)
     return pd.concat(parts, ignore_index=True)
 
 
